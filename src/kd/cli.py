@@ -1,0 +1,141 @@
+"""The `kd` command: distill, evaluate, predict.
+
+Errors a user can fix print as one line on stderr with exit code 2; `--debug`
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kd.errors import KDError
+
+
+def _distill_parser(sub) -> None:
+    p = sub.add_parser("distill", help="fine-tune a teacher and distill it into a student",
+                       description="Fine-tune the teacher, cache its soft targets, train the student.")
+    p.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="YAML config (repeatable; later files override earlier ones)")
+    p.add_argument("--teacher", help="teacher model: alias, hub id or folder (= teacher.name)")
+    p.add_argument("--student", help="student model: alias, hub id or folder (= student.name)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.alpha=0.7")
+
+
+def _data_arguments(p) -> None:
+    p.add_argument("--model", required=True, help="a model folder written by kd")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-length", type=int, default=200)
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a saved model on a labelled file (prints JSON)")
+    _data_arguments(p)
+    p.add_argument("--data", required=True, help="labelled CSV/TSV file")
+    p.add_argument("--format", default="jigsaw", choices=["jigsaw", "csv", "goemotions"])
+    p.add_argument("--text-column", default="comment_text")
+    p.add_argument("--label-columns", help="comma-separated (default: the model's labels)")
+    p.add_argument("--labels-file", help="goemotions format: label names (default: the model's labels)")
+    p.add_argument("--delimiter", help="default: tab for .tsv, comma otherwise")
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="per-label probabilities and predicted labels (JSON lines)")
+    _data_arguments(p)
+    p.add_argument("--input", help="a text file with one text per line")
+    p.add_argument("texts", nargs="*", help="texts to classify")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kd", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _distill_parser(sub)
+    _evaluate_parser(sub)
+    _predict_parser(sub)
+    return parser
+
+
+def _distill(args) -> None:
+    from kd.config import load_config
+    from kd.distill import run
+
+    overrides = list(args.overrides)
+    if args.teacher:
+        overrides.insert(0, f"teacher.name={args.teacher}")
+    if args.student:
+        overrides.insert(0, f"student.name={args.student}")
+    run(load_config(args.config, overrides))
+
+
+def _evaluate(args) -> None:
+    from accelerate import Accelerator
+
+    from kd.data import read_labeled
+    from kd.evaluate import evaluate_model
+    from kd.models import load_classifier
+
+    model, tokenizer, thresholds = load_classifier(args.model)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    columns = args.label_columns.split(",") if args.label_columns else names
+    if sorted(columns) != sorted(names):
+        raise KDError(f"the model predicts {names}; --label-columns gives {columns}")
+    data = read_labeled(args.data, args.format, args.text_column, columns, args.labels_file,
+                        args.delimiter)
+    if sorted(data.label_names) != sorted(names):
+        raise KDError(f"the model predicts {names}; the data has {data.label_names}")
+    data.labels = data.labels[:, [data.label_names.index(n) for n in names]]
+    data.label_names = names
+    metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size,
+                                args.max_length, thresholds)
+    print(json.dumps(metrics, indent=2))
+
+
+def _predict(args) -> None:
+    import torch
+
+    from kd.evaluate import sigmoid
+    from kd.models import load_classifier
+
+    texts = list(args.texts)
+    if args.input:
+        path = Path(args.input)
+        if not path.is_file():
+            raise KDError(f"input file not found: {path}")
+        texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise KDError("no texts given: pass TEXT arguments or --input FILE")
+    model, tokenizer, thresholds = load_classifier(args.model)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    for start in range(0, len(texts), args.batch_size):
+        chunk = texts[start:start + args.batch_size]
+        inputs = tokenizer(chunk, truncation=True, max_length=args.max_length, padding=True,
+                           return_tensors="pt", return_token_type_ids=None)
+        with torch.no_grad():
+            probs = sigmoid(model(**inputs).logits.numpy())
+        for text, row in zip(chunk, probs):
+            print(json.dumps({"text": text,
+                              "labels": [n for n, p, t in zip(names, row, thresholds) if p >= t],
+                              "probabilities": {n: round(float(p), 6) for n, p in zip(names, row)}}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        {"distill": _distill, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+    except KDError as err:
+        if args.debug:
+            raise
+        print(f"kd: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Run configuration: typed dataclasses, YAML files and `key=value` overrides.
+
+Precedence, lowest first: the dataclass defaults (mirrored by configs/base.yaml),
+each `--config` file in order, then `key=value` overrides. Unknown keys and values
+of the wrong type are errors. The resolved config is saved beside every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from kd.errors import KDError
+
+SAMPLE_DIR = "data/goemotions-sample"
+
+
+@dataclass
+class DataConfig:
+    format: Literal["jigsaw", "csv", "goemotions"] = "goemotions"
+    train: str = f"{SAMPLE_DIR}/train.tsv"
+    val: str | None = f"{SAMPLE_DIR}/dev.tsv"
+    text_column: str = "comment_text"
+    label_columns: list[str] = field(default_factory=list)
+    labels_file: str | None = f"{SAMPLE_DIR}/emotions.txt"
+    delimiter: str | None = None
+    val_fraction: float = 0.2
+    split_seed: int = 42
+    max_length: int = 200
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise KDError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.max_length < 8:
+            raise KDError(f"data.max_length must be at least 8, got {self.max_length}")
+        if self.format == "goemotions" and not self.labels_file:
+            raise KDError("data.format=goemotions needs data.labels_file (one label name per line)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float | None = None  # None: chosen from the model's hidden size (models.default_lr)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    prior_bias_init: bool = True
+    select_by: Literal["bce", "macro_auc"] = "bce"
+
+    def validate(self, name: str) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise KDError(f"{name}: epochs, batch_size and eval_batch_size must be positive")
+        if self.lr is not None and self.lr <= 0:
+            raise KDError(f"{name}.lr must be positive, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise KDError(f"{name}.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "distilbert"
+    init: Literal["pretrained", "random"] = "pretrained"
+    path: str | None = None  # an already fine-tuned teacher folder: training is skipped
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3))
+
+
+@dataclass
+class StudentConfig:
+    name: str = "bert-tiny"
+    init: Literal["pretrained", "teacher-layers", "random"] = "pretrained"
+    num_layers: int | None = None  # override the depth (random) or choose K (teacher-layers)
+    layers: list[int] | None = None  # teacher-layers: which teacher layers to keep
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5))
+
+
+@dataclass
+class DistillConfig:
+    alpha: float = 0.5
+    temperature: float = 2.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise KDError(f"distill.alpha must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise KDError(f"distill.temperature must be positive, got {self.temperature}")
+
+
+@dataclass
+class Config:
+    seed: int = 42
+    output_dir: str = "checkpoints"
+    run_name: str | None = None
+    cache_dir: str = "checkpoints/cache"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def validate(self) -> Config:
+        self.data.validate()
+        self.teacher.train.validate("teacher.train")
+        self.student.train.validate("student.train")
+        self.distill.validate()
+        if self.student.num_layers is not None and self.student.num_layers < 1:
+            raise KDError("student.num_layers must be positive")
+        if self.student.layers is not None:
+            if self.student.init != "teacher-layers":
+                raise KDError("student.layers applies only to student.init=teacher-layers")
+            if self.student.num_layers not in (None, len(self.student.layers)):
+                raise KDError("student.layers and student.num_layers disagree")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the type hint `hint`, converting int to float where due."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except KDError:
+                pass
+        raise KDError(f"config key {key}: expected {hint}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise KDError(f"config key {key}: expected one of {list(typing.get_args(hint))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise KDError(f"config key {key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, f"{key}[]") for v in value]
+    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 1e-3 as a string
+            return float(value)
+        except ValueError:
+            raise KDError(f"config key {key}: expected a number, got {value!r}") from None
+    if hint is bool and not isinstance(value, bool):
+        raise KDError(f"config key {key}: expected true or false, got {value!r}")
+    if hint in (int, float) and isinstance(value, bool):
+        raise KDError(f"config key {key}: expected {hint.__name__}, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise KDError(f"config key {key}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
+    """Apply a nested dict of updates to a dataclass in place, rejecting unknown keys."""
+    hints = typing.get_type_hints(type(obj))
+    for key, value in updates.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            known = ", ".join(sorted(f"{prefix}{k}" for k in hints))
+            raise KDError(f"unknown config key '{path}' (known here: {known})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise KDError(f"config key {path}: expected a mapping, got {value!r}")
+            _merge(current, value, f"{path}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`a.b.c=value` -> {"a": {"b": {"c": value}}}, the value parsed as YAML."""
+    if "=" not in text:
+        raise KDError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
+    """Build a validated Config from defaults, YAML files and key=value overrides."""
+    config = Config()
+    for path in files:
+        path = Path(path)
+        if not path.is_file():
+            raise KDError(f"config file not found: {path}")
+        try:
+            content = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise KDError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(content, dict):
+            raise KDError(f"config file {path} must hold a mapping at the top level")
+        _merge(config, content)
+    for text in overrides:
+        _merge(config, parse_override(text))
+    return config.validate()
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

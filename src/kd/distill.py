@@ -1,0 +1,143 @@
+"""The main job: data -> teacher -> cached soft targets -> student -> run folder and table.
+
+A run folder `checkpoints/<run>/` holds `teacher/` and `student/` (save_pretrained
+folders with thresholds.json), `config.yaml` (the resolved config), `metrics.jsonl`
+(one record per epoch of either stage) and `final_metrics.json`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import broadcast_object_list, set_seed
+
+from kd.config import Config, save_config
+from kd.data import EncodedDataset, LabeledTexts, TokenCache, load_splits
+from kd.errors import KDError
+from kd.evaluate import evaluate_model
+from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,
+                       load_classifier, load_tokenizer)
+from kd.report import Reporter, write_json
+from kd.teacher import soft_targets
+from kd.train import fit
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    """Batch sizes in the config are global: Accelerate splits each batch across processes."""
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    for key, size in [("teacher.train.batch_size", cfg.teacher.train.batch_size),
+                      ("student.train.batch_size", cfg.student.train.batch_size),
+                      ("teacher.train.eval_batch_size", cfg.teacher.train.eval_batch_size),
+                      ("student.train.eval_batch_size", cfg.student.train.eval_batch_size)]:
+        if size % accelerator.num_processes:
+            raise KDError(f"{key}={size} is the global batch and must divide by the "
+                          f"{accelerator.num_processes} processes")
+    return accelerator
+
+
+def _run_dir(cfg: Config, accelerator: Accelerator) -> Path:
+    """checkpoints/<run_name>, the same on every process; a finished run is never overwritten."""
+    name = cfg.run_name or "{}-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), cfg.teacher.name, cfg.student.name)
+    name = broadcast_object_list([re.sub(r"[^\w.-]+", "_", name)])[0]
+    run_dir = Path(cfg.output_dir) / name
+    if (run_dir / "final_metrics.json").exists():
+        raise KDError(f"run folder {run_dir} already holds a finished run; choose another run_name")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def _model_summary(folder: Path, metrics: dict, model, train_time_s: float | None, **extra) -> dict:
+    return {"path": str(folder), "val": metrics, "parameters": count_parameters(model),
+            "size_mb": folder_size_mb(folder), "train_time_s": train_time_s, **extra}
+
+
+def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
+                   accelerator: Accelerator, reporter: Reporter, run_dir: Path):
+    """Fine-tune the teacher (or take a fine-tuned one); returns (summary, model, tokenizer, folder)."""
+    if cfg.teacher.path:
+        folder = Path(cfg.teacher.path)
+        model, tokenizer, _ = load_classifier(folder)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if names != train.label_names:
+            raise KDError(f"teacher {folder} predicts {names}, the data has {train.label_names}")
+        metrics, _ = evaluate_model(model, tokenizer, val, accelerator, cfg.teacher.train.eval_batch_size,
+                                    cfg.data.max_length, input_ids=tokens(tokenizer, "val", val.texts))
+        reporter.print(f"teacher: fine-tuned model from {folder}, val macro AUC {metrics['macro_auc']}")
+        return _model_summary(folder, metrics, model, None, given=True), model, tokenizer, folder
+
+    folder = run_dir / "teacher"
+    tokenizer = load_tokenizer(cfg.teacher.name)
+    model = build_model(cfg.teacher.name, cfg.teacher.init, train.label_names, role="teacher")
+    if cfg.teacher.train.prior_bias_init:
+        init_prior_bias(model, train.labels)
+    reporter.print(f"teacher: {cfg.teacher.name} ({cfg.teacher.init}), {count_parameters(model):,} parameters")
+    result = fit(model, tokenizer, EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels),
+                 EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels), train.label_names,
+                 cfg.teacher.train, accelerator, reporter, folder, stage="teacher")
+    best, tokenizer, _ = load_classifier(folder)
+    summary = _model_summary(folder, result.metrics, best, result.train_time_s,
+                             best_epoch=result.best_epoch, lr=result.lr)
+    return summary, best, tokenizer, folder
+
+
+def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
+                   teacher_logits, accelerator: Accelerator, reporter: Reporter, run_dir: Path) -> dict:
+    student = cfg.student
+    uses_teacher_tokenizer = student.init == "teacher-layers"
+    tokenizer = load_tokenizer(cfg.teacher.name if uses_teacher_tokenizer else student.name)
+    model = build_model(student.name, student.init, train.label_names, role="student",
+                        num_layers=student.num_layers, layers=student.layers,
+                        teacher_name=cfg.teacher.name)
+    if student.train.prior_bias_init:
+        init_prior_bias(model, train.labels)
+    reporter.print(f"student: {student.name} ({student.init}), {count_parameters(model):,} parameters, "
+                   f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
+    folder = run_dir / "student"
+    train_set = EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels, teacher_logits)
+    result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
+                 train.label_names, student.train, accelerator, reporter, folder, stage="student",
+                 alpha=cfg.distill.alpha, temperature=cfg.distill.temperature)
+    best, _, _ = load_classifier(folder)
+    return _model_summary(folder, result.metrics, best, result.train_time_s,
+                          best_epoch=result.best_epoch, lr=result.lr)
+
+
+def run(cfg: Config) -> Path:
+    """Run the whole job; returns the run folder."""
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.seed)
+    run_dir = _run_dir(cfg, accelerator)
+    with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
+        train, val = load_splits(cfg.data)
+        reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
+                       f"{accelerator.num_processes} process(es) on {accelerator.device}")
+        tokens = TokenCache(cfg.data.max_length)
+        teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
+            cfg, train, val, tokens, accelerator, reporter, run_dir)
+        teacher_logits, cache_hit = None, None
+        if cfg.distill.alpha > 0:
+            teacher_logits, cache_hit = soft_targets(
+                teacher, teacher_tokenizer, teacher_folder, train,
+                tokens(teacher_tokenizer, "train", train.texts), cfg.data, Path(cfg.cache_dir),
+                cfg.teacher.train.eval_batch_size, accelerator, reporter)
+        del teacher
+        set_seed(cfg.seed)
+        student_summary = _student_stage(cfg, train, val, tokens, teacher_logits, accelerator,
+                                         reporter, run_dir)
+        summary = {"teacher": teacher_summary, "student": student_summary,
+                   "soft_targets_cache_hit": cache_hit, "num_processes": accelerator.num_processes}
+        if accelerator.is_main_process:
+            write_json(run_dir / "final_metrics.json", summary)
+        reporter.final_table({"teacher": teacher_summary, "student": student_summary})
+        reporter.print(f"run folder: {run_dir}")
+    accelerator.end_training()
+    return run_dir

@@ -1,0 +1,116 @@
+"""Metrics for multi-label classifiers, threshold tuning, and batched prediction.
+
+`predict_logits` runs a model over a prepared loader on every process and gathers
+the rows once each (`gather_for_metrics` drops the duplicates Accelerate adds to
+even out the last batch). `compute_metrics` works on the gathered numpy arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score, roc_auc_score
+
+from kd.data import EncodedDataset, LabeledTexts, encode, make_loader
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def tune_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per label, the threshold that maximises F1 on these rows (0.5 for labels with no positive).
+
+    Predicting the k most probable rows positive gives F1 = 2·TP_k / (k + P); the threshold
+    is the midpoint between the k-th and (k+1)-th probability of the best k.
+    """
+    thresholds = np.full(labels.shape[1], 0.5, dtype=np.float32)
+    for j in range(labels.shape[1]):
+        positives = labels[:, j].sum()
+        if positives == 0:
+            continue
+        order = np.argsort(-probs[:, j], kind="stable")
+        ranked = probs[order, j]
+        true_pos = np.cumsum(labels[order, j])
+        f1 = 2 * true_pos / (np.arange(1, len(ranked) + 1) + positives)
+        f1[:-1][ranked[:-1] == ranked[1:]] = -1.0  # cut only between distinct probabilities
+        best = int(np.argmax(f1))
+        below = ranked[best + 1] if best + 1 < len(ranked) else 0.0
+        thresholds[j] = (ranked[best] + below) / 2
+    return thresholds
+
+
+def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    if labels.min() == labels.max():
+        return None  # undefined with one class; reported as null, never NaN
+    return float(roc_auc_score(labels, probs))
+
+
+def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
+                    label_names: list[str]) -> dict:
+    """BCE, ROC AUC per label and macro, F1 at 0.5 and at `thresholds`, exact match."""
+    logits = logits.astype(np.float64)
+    probs = sigmoid(logits)
+    at_half = (probs >= 0.5).astype(int)
+    tuned = (probs >= thresholds).astype(int)
+    truth = labels.astype(int)
+    aucs = [_auc(truth[:, j], probs[:, j]) for j in range(truth.shape[1])]
+    defined = [a for a in aucs if a is not None]
+    per_label = {
+        name: {"auc": aucs[j], "threshold": float(thresholds[j]), "support": int(truth[:, j].sum()),
+               "f1": float(f1_score(truth[:, j], at_half[:, j], zero_division=0)),
+               "f1_tuned": float(f1_score(truth[:, j], tuned[:, j], zero_division=0))}
+        for j, name in enumerate(label_names)
+    }
+    return {
+        "n": int(len(labels)),
+        "bce": float(np.mean(np.logaddexp(0.0, logits) - labels * logits)),
+        "macro_auc": float(np.mean(defined)) if defined else None,
+        "micro_f1": float(f1_score(truth, at_half, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(truth, at_half, average="macro", zero_division=0)),
+        "micro_f1_tuned": float(f1_score(truth, tuned, average="micro", zero_division=0)),
+        "macro_f1_tuned": float(f1_score(truth, tuned, average="macro", zero_division=0)),
+        "exact_match": float(np.mean((at_half == truth).all(axis=1))),
+        "exact_match_tuned": float(np.mean((tuned == truth).all(axis=1))),
+        "per_label": per_label,
+    }
+
+
+@torch.no_grad()
+def predict_logits(model, loader, accelerator, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) for every row of the loader's dataset, in dataset order, on every process."""
+    model.eval()
+    logits, labels, rows = [], [], []
+    for batch in loader:
+        out = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits.float()
+        out, batch_labels, index = accelerator.gather_for_metrics(
+            (out, batch["labels"], batch["index"]))
+        logits.append(out.cpu())
+        labels.append(batch_labels.cpu())
+        rows.append(index.cpu())
+        if on_batch is not None:
+            on_batch()
+    order = torch.argsort(torch.cat(rows))
+    return torch.cat(logits)[order].numpy(), torch.cat(labels)[order].numpy()
+
+
+def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size: int,
+                   max_length: int, thresholds: np.ndarray | None = None,
+                   input_ids: list[list[int]] | None = None) -> tuple[dict, np.ndarray]:
+    """(metrics, thresholds) of a model on labelled data; thresholds tuned on it when not given."""
+    dataset = EncodedDataset(input_ids or encode(tokenizer, data.texts, max_length), data.labels)
+    model, loader = accelerator.prepare(model, make_loader(dataset, tokenizer, model, batch_size, False))
+    logits, labels = predict_logits(model, loader, accelerator)
+    if thresholds is None:
+        thresholds = tune_thresholds(sigmoid(logits), labels)
+    return compute_metrics(logits, labels, thresholds, data.label_names), thresholds
+
+
+def summary_line(metrics: dict) -> str:
+    auc = metrics["macro_auc"]
+    return (f"bce {metrics['bce']:.4f} | macro AUC {auc:.4f} | " if auc is not None else
+            f"bce {metrics['bce']:.4f} | macro AUC n/a | ") + (
+        f"macro F1 {metrics['macro_f1']:.4f} (tuned {metrics['macro_f1_tuned']:.4f}) | "
+        f"micro F1 {metrics['micro_f1']:.4f} | exact {metrics['exact_match']:.4f}")

@@ -1,0 +1,25 @@
+"""The distillation loss for multi-label classification: per-label sigmoid, not softmax."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor,
+                      teacher_logits: torch.Tensor | None = None,
+                      alpha: float = 0.5, temperature: float = 2.0) -> torch.Tensor:
+    """(1 - alpha) * BCE(z_s, y) + alpha * T^2 * BCE(sigmoid(z_s / T), sigmoid(z_t / T)).
+
+    Both terms are means over rows and labels. The T^2 factor keeps the soft term's
+    gradient on the same scale as the hard term's when T changes (Hinton et al., 2015).
+    With alpha = 0 this is plain BCE and the teacher's logits are not needed.
+    """
+    hard = F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype))
+    if alpha == 0.0:
+        return hard
+    if teacher_logits is None:
+        raise ValueError("alpha > 0 needs the teacher's logits")
+    soft_targets = torch.sigmoid(teacher_logits.to(student_logits.dtype) / temperature)
+    soft = F.binary_cross_entropy_with_logits(student_logits / temperature, soft_targets)
+    return (1.0 - alpha) * hard + alpha * temperature**2 * soft

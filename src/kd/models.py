@@ -1,0 +1,243 @@
+"""Model names, tokenizers and the three ways to initialise a classifier.
+
+`pretrained` loads hub (or local) weights; `random` builds the architecture from its
+config; `teacher-layers` keeps K layers of the pretrained (not fine-tuned) teacher,
+as DistilBERT was initialised from BERT. Known aliases also work offline with
+`random` init: their architectures are listed here and their vocab ships with kd.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
+                          BertTokenizer, DistilBertTokenizer, PretrainedConfig)
+
+from kd.errors import KDError
+
+ALIASES = {
+    "distilbert": "distilbert-base-uncased",
+    "bert-tiny": "google/bert_uncased_L-2_H-128_A-2",
+    "bert-mini": "google/bert_uncased_L-4_H-256_A-4",
+    "bert-small": "google/bert_uncased_L-4_H-512_A-8",
+    "bert-medium": "google/bert_uncased_L-8_H-512_A-8",
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def _bert(layers: int, hidden: int, heads: int) -> dict:
+    return {"model_type": "bert", "num_hidden_layers": layers, "hidden_size": hidden,
+            "num_attention_heads": heads, "intermediate_size": 4 * hidden}
+
+
+# Published architectures of the aliased models, all on the same uncased 30,522-token vocab.
+ARCHITECTURES = {
+    "distilbert-base-uncased": {"model_type": "distilbert"},
+    "google/bert_uncased_L-2_H-128_A-2": _bert(2, 128, 2),
+    "google/bert_uncased_L-4_H-256_A-4": _bert(4, 256, 4),
+    "google/bert_uncased_L-4_H-512_A-8": _bert(4, 512, 8),
+    "google/bert_uncased_L-8_H-512_A-8": _bert(8, 512, 8),
+    "sentence-transformers/all-MiniLM-L6-v2": _bert(6, 384, 12),
+}
+
+THRESHOLDS_FILE = "thresholds.json"
+
+
+def resolve_name(name: str) -> str:
+    """Alias -> hub id; hub ids and local folders pass through."""
+    return ALIASES.get(name, name)
+
+
+def wordpiece_tokenizer(vocab: list[str], model_type: str = "bert"):
+    """A fast uncased WordPiece tokenizer over the given vocab lines."""
+    cls = DistilBertTokenizer if model_type == "distilbert" else BertTokenizer
+    return cls(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True,
+               model_max_length=512)
+
+
+def _bundled_vocab() -> list[str]:
+    text = resources.files("kd").joinpath("assets/vocab-uncased.txt").read_text(encoding="utf-8")
+    return text.splitlines()
+
+
+def load_tokenizer(name: str):
+    """The model's tokenizer; for a known alias offline, the bundled uncased vocab."""
+    model_id = resolve_name(name)
+    try:
+        return AutoTokenizer.from_pretrained(model_id)
+    except (OSError, ValueError) as err:
+        if model_id not in ARCHITECTURES:
+            raise KDError(f"cannot load the tokenizer of '{name}' ({model_id}): {err}") from None
+        return wordpiece_tokenizer(_bundled_vocab(), ARCHITECTURES[model_id]["model_type"])
+
+
+def load_model_config(name: str) -> PretrainedConfig:
+    """The model's config; for a known alias offline, its published architecture."""
+    model_id = resolve_name(name)
+    try:
+        return AutoConfig.from_pretrained(model_id)
+    except (OSError, ValueError) as err:
+        if model_id not in ARCHITECTURES:
+            raise KDError(f"cannot load the config of '{name}' ({model_id}): {err}") from None
+        spec = dict(ARCHITECTURES[model_id])
+        return AutoConfig.for_model(spec.pop("model_type"), **spec)
+
+
+def label_kwargs(label_names: list[str]) -> dict:
+    return {"num_labels": len(label_names), "problem_type": "multi_label_classification",
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
+def _from_pretrained(name: str, label_names: list[str], role: str):
+    model_id = resolve_name(name)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(model_id, **label_kwargs(label_names))
+    except OSError as err:
+        alternatives = ("teacher.init=random" if role == "teacher"
+                        else "student.init=random or student.init=teacher-layers")
+        raise KDError(f"cannot load pretrained weights of {role} '{name}' ({model_id}): "
+                      f"{str(err).splitlines()[0]} Offline, point HF_HUB_CACHE at a cache that has "
+                      f"them, or use {alternatives}.") from None
+
+
+def _random_model(name: str, label_names: list[str], num_layers: int | None):
+    config = load_model_config(name)
+    config.update(label_kwargs(label_names))
+    if num_layers is not None:
+        config.num_hidden_layers = num_layers
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def evenly_spaced_layers(total: int, keep: int) -> list[int]:
+    """DistilBERT's choice: every (total/keep)-th layer from the bottom, e.g. 6 -> 2 keeps [0, 3]."""
+    if not 1 <= keep <= total:
+        raise KDError(f"cannot keep {keep} of the teacher's {total} layers")
+    return [int(i * total / keep) for i in range(keep)]
+
+
+def _teacher_layers_model(teacher_name: str, label_names: list[str], keep: list[int]):
+    """A shallower copy of the pretrained teacher: embeddings plus the chosen layers."""
+    full = _from_pretrained(teacher_name, label_names, "teacher (for teacher-layers)")
+    total = full.config.num_hidden_layers
+    if any(not 0 <= k < total for k in keep) or len(set(keep)) != len(keep):
+        raise KDError(f"student.layers {keep} must be distinct layer indices in 0..{total - 1}")
+    config = full.config.__class__.from_dict(full.config.to_dict())
+    config.num_hidden_layers = len(keep)
+    student = AutoModelForSequenceClassification.from_config(config)
+    renumber = {old: new for new, old in enumerate(keep)}
+    state = {}
+    for key, value in full.state_dict().items():
+        match = re.search(r"\.layer\.(\d+)\.", key)
+        if match is None:
+            state[key] = value
+        elif int(match.group(1)) in renumber:
+            state[key.replace(match.group(0), f".layer.{renumber[int(match.group(1))]}.", 1)] = value
+    student.load_state_dict(state, strict=True)
+    return student
+
+
+def build_model(name: str, init: str, label_names: list[str], role: str = "student",
+                num_layers: int | None = None, layers: list[int] | None = None,
+                teacher_name: str | None = None):
+    """A multi-label classifier for `label_names`, initialised as `init` says."""
+    if init == "pretrained":
+        if num_layers is not None:
+            raise KDError(f"{role}.num_layers needs init=random or init=teacher-layers")
+        return _from_pretrained(name, label_names, role)
+    if init == "random":
+        return _random_model(name, label_names, num_layers)
+    if init == "teacher-layers":
+        if teacher_name is None:
+            raise KDError("init=teacher-layers needs a teacher")
+        teacher_config = load_model_config(teacher_name)
+        student_config = load_model_config(name)
+        if student_config.hidden_size != teacher_config.hidden_size:
+            raise KDError(f"init=teacher-layers needs equal hidden sizes: student '{name}' has "
+                          f"{student_config.hidden_size}, teacher '{teacher_name}' has "
+                          f"{teacher_config.hidden_size}. Use --student {teacher_name} with "
+                          f"student.num_layers=K, or student.init=random.")
+        keep = layers or evenly_spaced_layers(teacher_config.num_hidden_layers,
+                                              num_layers or student_config.num_hidden_layers)
+        return _teacher_layers_model(teacher_name, label_names, keep)
+    raise KDError(f"unknown init {init!r}: use pretrained, teacher-layers or random")
+
+
+def classifier_head(model) -> torch.nn.Linear:
+    """The final linear layer that produces one logit per label."""
+    heads = [m for m in model.modules()
+             if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels]
+    if not heads:
+        raise KDError(f"{type(model).__name__} has no linear layer with one output per label")
+    return heads[-1]
+
+
+def init_prior_bias(model, labels: np.ndarray) -> None:
+    """Set the head's bias to each label's prior log-odds, so training starts at the base rates."""
+    prior = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
+    with torch.no_grad():
+        classifier_head(model).bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
+
+
+def default_lr(model) -> float:
+    """A learning rate that suits the model's width: 1e-3 at hidden 128 down to 5e-5 at 768.
+
+    Interpolated on a log scale through measured points (BERT-Tiny 1e-3, MiniLM-L6 1.5e-4,
+    DistilBERT 5e-5).
+    """
+    hidden = model.config.hidden_size
+    points = [(128, 1e-3), (384, 1.5e-4), (768, 5e-5)]
+    if hidden <= points[0][0]:
+        return points[0][1]
+    for (h0, lr0), (h1, lr1) in zip(points, points[1:]):
+        if hidden <= h1:
+            t = (math.log(hidden) - math.log(h0)) / (math.log(h1) - math.log(h0))
+            return float(math.exp(math.log(lr0) + t * (math.log(lr1) - math.log(lr0))))
+    return points[-1][1]
+
+
+def accepts_token_type_ids(model) -> bool:
+    """DistilBERT's forward takes no token_type_ids; BERT's does."""
+    return "token_type_ids" in inspect.signature(model.forward).parameters
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def folder_size_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20
+
+
+def save_classifier(model, tokenizer, thresholds: np.ndarray, folder: Path) -> None:
+    """A save_pretrained folder plus the per-label decision thresholds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(names, map(float, thresholds))), indent=2))
+
+
+def load_classifier(folder: str | Path):
+    """(model, tokenizer, thresholds) from a folder written by save_classifier."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise KDError(f"not a model folder (no config.json): {folder}")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise KDError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    thresholds = np.full(len(names), 0.5, dtype=np.float32)
+    if (folder / THRESHOLDS_FILE).is_file():
+        saved = json.loads((folder / THRESHOLDS_FILE).read_text())
+        thresholds = np.array([saved.get(name, 0.5) for name in names], dtype=np.float32)
+    return model.eval(), tokenizer, thresholds

@@ -1,0 +1,78 @@
+"""What a run shows and logs: rich progress bars with ETA, one line per epoch, the final table.
+
+Only the main process prints or writes; on the others every method is a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+
+class Reporter:
+    def __init__(self, is_main: bool, metrics_file: Path | None = None):
+        self.is_main = is_main
+        self.metrics_file = metrics_file
+        self.console = Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 console=self.console, transient=True, disable=not is_main)
+
+    def __enter__(self) -> Reporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+        """A progress bar for one stage; yields the function that advances it by one."""
+        task_id = self.progress.add_task(description, total=total)
+        try:
+            yield lambda: self.progress.advance(task_id)
+        finally:
+            self.progress.remove_task(task_id)
+
+    def print(self, message: str) -> None:
+        if self.is_main:
+            self.console.print(message, highlight=False, soft_wrap=True)
+
+    def log_epoch(self, record: dict) -> None:
+        """Append one epoch's record to the run's metrics.jsonl."""
+        if self.is_main and self.metrics_file is not None:
+            with self.metrics_file.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def final_table(self, summary: dict) -> None:
+        """Teacher vs student: quality on val, size and training time."""
+        if not self.is_main:
+            return
+        table = Table(title="teacher vs student (validation set)")
+        table.add_column("metric")
+        for role in summary:
+            table.add_column(role, justify="right")
+        table.add_column("student / teacher", justify="right")
+        rows = [("macro AUC", "macro_auc", "{:.4f}"), ("macro F1 (tuned)", "macro_f1_tuned", "{:.4f}"),
+                ("macro F1 @0.5", "macro_f1", "{:.4f}"), ("micro F1 @0.5", "micro_f1", "{:.4f}"),
+                ("BCE", "bce", "{:.4f}"), ("exact match @0.5", "exact_match", "{:.4f}"),
+                ("parameters", "parameters", "{:,}"), ("size on disk (MB)", "size_mb", "{:.1f}"),
+                ("train time (s)", "train_time_s", "{:.1f}")]
+        for label, key, fmt in rows:
+            values = [summary[role]["val"].get(key, summary[role].get(key)) for role in summary]
+            cells = ["n/a" if v is None else fmt.format(v) for v in values]
+            ratio = (f"{values[-1] / values[0]:.3f}" if None not in values[:1] + values[-1:]
+                     and values[0] else "")
+            table.add_row(label, *cells, ratio)
+        self.console.print(table)
+
+
+def write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2))

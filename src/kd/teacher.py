@@ -1,0 +1,71 @@
+"""The teacher's soft targets: computed once over the train split and cached on disk.
+
+The cache key hashes the teacher checkpoint (weights and config), the data file
+contents with every setting that decides which rows are train rows, and the
+tokenization (tokenizer and max_length). Same key: the logits are read back; any
+change: they are recomputed. Files are safetensors, written to a temporary name
+and renamed, so a crash never leaves a half-written cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from kd.config import DataConfig
+from kd.data import EncodedDataset, LabeledTexts, file_digest, make_loader, tokenizer_fingerprint
+from kd.evaluate import predict_logits
+from kd.report import Reporter
+
+
+def checkpoint_digest(folder: Path) -> str:
+    """sha256 of a save_pretrained folder's weights and config."""
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + [folder / "config.json"]
+    return file_digest(files)
+
+
+def soft_targets_key(teacher_folder: Path, data_cfg: DataConfig, tokenizer) -> str:
+    split = {k: v for k, v in vars(data_cfg).items()
+             if k not in ("train", "val", "labels_file", "max_val_samples", "max_length")}
+    parts = {
+        "teacher": checkpoint_digest(teacher_folder),
+        "train_file": file_digest([data_cfg.train]),
+        "labels_file": file_digest([data_cfg.labels_file]) if data_cfg.labels_file else None,
+        "val_file_given": data_cfg.val is not None,
+        "split": split,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "max_length": data_cfg.max_length,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
+                 input_ids: list[list[int]], data_cfg: DataConfig, cache_dir: Path,
+                 batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
+    """(teacher logits for every train row, whether they came from the cache)."""
+    key = soft_targets_key(teacher_folder, data_cfg, tokenizer)
+    path = cache_dir / "soft_targets" / f"{key}.safetensors"
+    if path.is_file():
+        logits = load_file(path)["logits"]
+        if logits.shape == (len(train), len(train.label_names)):
+            reporter.print(f"soft targets: cache hit {path}")
+            return logits, True
+    dataset = EncodedDataset(input_ids, train.labels)
+    model, loader = accelerator.prepare(teacher, make_loader(dataset, tokenizer, teacher, batch_size, False))
+    with reporter.task("teacher soft targets", len(loader)) as advance:
+        logits, _ = predict_logits(model, loader, accelerator, advance)
+    logits = torch.from_numpy(logits).contiguous()
+    if accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({"logits": logits}, partial, metadata={"rows": str(len(train))})
+        os.replace(partial, path)
+        reporter.print(f"soft targets: computed and cached {path}")
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    return logits, False

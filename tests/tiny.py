@@ -1,0 +1,69 @@
+"""Tiny random models and small learnable data, built inside the tests (nothing downloaded)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoConfig, AutoModel
+
+from kd.models import wordpiece_tokenizer
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LABEL_WORDS = {"anger": ["furious", "rage", "hate"], "joy": ["happy", "great", "love"],
+               "fear": ["scared", "afraid", "panic"]}
+FILLER = ["the", "a", "day", "was", "and", "it", "so", "very", "today", "we", "you", "this",
+          "movie", "food", "really", "just", "felt", "about", "my", "with"]
+VOCAB = SPECIAL + FILLER + [w for words in LABEL_WORDS.values() for w in words] + ["##s", "##ed"]
+LABELS = list(LABEL_WORDS)
+
+
+def make_model(folder: Path, model_type: str = "bert", layers: int = 2, hidden: int = 32,
+               dropout: float = 0.1) -> Path:
+    """A save_pretrained folder of a random tiny encoder with its tokenizer: a local 'pretrained' model."""
+    extra = ({"n_layers": layers, "dim": hidden, "hidden_dim": 2 * hidden, "n_heads": 2,
+              "dropout": dropout, "attention_dropout": dropout} if model_type == "distilbert" else
+             {"num_hidden_layers": layers, "hidden_size": hidden, "intermediate_size": 2 * hidden,
+              "num_attention_heads": 2, "hidden_dropout_prob": dropout,
+              "attention_probs_dropout_prob": dropout})
+    config = AutoConfig.for_model(model_type, vocab_size=len(VOCAB), max_position_embeddings=64, **extra)
+    AutoModel.from_config(config).save_pretrained(folder)
+    wordpiece_tokenizer(VOCAB, model_type).save_pretrained(folder)
+    return folder
+
+
+def make_texts(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Texts whose labels are decided by the label words they contain."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, len(LABELS))) < 0.3).astype(int)
+    texts = []
+    for row in labels:
+        words = list(rng.choice(FILLER, size=rng.integers(3, 12)))
+        for j, on in enumerate(row):
+            if on:
+                words.insert(rng.integers(0, len(words)), rng.choice(LABEL_WORDS[LABELS[j]]))
+        texts.append(" ".join(words))
+    return texts, labels
+
+
+def write_csv(path: Path, n: int, seed: int, text_column: str = "text") -> Path:
+    texts, labels = make_texts(n, seed)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", text_column, *LABELS])
+        for i, (text, row) in enumerate(zip(texts, labels)):
+            writer.writerow([f"r{i}", text, *row])
+    return path
+
+
+def write_goemotions(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
+    texts, labels = make_texts(n, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (text, row) in enumerate(zip(texts, labels)):
+        ids = ",".join(str(j) for j in np.flatnonzero(row)) or str(len(LABELS))
+        lines.append(f"{text}\t{ids}\tc{i}")
+    (folder / "data.tsv").write_text("\n".join(lines) + "\n")
+    (folder / "labels.txt").write_text("\n".join(LABELS + ["neutral"]))
+    return folder / "data.tsv", folder / "labels.txt"
