@@ -67,3 +67,16 @@ def write_goemotions(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
     (folder / "data.tsv").write_text("\n".join(lines) + "\n")
     (folder / "labels.txt").write_text("\n".join(LABELS + ["neutral"]))
     return folder / "data.tsv", folder / "labels.txt"
+
+
+def tiny_overrides(models: dict, csv_data: dict, tmp_path: Path, **extra) -> list[str]:
+    """key=value overrides that run the whole pipeline on tiny models and data in seconds."""
+    values = {"teacher.name": models["bert"], "student.name": models["student"],
+              "data.format": "csv", "data.train": csv_data["train"], "data.val": csv_data["val"],
+              "data.text_column": "text", "data.label_columns": "[anger,joy,fear]",
+              "data.labels_file": "null", "data.max_length": 32,
+              "output_dir": tmp_path / "runs", "cache_dir": tmp_path / "cache", "run_name": "run",
+              "teacher.train.epochs": 2, "student.train.epochs": 2,
+              "teacher.train.lr": "3e-3", "student.train.lr": "3e-3"}
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]

@@ -240,9 +240,15 @@ class PadCollator:
 
 def make_loader(dataset: EncodedDataset, tokenizer, model, batch_size: int,
                 shuffle: bool) -> DataLoader:
-    """Training loaders shuffle; evaluation loaders go in length order to pad little."""
+    """Training loaders shuffle; evaluation loaders go in length order to pad little.
+
+    A training epoch drops its last incomplete batch (different rows each epoch), so that
+    every step has the same global batch on any number of processes: Accelerate would
+    otherwise top it up with rows from the epoch's first batch.
+    """
     collator = PadCollator(tokenizer.pad_token_id, accepts_token_type_ids(model))
     if shuffle:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator,
+                          drop_last=len(dataset) > batch_size)
     by_length = np.argsort([len(ids) for ids in dataset.input_ids], kind="stable").tolist()
     return DataLoader(dataset, batch_size=batch_size, sampler=by_length, collate_fn=collator)

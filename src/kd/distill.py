@@ -7,10 +7,12 @@ folders with thresholds.json), `config.yaml` (the resolved config), `metrics.jso
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
 
@@ -26,9 +28,17 @@ from kd.train import fit
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
-    """Batch sizes in the config are global: Accelerate splits each batch across processes."""
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision,
-                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    """Batch sizes in the config are global: Accelerate splits each batch across processes.
+
+    Several processes on a machine without an accelerator (`accelerate launch --multi_gpu
+    --num_processes N` on CPU) form a gloo process group only when Accelerate is told `cpu`.
+    """
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=several and not torch.accelerator.is_available(),
+                              mixed_precision=cfg.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True,
+                                                                        use_seedable_sampler=True,
+                                                                        data_seed=cfg.seed))
     for key, size in [("teacher.train.batch_size", cfg.teacher.train.batch_size),
                       ("student.train.batch_size", cfg.student.train.batch_size),
                       ("teacher.train.eval_batch_size", cfg.teacher.train.eval_batch_size),

@@ -1,0 +1,30 @@
+"""`kd distill` with an audit hook that records every file this process opens for writing.
+
+Run under `accelerate launch`; each rank writes the list to AUDIT_DIR/rank-<RANK>.txt at exit.
+"""
+
+import atexit
+import os
+import sys
+
+from kd.cli import main
+
+written: set[str] = set()
+
+
+def record(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], (str, os.PathLike)) and args[1] and set(str(args[1])) & set("wax+"):
+        written.add(os.path.abspath(args[0]))
+    elif event in ("os.rename", "os.replace") and isinstance(args[1], (str, os.PathLike)):
+        written.add(os.path.abspath(args[1]))
+
+
+def report() -> None:
+    path = os.path.join(os.environ["AUDIT_DIR"], f"rank-{os.environ.get('RANK', '0')}.txt")
+    with open(path, "w") as handle:
+        handle.write("\n".join(sorted(written)))
+
+
+sys.addaudithook(record)
+atexit.register(report)
+sys.exit(main(["distill", *sys.argv[1:]]))

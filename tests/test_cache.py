@@ -1,0 +1,68 @@
+"""Soft targets: computed once, reused on the same key, recomputed when anything in the key changes."""
+
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+import tiny
+from kd.config import DataConfig
+from kd.data import encode, load_splits
+from kd.models import build_model, load_classifier, load_tokenizer, save_classifier
+from kd.report import Reporter
+from kd.teacher import soft_targets
+
+
+@pytest.fixture
+def setup(models, tmp_path):
+    teacher_dir = tmp_path / "teacher"
+
+    model = build_model(str(models["bert"]), "pretrained", tiny.LABELS)
+    tokenizer = load_tokenizer(str(models["bert"]))
+    save_classifier(model, tokenizer, torch.full((3,), 0.5).numpy(), teacher_dir)
+    data_cfg = DataConfig(format="csv", train=str(tiny.write_csv(tmp_path / "train.csv", 40, seed=0)),
+                          val=None, text_column="text", label_columns=tiny.LABELS, labels_file=None,
+                          max_length=16)
+    return teacher_dir, data_cfg, tmp_path / "cache"
+
+
+def _soft_targets(teacher_dir, data_cfg, cache_dir):
+    teacher, tokenizer, _ = load_classifier(teacher_dir)
+    train, _ = load_splits(data_cfg)
+    calls = []
+    teacher.register_forward_hook(lambda *args: calls.append(1))
+    logits, hit = soft_targets(teacher, tokenizer, teacher_dir, train,
+                               encode(tokenizer, train.texts, data_cfg.max_length), data_cfg, cache_dir,
+                               16, Accelerator(cpu=True), Reporter(is_main=True))
+    return logits, hit, len(calls)
+
+
+def test_miss_then_hit(setup):
+    teacher_dir, data_cfg, cache_dir = setup
+    logits, hit, forwards = _soft_targets(teacher_dir, data_cfg, cache_dir)
+    assert not hit and forwards > 0 and logits.shape == (32, 3)
+    again, hit, forwards = _soft_targets(teacher_dir, data_cfg, cache_dir)
+    assert hit and forwards == 0 and torch.equal(logits, again)
+    assert len(list((cache_dir / "soft_targets").iterdir())) == 1  # no temporary files left
+
+
+def test_any_change_in_the_key_recomputes(setup, tmp_path):
+    teacher_dir, data_cfg, cache_dir = setup
+    _soft_targets(teacher_dir, data_cfg, cache_dir)
+    assert not _soft_targets(teacher_dir, replace(data_cfg, max_length=12), cache_dir)[1]
+    assert not _soft_targets(teacher_dir, replace(data_cfg, split_seed=7), cache_dir)[1]
+    edited = tmp_path / "edited.csv"
+    edited.write_text(open(data_cfg.train).read().replace("happy", "great"))
+    assert not _soft_targets(teacher_dir, replace(data_cfg, train=str(edited)), cache_dir)[1]
+    other = tmp_path / "other-teacher"
+    shutil.copytree(teacher_dir, other)
+    model, tokenizer, thresholds = load_classifier(other)
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    save_classifier(model, tokenizer, thresholds, other)
+    logits, hit, _ = _soft_targets(other, data_cfg, cache_dir)
+    assert not hit
+    assert _soft_targets(teacher_dir, data_cfg, cache_dir)[1]  # the original key still hits
+    assert len(list((cache_dir / "soft_targets").iterdir())) == 5

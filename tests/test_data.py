@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+import tiny
+from conftest import SHARED
+from kd.config import DataConfig
+from kd.data import (JIGSAW_LABELS, EncodedDataset, PadCollator, TokenCache, load_splits, read_labeled,
+                     split_rows, tokenizer_fingerprint)
+from kd.errors import KDError
+from kd.models import wordpiece_tokenizer
+
+JIGSAW_HEADER = '"id","comment_text","toxic","severe_toxic","obscene","threat","insult","identity_hate"\n'
+
+
+def test_jigsaw_csv_with_newlines_inside_quotes(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(JIGSAW_HEADER + '"a1","first line\nsecond ""quoted"" line",1,0,1,0,0,0\n'
+                    '"a2","plain",0,0,0,0,0,1\n')
+    data = read_labeled(path, "jigsaw")
+    assert data.texts == ['first line\nsecond "quoted" line', "plain"]
+    assert data.label_names == JIGSAW_LABELS
+    assert data.labels.tolist() == [[1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 0, 1]]
+
+
+@pytest.mark.skipif(not (SHARED / "data/jigsaw-sample").is_dir(), reason="needs ../shared")
+def test_real_jigsaw_sample():
+    data = read_labeled(SHARED / "data/jigsaw-sample/train.csv", "jigsaw")
+    assert len(data) == 282
+    assert data.labels.sum(axis=0).tolist() == [28, 3, 16, 2, 16, 5]
+
+
+@pytest.mark.skipif(not (SHARED / "data/hateval2019-en").is_dir(), reason="needs ../shared")
+def test_real_hateval_csv_with_crlf():
+    data = read_labeled(SHARED / "data/hateval2019-en/hateval2019_en_dev.csv", "csv", "text", ["HS", "TR", "AG"])
+    assert len(data) == 1000 and data.labels.shape == (1000, 3)
+    assert not any(t.endswith("\r") for t in data.texts)
+
+
+def test_goemotions_label_lists(tmp_path):
+    path = tmp_path / "g.tsv"
+    path.write_text('"Lol ""weed"", I love it"\t1,2\tx1\nplain\t0\tx2\n')
+    names = tmp_path / "labels.txt"
+    names.write_text("a\nb\nc")
+    data = read_labeled(path, "goemotions", labels_file=names)
+    assert data.texts == ['Lol "weed", I love it', "plain"]
+    assert data.labels.tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+def test_embedded_sample_loads_with_the_defaults():
+    train, val = load_splits(DataConfig())
+    assert (len(train), len(val), len(train.label_names)) == (4000, 1000, 28)
+    assert train.labels.sum(axis=1).min() >= 1
+
+
+def test_split_is_deterministic_80_20_and_disjoint(tmp_path):
+    path = tiny.write_csv(tmp_path / "all.csv", 100, seed=0)
+    cfg = DataConfig(format="csv", train=str(path), val=None, text_column="text",
+                     label_columns=tiny.LABELS, labels_file=None)
+    train, val = load_splits(cfg)
+    again, _ = load_splits(cfg)
+    assert (len(train), len(val)) == (80, 20) and train.texts == again.texts
+    train_rows, val_rows = split_rows(100, 0.2, 42)
+    assert not set(train_rows) & set(val_rows) and len(set(train_rows) | set(val_rows)) == 100
+
+
+@pytest.mark.parametrize("content, message", [
+    ("id,text,anger\n1,hi,2\n", "label values must be 0 or 1"),
+    ("id,text,anger\n1,hi,x\n", "label values must be 0 or 1"),
+    ("id,txt,anger\n1,hi,1\n", "missing column"),
+    ("id,text,anger\n1,  ,1\n", "empty texts"),
+    ("", "empty"),
+])
+def test_bad_files_are_clear_errors(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(KDError, match=message):
+        read_labeled(path, "csv", "text", ["anger"])
+
+
+def test_missing_file_and_bad_label_ids(tmp_path):
+    with pytest.raises(KDError, match="not found"):
+        read_labeled(tmp_path / "absent.csv", "jigsaw")
+    path, names = tiny.write_goemotions(tmp_path, 5, seed=0)
+    path.write_text("hello\t7\tid\n")
+    with pytest.raises(KDError, match="outside"):
+        read_labeled(path, "goemotions", labels_file=names)
+    path.write_text("hello\tx\tid\n")
+    with pytest.raises(KDError, match="unparseable"):
+        read_labeled(path, "goemotions", labels_file=names)
+
+
+def test_train_and_val_with_different_labels(tmp_path):
+    train = tiny.write_csv(tmp_path / "t.csv", 10, seed=0)
+    val = tmp_path / "v.csv"
+    val.write_text(train.read_text().replace("fear", "dread"))
+    cfg = DataConfig(format="csv", train=str(train), val=str(val), text_column="text",
+                     label_columns=tiny.LABELS, labels_file=None)
+    with pytest.raises(KDError, match="missing column"):
+        load_splits(cfg)
+
+
+def test_collator_pads_per_batch_and_adds_token_types_only_when_asked():
+    rows = EncodedDataset([[2, 5, 3], [2, 5, 6, 7, 3]], np.eye(2, dtype=np.float32),
+                          teacher_logits=__import__("torch").zeros(2, 2))
+    for with_types in (True, False):
+        batch = PadCollator(0, with_types)([rows[0], rows[1]])
+        assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 5, 6, 7, 3]]
+        assert batch["attention_mask"].sum(dim=1).tolist() == [3, 5]
+        assert ("token_type_ids" in batch) is with_types
+        assert batch["teacher_logits"].shape == (2, 2) and batch["index"].tolist() == [0, 1]
+
+
+def test_tokenization_happens_once_per_distinct_tokenizer():
+    bert, distil = wordpiece_tokenizer(tiny.VOCAB, "bert"), wordpiece_tokenizer(tiny.VOCAB, "distilbert")
+    other = wordpiece_tokenizer(tiny.VOCAB[:-1], "bert")
+    assert tokenizer_fingerprint(bert) == tokenizer_fingerprint(distil) != tokenizer_fingerprint(other)
+    cache = TokenCache(max_length=6)
+    first = cache(bert, "train", ["happy day the a very so and it"])
+    assert cache(distil, "train", ["ignored: same tokenizer, same split"]) is first
+    assert len(first[0]) == 6 and first[0][0] == 2 and first[0][-1] == 3  # [CLS] ... [SEP], truncated

@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from kd.evaluate import compute_metrics, sigmoid, tune_thresholds
+
+
+def _scores(seed=0, n=300, labels=4):
+    rng = np.random.default_rng(seed)
+    truth = (rng.random((n, labels)) < 0.2).astype(np.float32)
+    logits = truth * 1.5 + rng.normal(size=(n, labels)) - 1.0
+    return logits, truth
+
+
+def test_tuned_thresholds_reach_the_best_f1_of_any_cut():
+    logits, truth = _scores()
+    probs = sigmoid(logits)
+    thresholds = tune_thresholds(probs, truth)
+    for j in range(truth.shape[1]):
+        tuned = f1_score(truth[:, j], probs[:, j] >= thresholds[j])
+        brute = max(f1_score(truth[:, j], probs[:, j] >= t) for t in np.unique(probs[:, j]))
+        assert tuned >= brute - 1e-12
+
+
+def test_label_without_positives_gets_null_auc_and_default_threshold():
+    logits, truth = _scores(1)
+    truth[:, 2] = 0
+    thresholds = tune_thresholds(sigmoid(logits), truth)
+    metrics = compute_metrics(logits, truth, thresholds, ["a", "b", "c", "d"])
+    assert thresholds[2] == 0.5
+    assert metrics["per_label"]["c"]["auc"] is None
+    defined = [metrics["per_label"][k]["auc"] for k in "abd"]
+    assert np.isclose(metrics["macro_auc"], np.mean(defined))
+    json.loads(json.dumps(metrics, allow_nan=False))  # no NaN anywhere
+
+
+def test_metric_values():
+    logits = np.array([[3.0, -3.0], [-3.0, 3.0], [3.0, 3.0], [-3.0, -3.0]])
+    truth = np.array([[1, 0], [0, 1], [1, 0], [0, 0]], dtype=np.float32)
+    metrics = compute_metrics(logits, truth, np.array([0.5, 0.5]), ["x", "y"])
+    assert metrics["n"] == 4
+    assert metrics["macro_auc"] == (1.0 + 5 / 6) / 2
+    assert metrics["exact_match"] == 0.75
+    assert np.isclose(metrics["micro_f1"], 2 * 3 / (2 * 3 + 1))
+    assert np.isclose(metrics["bce"], np.mean(np.logaddexp(0, logits) - truth * logits))
+    for key in ("macro_f1", "macro_f1_tuned", "micro_f1_tuned", "exact_match_tuned", "per_label"):
+        assert key in metrics

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+import tiny
+from kd import models
+from kd.errors import KDError
+from kd.models import build_model, default_lr, evenly_spaced_layers, init_prior_bias, resolve_name
+
+
+def test_aliases():
+    assert resolve_name("distilbert") == "distilbert-base-uncased"
+    assert resolve_name("bert-tiny") == "google/bert_uncased_L-2_H-128_A-2"
+    assert resolve_name("minilm-l6") == "sentence-transformers/all-MiniLM-L6-v2"
+    assert resolve_name("some/hub-id") == "some/hub-id"
+
+
+def test_teacher_layers_copies_the_chosen_pretrained_layers(models):
+    teacher = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")
+    student = build_model(str(models["bert"]), "teacher-layers", tiny.LABELS, layers=[0, 2],
+                          teacher_name=str(models["bert"]))
+    assert student.config.num_hidden_layers == 2
+    t, s = teacher.state_dict(), student.state_dict()
+    for new, old in enumerate([0, 2]):
+        key = "bert.encoder.layer.{}.attention.self.query.weight"
+        assert torch.equal(s[key.format(new)], t[key.format(old)])
+    assert torch.equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"])
+
+
+def test_teacher_layers_works_for_distilbert_and_picks_evenly(models):
+    student = build_model(str(models["distilbert"]), "teacher-layers", tiny.LABELS, num_layers=1,
+                          teacher_name=str(models["distilbert"]))
+    assert student.config.n_layers == 1
+    assert evenly_spaced_layers(6, 2) == [0, 3] and evenly_spaced_layers(12, 6) == [0, 2, 4, 6, 8, 10]
+
+
+def test_teacher_layers_needs_equal_hidden_sizes(models):
+    with pytest.raises(KDError, match="equal hidden sizes"):
+        build_model(str(models["student"]), "teacher-layers", tiny.LABELS, teacher_name=str(models["bert"]))
+
+
+def test_missing_weights_name_the_alternatives(tmp_path):
+    folder = tiny.make_model(tmp_path / "m", "bert")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(KDError, match="student.init=random or student.init=teacher-layers"):
+        build_model(str(folder), "pretrained", tiny.LABELS)
+    with pytest.raises(KDError, match="teacher.init=random"):
+        build_model(str(folder), "pretrained", tiny.LABELS, role="teacher")
+
+
+def test_known_alias_builds_offline_from_the_bundled_vocab(monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(models.AutoConfig, "from_pretrained", unreachable)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", unreachable)
+    model = build_model("bert-tiny", "random", tiny.LABELS)
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (128, 2, 30522)
+    assert models.count_parameters(model.bert) == 4_385_920  # BERT-Tiny's published size
+    tokenizer = models.load_tokenizer("bert-tiny")
+    assert tokenizer("the capital of france is [MASK].")["input_ids"] == [101, 1996, 3007, 1997, 2605, 2003, 103, 1012, 102]
+    with pytest.raises(KDError, match="cannot load the config"):
+        build_model("not/known", "random", tiny.LABELS)
+
+
+def test_random_init_depth_override_and_prior_bias(models):
+    model = build_model(str(models["bert"]), "random", tiny.LABELS, num_layers=1)
+    assert model.config.num_hidden_layers == 1 and model.config.problem_type == "multi_label_classification"
+    labels = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 1], [0, 0, 1]], dtype=np.float32)
+    init_prior_bias(model, labels)
+    bias = model.classifier.bias.detach().numpy()
+    assert np.allclose(bias[[0, 2]], [np.log(1 / 3), 0.0], atol=1e-6) and bias[1] < -9
+
+
+def test_default_lr_follows_width():
+    class Fake:
+        def __init__(self, hidden):
+            self.config = type("C", (), {"hidden_size": hidden})
+
+    assert np.isclose(default_lr(Fake(128)), 1e-3) and np.isclose(default_lr(Fake(768)), 5e-5)
+    assert np.isclose(default_lr(Fake(384)), 1.5e-4) and 1.5e-4 < default_lr(Fake(256)) < 1e-3

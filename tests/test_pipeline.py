@@ -1,0 +1,121 @@
+"""The whole job on tiny models: the files it writes, and that they work elsewhere."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from transformers import pipeline
+
+import tiny
+from kd.cli import main
+from kd.config import load_config
+from kd.models import load_classifier
+
+EXPECTED_FILES = {"config.yaml", "metrics.jsonl", "final_metrics.json", "teacher/config.json",
+                  "teacher/model.safetensors", "teacher/thresholds.json", "teacher/tokenizer.json",
+                  "student/config.json", "student/model.safetensors", "student/thresholds.json",
+                  "student/tokenizer.json"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(models, csv_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    overrides = tiny.tiny_overrides(models, csv_data, tmp, **{
+        "teacher.train.epochs": 6, "student.train.epochs": 6, "teacher.train.batch_size": 16,
+        "student.train.batch_size": 16, "teacher.train.lr": 3e-3, "student.train.lr": 3e-3})
+    assert main(["distill", *overrides]) == 0
+    return tmp / "runs" / "run"
+
+
+def test_writes_the_expected_files(run_dir):
+    written = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    assert EXPECTED_FILES <= written
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in records] == [("teacher", e) for e in range(1, 7)] + \
+        [("student", e) for e in range(1, 7)]
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    for role in ("teacher", "student"):
+        assert final[role]["parameters"] > 0 and final[role]["size_mb"] > 0
+        assert final[role]["train_time_s"] > 0 and 1 <= final[role]["best_epoch"] <= 6
+        best = min((r for r in records if r["stage"] == role), key=lambda r: r["val"]["bce"])
+        assert final[role]["val"] == best["val"]
+    assert final["soft_targets_cache_hit"] is False
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["distill"] == {"alpha": 0.5, "temperature": 2.0} and saved["run_name"] == "run"
+
+
+def test_both_models_learn_the_task(run_dir):
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert final["teacher"]["val"]["macro_auc"] > 0.75  # chance is 0.5
+    assert final["student"]["val"]["macro_auc"] > 0.7
+
+
+def test_student_folder_works_in_a_transformers_pipeline(run_dir):
+    model, tokenizer, thresholds = load_classifier(run_dir / "student")
+    assert model.config.problem_type == "multi_label_classification"
+    assert [model.config.id2label[i] for i in range(3)] == tiny.LABELS
+    classify = pipeline("text-classification", model=str(run_dir / "student"), top_k=None)
+    scores = {s["label"]: s["score"] for s in classify(["so happy and great today"])[0]}
+    assert set(scores) == set(tiny.LABELS)
+    inputs = tokenizer(["so happy and great today"], return_tensors="pt")
+    expected = 1 / (1 + np.exp(-model(**inputs).logits.detach().numpy()[0]))  # sigmoid, not softmax
+    assert np.allclose([scores[n] for n in tiny.LABELS], expected, atol=1e-5)
+    assert json.loads((run_dir / "student/thresholds.json").read_text()) == pytest.approx(
+        dict(zip(tiny.LABELS, thresholds.tolist())))
+
+
+def test_evaluate_and_predict_commands(run_dir, csv_data, capsys):
+    assert main(["evaluate", "--model", str(run_dir / "student"), "--data", str(csv_data["val"]),
+                 "--format", "csv", "--text-column", "text"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("macro_auc", "micro_f1", "macro_f1", "macro_f1_tuned", "bce", "exact_match", "per_label", "n"):
+        assert key in metrics
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert metrics["macro_auc"] == pytest.approx(final["student"]["val"]["macro_auc"], abs=1e-6)
+    assert metrics["macro_f1_tuned"] == pytest.approx(final["student"]["val"]["macro_f1_tuned"], abs=1e-6)
+    assert main(["predict", "--model", str(run_dir / "student"), "furious rage", "happy great"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["furious rage", "happy great"]
+    assert set(rows[0]["probabilities"]) == set(tiny.LABELS) and isinstance(rows[0]["labels"], list)
+
+
+def test_second_run_reuses_the_soft_targets_and_a_given_teacher(run_dir, models, csv_data, tmp_path):
+    cache = run_dir.parent.parent / "cache"
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "cache_dir": cache, "teacher.path": run_dir / "teacher", "student.train.epochs": 1})
+    assert main(["distill", *overrides]) == 0
+    final = json.loads((tmp_path / "runs/run/final_metrics.json").read_text())
+    assert final["soft_targets_cache_hit"] is True and final["teacher"]["given"] is True
+    assert not (tmp_path / "runs/run/teacher").exists()
+
+
+def test_distilbert_teacher_to_bert_student_with_labels_only(models, csv_data, tmp_path):
+    """Different accepted inputs (no token_type_ids for DistilBERT); alpha=0 needs no soft targets."""
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "teacher.name": models["distilbert"], "distill.alpha": 0, "teacher.train.epochs": 1,
+        "student.train.epochs": 1})
+    assert main(["distill", *overrides]) == 0
+    final = json.loads((tmp_path / "runs/run/final_metrics.json").read_text())
+    assert final["soft_targets_cache_hit"] is None and not (tmp_path / "cache").exists()
+
+
+def test_teacher_layers_student(models, csv_data, tmp_path):
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "student.name": models["bert"], "student.init": "teacher-layers", "student.num_layers": 1,
+        "teacher.train.epochs": 1, "student.train.epochs": 1})
+    assert main(["distill", *overrides]) == 0
+    model, _, _ = load_classifier(tmp_path / "runs/run/student")
+    assert model.config.num_hidden_layers == 1
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(models, csv_data, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kd.cli", "distill", "distill.alpah=1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "unknown config key 'distill.alpah'" in result.stderr
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{"data.train": tmp_path / "absent.csv"})
+    assert main(["distill", *overrides]) == 2
+    assert main(["evaluate", "--model", str(tmp_path), "--data", str(csv_data["val"])]) == 2
