@@ -1,0 +1,30 @@
+"""The pipeline with the real pretrained MiniLM-L6 teacher on real GoEmotions rows (needs ../shared)."""
+
+import json
+
+import pytest
+
+from conftest import SHARED
+from kd.cli import main
+
+GOEMOTIONS = SHARED / "data" / "goemotions"
+MINILM = SHARED / "hf-cache" / "models--sentence-transformers--all-MiniLM-L6-v2"
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (GOEMOTIONS.is_dir() and MINILM.is_dir()), reason="needs ../shared")]
+
+
+def test_minilm_teacher_distilled_into_two_of_its_layers(tmp_path):
+    overrides = [f"data.train={GOEMOTIONS / 'train.tsv'}", f"data.val={GOEMOTIONS / 'dev.tsv'}",
+                 f"data.labels_file={GOEMOTIONS / 'emotions.txt'}", "data.max_train_samples=400",
+                 "data.max_val_samples=300", "data.max_length=40", "teacher.train.epochs=1",
+                 "student.train.epochs=1", "teacher.train.batch_size=16", "student.train.batch_size=16",
+                 "student.train.lr=5e-4", f"output_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
+                 "run_name=real"]
+    assert main(["distill", "--config", "configs/minilm.yaml", *overrides]) == 0
+    final = json.loads((tmp_path / "real/final_metrics.json").read_text())
+    teacher, student = final["teacher"], final["student"]
+    assert teacher["parameters"] > 22_000_000 and student["parameters"] < 0.6 * teacher["parameters"]
+    assert teacher["val"]["n"] == student["val"]["n"] == 300
+    assert len(teacher["val"]["per_label"]) == 28
+    # One epoch on 400 rows (measured: teacher 0.62, student 0.58); chance is 0.5.
+    assert teacher["val"]["macro_auc"] > 0.57 and student["val"]["macro_auc"] > 0.53
