@@ -67,27 +67,27 @@ def _bundled_vocab() -> list[str]:
     return text.splitlines()
 
 
-def load_tokenizer(name: str):
-    """The model's tokenizer; for a known alias offline, the bundled uncased vocab."""
+def _load_or_known(name: str, what: str, load, build_known):
+    """load(hub id); for a known alias that cannot be loaded, build_known(its architecture)."""
     model_id = resolve_name(name)
     try:
-        return AutoTokenizer.from_pretrained(model_id)
+        return load(model_id)
     except (OSError, ValueError) as err:
         if model_id not in ARCHITECTURES:
-            raise KDError(f"cannot load the tokenizer of '{name}' ({model_id}): {err}") from None
-        return wordpiece_tokenizer(_bundled_vocab(), ARCHITECTURES[model_id]["model_type"])
+            raise KDError(f"cannot load the {what} of '{name}' ({model_id}): {err}") from None
+        return build_known(dict(ARCHITECTURES[model_id]))
+
+
+def load_tokenizer(name: str):
+    """The model's tokenizer; for a known alias offline, the bundled uncased vocab."""
+    return _load_or_known(name, "tokenizer", AutoTokenizer.from_pretrained,
+                          lambda spec: wordpiece_tokenizer(_bundled_vocab(), spec["model_type"]))
 
 
 def load_model_config(name: str) -> PretrainedConfig:
     """The model's config; for a known alias offline, its published architecture."""
-    model_id = resolve_name(name)
-    try:
-        return AutoConfig.from_pretrained(model_id)
-    except (OSError, ValueError) as err:
-        if model_id not in ARCHITECTURES:
-            raise KDError(f"cannot load the config of '{name}' ({model_id}): {err}") from None
-        spec = dict(ARCHITECTURES[model_id])
-        return AutoConfig.for_model(spec.pop("model_type"), **spec)
+    return _load_or_known(name, "config", AutoConfig.from_pretrained,
+                          lambda spec: AutoConfig.for_model(spec.pop("model_type"), **spec))
 
 
 def label_kwargs(label_names: list[str]) -> dict:
