@@ -75,10 +75,10 @@ def _evaluate(args) -> None:
 
     from kd.data import read_labeled
     from kd.evaluate import evaluate_model
-    from kd.models import load_classifier
+    from kd.models import label_names, load_classifier
 
     model, tokenizer, thresholds = load_classifier(args.model)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    names = label_names(model)
     columns = args.label_columns.split(",") if args.label_columns else names
     if sorted(columns) != sorted(names):
         raise KDError(f"the model predicts {names}; --label-columns gives {columns}")
@@ -97,7 +97,7 @@ def _predict(args) -> None:
     import torch
 
     from kd.evaluate import sigmoid
-    from kd.models import load_classifier
+    from kd.models import label_names, load_classifier
 
     texts = list(args.texts)
     if args.input:
@@ -108,7 +108,7 @@ def _predict(args) -> None:
     if not texts:
         raise KDError("no texts given: pass TEXT arguments or --input FILE")
     model, tokenizer, thresholds = load_classifier(args.model)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    names = label_names(model)
     for start in range(0, len(texts), args.batch_size):
         chunk = texts[start:start + args.batch_size]
         inputs = tokenizer(chunk, truncation=True, max_length=args.max_length, padding=True,

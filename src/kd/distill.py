@@ -21,7 +21,7 @@ from kd.data import EncodedDataset, LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
 from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,
-                       load_classifier, load_tokenizer)
+                       label_names, load_classifier, load_tokenizer)
 from kd.report import Reporter, write_json
 from kd.teacher import soft_targets
 from kd.train import fit
@@ -76,7 +76,7 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     if cfg.teacher.path:
         folder = Path(cfg.teacher.path)
         model, tokenizer, _ = load_classifier(folder)
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        names = label_names(model)
         if names != train.label_names:
             raise KDError(f"teacher {folder} predicts {names}, the data has {train.label_names}")
         metrics, _ = evaluate_model(model, tokenizer, val, accelerator, cfg.teacher.train.eval_batch_size,

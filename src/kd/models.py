@@ -216,12 +216,17 @@ def folder_size_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 2**20
 
 
+def label_names(model) -> list[str]:
+    """The model's label names in output order."""
+    return [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+
 def save_classifier(model, tokenizer, thresholds: np.ndarray, folder: Path) -> None:
     """A save_pretrained folder plus the per-label decision thresholds."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    names = label_names(model)
     (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(names, map(float, thresholds))), indent=2))
 
 
@@ -235,7 +240,7 @@ def load_classifier(folder: str | Path):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
         raise KDError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    names = label_names(model)
     thresholds = np.full(len(names), 0.5, dtype=np.float32)
     if (folder / THRESHOLDS_FILE).is_file():
         saved = json.loads((folder / THRESHOLDS_FILE).read_text())
