@@ -80,3 +80,26 @@ def tiny_overrides(models: dict, csv_data: dict, tmp_path: Path, **extra) -> lis
               "teacher.train.lr": "3e-3", "student.train.lr": "3e-3"}
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def make_classifier(folder: Path, source: Path, steps: int = 150, seed: int = 0) -> Path:
+    """A kd classifier folder: the tiny `source` encoder trained briefly on label-word texts."""
+    import torch
+
+    from kd.models import build_model, load_tokenizer, save_classifier
+
+    torch.manual_seed(seed)
+    model = build_model(str(source), "pretrained", LABELS, role="teacher")
+    tokenizer = load_tokenizer(str(source))
+    texts, labels = make_texts(256, seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        rows = slice(step * 32 % 256, step * 32 % 256 + 32)
+        inputs = tokenizer(texts[rows], padding=True, return_tensors="pt")
+        loss = model(**inputs, labels=torch.tensor(labels[rows], dtype=torch.float)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    save_classifier(model.eval(), tokenizer, np.array([0.4, 0.5, 0.6]), folder)
+    return folder

@@ -1,4 +1,4 @@
-"""The `kd` command: distill, evaluate, predict.
+"""The `kd` command: distill, evaluate, predict, export, serve.
 
 Errors a user can fix print as one line on stderr with exit code 2; `--debug`
 shows the traceback instead.
@@ -30,15 +30,43 @@ def _data_arguments(p) -> None:
     p.add_argument("--max-length", type=int, default=200)
 
 
-def _evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a saved model on a labelled file (prints JSON)")
-    _data_arguments(p)
-    p.add_argument("--data", required=True, help="labelled CSV/TSV file")
+def _labelled_file_arguments(p, required: bool) -> None:
+    p.add_argument("--data", required=required, help="labelled CSV/TSV file")
     p.add_argument("--format", default="jigsaw", choices=["jigsaw", "csv", "goemotions"])
     p.add_argument("--text-column", default="comment_text")
     p.add_argument("--label-columns", help="comma-separated (default: the model's labels)")
     p.add_argument("--labels-file", help="goemotions format: label names (default: the model's labels)")
     p.add_argument("--delimiter", help="default: tab for .tsv, comma otherwise")
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a saved model on a labelled file (prints JSON)")
+    _data_arguments(p)
+    _labelled_file_arguments(p, required=True)
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write an inference folder (PyTorch, ONNX or ONNX int8)",
+                       description="Export a model folder, checked against PyTorch on real texts.")
+    p.add_argument("--model", required=True, help="a model folder written by kd")
+    p.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
+    p.add_argument("--onnx", action="store_true", help="write model.onnx for ONNX Runtime")
+    p.add_argument("--quantize", choices=["int8"], help="int8 weights (implies --onnx)")
+    _labelled_file_arguments(p, required=False)
+    p.epilog = "--data: a labelled file on which the macro AUC of both models is compared."
+
+
+def _serve_parser(sub) -> None:
+    from kd.serve import Limits
+
+    defaults = Limits()
+    p = sub.add_parser("serve", help="serve a model over HTTP (POST /predict)")
+    p.add_argument("--model", required=True, help="a model or export folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
+    for name, value in vars(defaults).items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, metavar="N")
 
 
 def _predict_parser(sub) -> None:
@@ -55,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _distill_parser(sub)
     _evaluate_parser(sub)
     _predict_parser(sub)
+    _export_parser(sub)
+    _serve_parser(sub)
     return parser
 
 
@@ -70,15 +100,10 @@ def _distill(args) -> None:
     run(load_config(args.config, overrides))
 
 
-def _evaluate(args) -> None:
-    from accelerate import Accelerator
-
+def _read_for_model(args, names: list[str]):
+    """The labelled file of --data, its label columns in the model's order."""
     from kd.data import read_labeled
-    from kd.evaluate import evaluate_model
-    from kd.models import label_names, load_classifier
 
-    model, tokenizer, thresholds = load_classifier(args.model)
-    names = label_names(model)
     columns = args.label_columns.split(",") if args.label_columns else names
     if sorted(columns) != sorted(names):
         raise KDError(f"the model predicts {names}; --label-columns gives {columns}")
@@ -88,9 +113,38 @@ def _evaluate(args) -> None:
         raise KDError(f"the model predicts {names}; the data has {data.label_names}")
     data.labels = data.labels[:, [data.label_names.index(n) for n in names]]
     data.label_names = names
+    return data
+
+
+def _evaluate(args) -> None:
+    from accelerate import Accelerator
+
+    from kd.evaluate import evaluate_model
+    from kd.models import label_names, load_classifier
+
+    model, tokenizer, thresholds = load_classifier(args.model)
+    data = _read_for_model(args, label_names(model))
     metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size,
                                 args.max_length, thresholds)
     print(json.dumps(metrics, indent=2))
+
+
+def _export(args) -> None:
+    from kd.classifier import Classifier
+    from kd.export import export_model
+
+    labelled = None
+    if args.data:
+        labelled = _read_for_model(args, Classifier.from_pretrained(args.model, "torch").labels)
+    report = export_model(args.model, args.out, args.onnx, args.quantize, labelled)
+    print(json.dumps(report, indent=2))
+
+
+def _serve(args) -> None:
+    from kd.serve import Limits, serve
+
+    limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
+    serve(args.model, args.host, args.port, limits, args.backend)
 
 
 def _predict(args) -> None:
@@ -128,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        {"distill": _distill, "evaluate": _evaluate, "predict": _predict}[args.command](args)
+        commands = {"distill": _distill, "evaluate": _evaluate, "predict": _predict,
+                    "export": _export, "serve": _serve}
+        commands[args.command](args)
     except KDError as err:
         if args.debug:
             raise

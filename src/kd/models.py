@@ -20,6 +20,7 @@ import torch
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
                           BertTokenizer, DistilBertTokenizer, PretrainedConfig)
 
+from kd.classifier import THRESHOLDS_FILE
 from kd.errors import KDError
 
 ALIASES = {
@@ -47,7 +48,6 @@ ARCHITECTURES = {
     "sentence-transformers/all-MiniLM-L6-v2": _bert(6, 384, 12),
 }
 
-THRESHOLDS_FILE = "thresholds.json"
 
 
 def resolve_name(name: str) -> str:
@@ -230,13 +230,13 @@ def save_classifier(model, tokenizer, thresholds: np.ndarray, folder: Path) -> N
     (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(names, map(float, thresholds))), indent=2))
 
 
-def load_classifier(folder: str | Path):
+def load_classifier(folder: str | Path, **model_kwargs):
     """(model, tokenizer, thresholds) from a folder written by save_classifier."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise KDError(f"not a model folder (no config.json): {folder}")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as err:
         raise KDError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None

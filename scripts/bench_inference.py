@@ -1,0 +1,209 @@
+"""Inference speed on this CPU: the reference approach against kd's exported models.
+
+For each model (a BERT-Tiny-shaped student, a 2-layer MiniLM student, the MiniLM teacher)
+and each way of running it:
+  (a) reference: PyTorch, transformers tokenizer, every text padded to 200 tokens
+  (b) PyTorch, dynamic length (kd.Classifier, backend torch)
+  (c) ONNX Runtime fp32      (kd export --onnx, kd.Classifier)
+  (d) ONNX Runtime int8      (kd export --quantize int8, kd.Classifier)
+it measures single-text latency end to end (tokenization included; p50, p99) and batched
+throughput, then serves the tiny student's int8 folder with `kd serve` and loads it from
+a bounded generator on loopback. Writes docs/benchmarks/inference.{md,json}.
+
+    python scripts/bench_inference.py --tiny DIR --l2 DIR --teacher DIR
+
+A model not given is built untrained with the right shape (speed does not depend on the
+weights; the int8 AUC check then means nothing, and the report says so).
+"""
+
+import argparse
+import json
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+
+from kd.classifier import Classifier
+from kd.data import read_labeled
+from kd.errors import KDError
+from kd.export import export_model
+from kd.loadgen import run_load
+from kd.models import build_model, count_parameters, load_classifier, load_tokenizer, save_classifier
+
+MODES = {"a": "PyTorch, pad to 200, reference", "b": "PyTorch, dynamic length",
+         "c": "ONNX Runtime fp32", "d": "ONNX Runtime int8"}
+SHAPES = {"tiny": ("bert-tiny", "random", None), "l2": ("minilm-l6", "teacher-layers", 2),
+          "teacher": ("minilm-l6", "pretrained", None)}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in SHAPES:
+        p.add_argument(f"--{name}", type=Path, help=f"trained {name} model folder")
+    p.add_argument("--data", type=Path, default=Path("data/goemotions-sample/dev.tsv"),
+                   help="GoEmotions-format labelled file: texts for timing, labels for the int8 AUC check")
+    p.add_argument("--labels-file", type=Path, default=Path("data/goemotions-sample/emotions.txt"))
+    p.add_argument("--budget", type=float, default=20.0, help="seconds per measurement at most")
+    p.add_argument("--server-seconds", type=float, default=15.0)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    return p.parse_args()
+
+
+def untrained(name: str, labels: list[str], folder: Path) -> Path:
+    model_name, init, layers = SHAPES[name]
+    try:
+        model = build_model(model_name, init, labels, num_layers=layers, teacher_name=model_name)
+    except KDError:  # no hub cache with the weights: the same shape from random init
+        model = build_model(model_name, "random", labels, num_layers=layers)
+    save_classifier(model, load_tokenizer(model_name), np.full(len(labels), 0.5), folder)
+    return folder
+
+
+def reference_runner(folder: Path):
+    """The reference: the transformers tokenizer, pad to 200, the PyTorch model."""
+    model, tokenizer, _ = load_classifier(folder)
+
+    def run(texts: list[str]) -> np.ndarray:
+        inputs = tokenizer(texts, padding="max_length", truncation=True, max_length=200,
+                           return_tensors="pt")
+        with torch.no_grad():
+            return torch.sigmoid(model(**inputs).logits).numpy()
+    return run
+
+
+def latency(run, texts: list[str], budget: float) -> dict:
+    for text in texts[:10]:
+        run([text])
+    times, deadline = [], time.perf_counter() + budget
+    for text in texts:
+        start = time.perf_counter()
+        run([text])
+        times.append(time.perf_counter() - start)
+        if time.perf_counter() > deadline and len(times) >= 50:
+            break
+    ms = np.array(times) * 1e3
+    return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def throughput(run, texts: list[str], budget: float, chunk: int = 1024) -> float:
+    run(texts[:64])
+    done, start = 0, time.perf_counter()
+    while done < len(texts) and (time.perf_counter() - start < budget or done == 0):
+        done += len(run(texts[done:done + chunk]))
+    return done / (time.perf_counter() - start)
+
+
+def bench_model(name: str, folder: Path, work: Path, texts: list[str], labelled, budget: float) -> dict:
+    exports = {mode: work / f"{name}-{mode}" for mode in ("c", "d")}
+    checks = {mode: export_model(folder, exports[mode], onnx=True,
+                                 quantize="int8" if mode == "d" else None, labelled=labelled)["parity"]
+              for mode in exports}
+    runners = {"a": reference_runner(folder),
+               "b": Classifier.from_pretrained(folder, backend="torch").predict_proba,
+               "c": Classifier.from_pretrained(exports["c"]).predict_proba,
+               "d": Classifier.from_pretrained(exports["d"]).predict_proba}
+    result = {"folder": str(folder), "parameters": count_parameters(load_classifier(folder)[0]),
+              "onnx_mb": {m: (exports[m] / "model.onnx").stat().st_size / 2**20 for m in exports},
+              "parity": checks, "modes": {}}
+    for mode, run in runners.items():
+        row = latency(run, texts, budget)
+        row["texts_per_s"] = throughput(run, texts * 4, budget)
+        result["modes"][mode] = row
+        print(f"{name:8s} ({mode}) {MODES[mode]:32s} p50 {row['p50_ms']:8.3f} ms  p99 "
+              f"{row['p99_ms']:8.3f} ms  {row['texts_per_s']:9.0f} texts/s", flush=True)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_server(folder: Path, texts: list[str], seconds: float, concurrency: int) -> dict:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "kd.cli", "serve", "--model", str(folder),
+                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while run_load("127.0.0.1", port, [b'{"texts": ["warm up"]}'], 1, 0.2).statuses[200] == 0:
+            if server.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"kd serve did not start: {server.stdout.read().decode()}")
+        bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
+        run_load("127.0.0.1", port, bodies, concurrency, 2.0)  # warm-up
+        summary = run_load("127.0.0.1", port, bodies, concurrency, seconds).summary()
+    finally:
+        server.terminate()
+        server.wait()
+    summary.update(concurrency=concurrency, seconds=seconds)
+    return summary
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Inference speed", "", f"Command: `{results['command']}`", "",
+             f"Machine: {results['machine']}", "",
+             f"Texts: {results['texts']}. Latency is one text per call, end to end (tokenization "
+             "included), in-process. Throughput: all texts in one call (kd sorts them by length "
+             "and batches 64; the reference batches 64 in input order, padded to 200).", ""]
+    for name, res in results["models"].items():
+        ref = res["modes"]["a"]
+        lines += [f"## {name}: {res['parameters']:,} parameters ({res['folder']})", "",
+                  "| mode | p50 ms | p99 ms | p50 speed-up vs (a) | texts/s batched | vs (a) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for mode, row in res["modes"].items():
+            lines.append(f"| ({mode}) {MODES[mode]} | {row['p50_ms']:.3f} | {row['p99_ms']:.3f} | "
+                         f"{ref['p50_ms'] / row['p50_ms']:.1f}x | {row['texts_per_s']:,.0f} | "
+                         f"{row['texts_per_s'] / ref['texts_per_s']:.1f}x |")
+        for mode, check in res["parity"].items():
+            auc = (f"; macro AUC {check['macro_auc_pytorch']:.4f} (PyTorch) vs "
+                   f"{check['macro_auc_exported']:.4f}" if "macro_auc_exported" in check else "")
+            lines.append(f"\n({mode}) {res['onnx_mb'][mode]:.1f} MB; max |Δ probability| vs PyTorch "
+                         f"over {check['texts']} texts: {check['max_abs_prob_diff']:.2e}{auc}.")
+        lines.append("")
+    s = results["server"]
+    lines += ["## Server", "", f"`kd serve` on the tiny student's int8 folder; {s['concurrency']} "
+              f"keep-alive connections on loopback, one text per request, {s['seconds']:.0f} s, "
+              "generator and server sharing the CPU.", "",
+              "| requests/s | p50 ms | p99 ms | max ms | requests | errors |", "|---:|---:|---:|---:|---:|---:|",
+              f"| {s['requests_per_s']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
+              f"{s['max_ms']:.1f} | {s['requests']:,} | {s['errors']} |", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    labelled = read_labeled(args.data, "goemotions", labels_file=args.labels_file)
+    texts = labelled.texts
+    work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
+    results = {"command": "python " + " ".join(sys.argv),
+               "machine": f"{platform.processor() or platform.machine()}, "
+                          f"{len(__import__('os').sched_getaffinity(0))} cores; torch "
+                          f"{torch.__version__}, onnxruntime {onnxruntime.__version__}",
+               "texts": f"{len(texts)} from {args.data} (mean {np.mean([len(t) for t in texts]):.0f} characters)",
+               "models": {}}
+    try:
+        for name in SHAPES:
+            folder = getattr(args, name) or untrained(name, labelled.label_names, work / name)
+            results["models"][name] = bench_model(name, folder, work, texts, labelled, args.budget)
+            results["models"][name]["trained"] = getattr(args, name) is not None
+        results["server"] = bench_server(work / "tiny-d", texts, args.server_seconds, args.concurrency)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results["server"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "inference.json").write_text(json.dumps(results, indent=2))
+    (args.out / "inference.md").write_text(markdown(results))
+    print(f"wrote {args.out / 'inference.md'} and inference.json")
+
+
+if __name__ == "__main__":
+    main()

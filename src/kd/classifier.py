@@ -1,0 +1,150 @@
+"""`kd.Classifier`: fast multi-label inference from a folder written by kd.
+
+The folder is a `save_pretrained` classifier or a `kd export` folder. With a `model.onnx`
+in it, ONNX Runtime runs the model and PyTorch is never imported; otherwise PyTorch does.
+Texts go through the Rust tokenizer (`tokenizer.json`), are sorted by token length and
+cut into batches padded only to their own longest row, so a batch wastes little work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from kd.errors import KDError
+
+ONNX_FILE = "model.onnx"
+THRESHOLDS_FILE = "thresholds.json"
+SMALL_BATCH_TOKENS = 512  # below this many tokens one thread beats a thread pool
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise KDError(f"cannot read {path}: {err}") from None
+
+
+def _onnx_runner(path: Path, num_threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """logits(input_ids, attention_mask): one single-thread session for small batches (no
+    thread hand-off), one with `num_threads` for large ones."""
+    import onnxruntime as ort
+
+    def session(threads: int):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise KDError(f"cannot load the ONNX model {path}: {str(err).splitlines()[0]}") from None
+
+    small, large = session(1), session(num_threads)
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        sess = small if input_ids.size <= SMALL_BATCH_TOKENS else large
+        return sess.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+    return run
+
+
+def _torch_runner(folder: Path, num_threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    import torch
+
+    from kd.models import load_classifier
+
+    model = load_classifier(folder)[0]
+    torch.set_num_threads(num_threads)
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(input_ids=torch.from_numpy(input_ids),
+                         attention_mask=torch.from_numpy(attention_mask)).logits.float().numpy()
+    return run
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask), int64, padded on the right to the longest row."""
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    mask = np.arange(int(lengths.max())) < lengths[:, None]
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    ids[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
+                            count=int(lengths.sum()))
+    return ids, mask.astype(np.int64)
+
+
+class Classifier:
+    """Per-label probabilities and label sets for texts.
+
+    >>> clf = Classifier.from_pretrained("checkpoints/run/student-onnx")
+    >>> clf.predict_proba(["thanks!"])     # (1, num_labels) float32
+    >>> clf.predict(["thanks!"])           # [["gratitude"]]
+    """
+
+    def __init__(self, tokenizer, run: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 labels: list[str], thresholds: np.ndarray, backend: str, pad_id: int,
+                 batch_size: int = 64):
+        self.tokenizer, self._run = tokenizer, run
+        self.labels, self.thresholds, self.backend = labels, thresholds, backend
+        self.pad_id, self.batch_size = pad_id, batch_size
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, backend: str = "auto", max_length: int = 200,
+                        batch_size: int = 64, num_threads: int | None = None) -> "Classifier":
+        """backend: "auto" (ONNX when the folder has model.onnx), "onnx" or "torch"."""
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
+        if config is None or "id2label" not in config:
+            raise KDError(f"not a kd model folder (no config.json with id2label): {folder}")
+        if not (folder / "tokenizer.json").is_file():
+            raise KDError(f"no tokenizer.json (a fast tokenizer) in {folder}")
+        if backend == "auto":
+            backend = "onnx" if (folder / ONNX_FILE).is_file() else "torch"
+        if backend not in ("onnx", "torch"):
+            raise KDError(f"unknown backend {backend!r}: use auto, onnx or torch")
+        if backend == "onnx" and not (folder / ONNX_FILE).is_file():
+            raise KDError(f"no {ONNX_FILE} in {folder}: export one with `kd export --onnx`")
+        labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        saved = _read_json(folder / THRESHOLDS_FILE) if (folder / THRESHOLDS_FILE).is_file() else {}
+        thresholds = np.array([saved.get(name, 0.5) for name in labels], dtype=np.float32)
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length)
+        threads = num_threads or len(os.sched_getaffinity(0))
+        run = (_onnx_runner(folder / ONNX_FILE, threads) if backend == "onnx"
+               else _torch_runner(folder, threads))
+        return cls(tokenizer, run, labels, thresholds, backend, config.get("pad_token_id") or 0,
+                   batch_size)
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise KDError("pass a list of texts, not one string")
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return out
+        rows = [e.ids for e in self.tokenizer.encode_batch_fast(list(texts))]
+        order = np.argsort(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)),
+                           kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            out[batch] = self._run(*pad_rows([rows[i] for i in batch], self.pad_id))
+        return out
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), num_labels) float32 sigmoid probabilities, in `self.labels` order."""
+        return 1.0 / (1.0 + np.exp(-self.logits(texts)))
+
+    def predict(self, texts: Sequence[str]) -> list[list[str]]:
+        """Per text, the labels whose probability reaches their threshold (in label order)."""
+        return self.labels_of(self.predict_proba(texts))
+
+    def labels_of(self, probs: np.ndarray) -> list[list[str]]:
+        hits = probs >= self.thresholds
+        return [[name for name, hit in zip(self.labels, row) if hit] for row in hits]

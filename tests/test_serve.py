@@ -1,0 +1,104 @@
+"""kd serve: endpoints, limits answered with 4xx JSON, and micro-batching under load."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import tiny
+from kd.classifier import Classifier
+from kd.loadgen import run_load
+from kd.serve import Limits, create_app
+
+
+@pytest.fixture(scope="module")
+def classifier(models, tmp_path_factory):
+    return Classifier.from_pretrained(tiny.make_classifier(tmp_path_factory.mktemp("srv") / "m",
+                                                           models["bert"], steps=20))
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    limits = Limits(max_texts=4, max_chars=50, max_body_bytes=2000)
+    with TestClient(create_app(classifier, limits, "tiny")) as c:
+        yield c
+
+
+def test_predict_health_metadata_openapi(client, classifier):
+    texts = ["so happy today", "rage and panic"]
+    answer = client.post("/predict", json={"texts": texts})
+    assert answer.status_code == 200
+    predictions = answer.json()["predictions"]
+    probs = classifier.predict_proba(texts)
+    for row, prediction in zip(probs, predictions):
+        assert list(prediction["probabilities"]) == tiny.LABELS
+        assert np.allclose(list(prediction["probabilities"].values()), row, atol=1e-6)
+        assert prediction["labels"] == [n for n, p, t in zip(tiny.LABELS, row, classifier.thresholds)
+                                        if p >= t]
+    assert client.get("/health").json() == {"status": "ok"}
+    meta = client.get("/metadata").json()
+    assert meta["labels"] == tiny.LABELS and meta["limits"]["max_texts"] == 4
+    assert set(meta["thresholds"]) == set(tiny.LABELS)
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["properties"]["texts"]["maxItems"] == 4
+
+
+@pytest.mark.parametrize("body, status", [
+    (b'{"texts": ["a"', 400),                         # malformed JSON
+    (b'{"texts": "one string"}', 422),                # wrong type
+    (b'{"texts": [1, 2]}', 422),
+    (b'{"text": ["a"]}', 422),                        # missing field
+    (b'{"texts": []}', 422),                          # empty list
+    (b'{"texts": ["a", "b", "c", "d", "e"]}', 422),   # too many texts
+    (json.dumps({"texts": ["x" * 51]}).encode(), 422),  # text too long
+    (json.dumps({"texts": ["x" * 3000]}).encode(), 413),  # body too large
+])
+def test_bad_requests_get_a_4xx_json_answer(client, body, status):
+    answer = client.post("/predict", content=body)
+    assert answer.status_code == status
+    assert "detail" in answer.json()
+    assert client.get("/health").status_code == 200
+
+
+def test_body_without_length_is_refused(client):
+    answer = client.post("/predict", content=iter([b'{"texts": ["a"]}']))  # chunked
+    assert answer.status_code == 411
+
+
+def test_concurrent_requests_are_micro_batched(classifier):
+    import uvicorn
+
+    calls = []
+    original = classifier.predict_proba
+
+    def counted(texts):
+        calls.append(len(texts))
+        time.sleep(0.005)  # a model call long enough for requests to queue behind it
+        return original(texts)
+
+    classifier.predict_proba = counted
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(classifier), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        bodies = [json.dumps({"texts": [f"happy day {i}"]}).encode() for i in range(50)]
+        summary = run_load("127.0.0.1", port, bodies, concurrency=16, seconds=1.5).summary()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        classifier.predict_proba = original
+    assert summary["errors"] == 0 and summary["ok"] > 50
+    assert sum(calls) == summary["ok"] and max(calls) > 1  # requests shared model calls
+    assert len(calls) < summary["ok"] / 2
