@@ -176,7 +176,23 @@ def markdown(results: dict) -> str:
               "| requests/s | p50 ms | p99 ms | max ms | requests | errors |", "|---:|---:|---:|---:|---:|---:|",
               f"| {s['requests_per_s']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
               f"{s['max_ms']:.1f} | {s['requests']:,} | {s['errors']} |", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + targets(results))
+
+
+def targets(results: dict) -> list[str]:
+    """The issue's targets for the BERT-Tiny-shaped student, each with the measured value."""
+    tiny, s = results["models"]["tiny"]["modes"], results["server"]
+    best = max(("b", "c", "d"), key=lambda m: tiny[m]["texts_per_s"])
+    checks = [("single text p50 ≤ 0.5 ms, int8 (d)", f"{tiny['d']['p50_ms']:.3f} ms", tiny["d"]["p50_ms"] <= 0.5),
+              ("p50 ≥ 10x faster than (a)", f"{tiny['a']['p50_ms'] / tiny['d']['p50_ms']:.1f}x",
+               tiny["a"]["p50_ms"] / tiny["d"]["p50_ms"] >= 10),
+              ("≥ 8,000 texts/s batched", f"{tiny[best]['texts_per_s']:,.0f} ({best})",
+               tiny[best]["texts_per_s"] >= 8000),
+              ("server ≥ 2,000 requests/s", f"{s['requests_per_s']:,.0f}", s["requests_per_s"] >= 2000),
+              ("server p99 ≤ 20 ms", f"{s['p99_ms']:.1f} ms", s["p99_ms"] <= 20),
+              ("server: zero errors", str(s["errors"]), s["errors"] == 0)]
+    return ["## Targets (tiny student)", "", "| target | measured | met |", "|---|---:|:---:|"] + [
+        f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks] + [""]
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import orjson
 
 from kd.classifier import Classifier
 from kd.errors import KDError
@@ -161,9 +162,10 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
         except Overloaded:
             return _error(429, "too many texts queued; retry later")
         names = classifier.labels
-        body = {"predictions": [{"labels": labels, "probabilities": dict(zip(names, np.round(row, 6).tolist()))}
-                                for labels, row in zip(classifier.labels_of(probs), probs)]}
-        return Response(json.dumps(body), media_type="application/json")
+        probs = np.round(probs, 6)
+        body = {"predictions": [{"labels": labels, "probabilities": dict(zip(names, row))}
+                                for labels, row in zip(classifier.labels_of(probs), probs.tolist())]}
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/health")
     async def health():
