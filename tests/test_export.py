@@ -99,3 +99,25 @@ def test_cli_export_pytorch_folder(trained, tmp_path, capsys):
     assert clf.backend == "torch"
     texts = ["happy rage", "the day"]
     assert np.allclose(clf.predict_proba(texts), Classifier.from_pretrained(trained).predict_proba(texts))
+
+
+def test_distilbert_exports_through_the_plain_graph(models, labelled, tmp_path):
+    folder = tiny.make_classifier(tmp_path / "distil", models["distilbert"], steps=30)
+    report = export.export_model(folder, tmp_path / "onnx", onnx=True, labelled=labelled)
+    assert report["parity"]["max_abs_prob_diff"] <= 1e-4
+
+
+def test_bert_graph_computes_the_last_layer_for_cls_only(trained):
+    import torch
+
+    from kd.models import load_classifier
+
+    model = load_classifier(trained, attn_implementation="eager")[0]
+    assert export._BertFromCLS.applies(model)
+    ids = torch.randint(5, 30, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        cls_only = export._BertFromCLS(model)(ids, mask)
+    assert torch.allclose(full, cls_only, atol=1e-5)
