@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+from transformers.utils import logging as hf_logging
 
 from kd.classifier import Classifier
 from kd.data import read_labeled
@@ -52,8 +53,10 @@ def parse_args() -> argparse.Namespace:
                    help="GoEmotions-format labelled file: texts for timing, labels for the int8 AUC check")
     p.add_argument("--labels-file", type=Path, default=Path("data/goemotions-sample/emotions.txt"))
     p.add_argument("--budget", type=float, default=20.0, help="seconds per measurement at most")
-    p.add_argument("--server-seconds", type=float, default=15.0)
+    p.add_argument("--server-seconds", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=3,
+                   help="throughput and server runs per setting; the median is reported (noisy machines)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     return p.parse_args()
 
@@ -94,15 +97,20 @@ def latency(run, texts: list[str], budget: float) -> dict:
     return {"n": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
 
-def throughput(run, texts: list[str], budget: float, chunk: int = 1024) -> float:
+def throughput(run, texts: list[str], budget: float, repeats: int, chunk: int = 1024) -> float:
+    """texts/s, the median of `repeats` passes over the texts (each cut short at `budget` s)."""
     run(texts[:64])
-    done, start = 0, time.perf_counter()
-    while done < len(texts) and (time.perf_counter() - start < budget or done == 0):
-        done += len(run(texts[done:done + chunk]))
-    return done / (time.perf_counter() - start)
+    rates = []
+    for _ in range(repeats):
+        done, start = 0, time.perf_counter()
+        while done < len(texts) and (time.perf_counter() - start < budget or done == 0):
+            done += len(run(texts[done:done + chunk]))
+        rates.append(done / (time.perf_counter() - start))
+    return float(np.median(rates))
 
 
-def bench_model(name: str, folder: Path, work: Path, texts: list[str], labelled, budget: float) -> dict:
+def bench_model(name: str, folder: Path, work: Path, texts: list[str], labelled, budget: float,
+                repeats: int) -> dict:
     exports = {mode: work / f"{name}-{mode}" for mode in ("c", "d")}
     checks = {mode: export_model(folder, exports[mode], onnx=True,
                                  quantize="int8" if mode == "d" else None, labelled=labelled)["parity"]
@@ -116,7 +124,7 @@ def bench_model(name: str, folder: Path, work: Path, texts: list[str], labelled,
               "parity": checks, "modes": {}}
     for mode, run in runners.items():
         row = latency(run, texts, budget)
-        row["texts_per_s"] = throughput(run, texts * 4, budget)
+        row["texts_per_s"] = throughput(run, texts * 4, budget, repeats)
         result["modes"][mode] = row
         print(f"{name:8s} ({mode}) {MODES[mode]:32s} p50 {row['p50_ms']:8.3f} ms  p99 "
               f"{row['p99_ms']:8.3f} ms  {row['texts_per_s']:9.0f} texts/s", flush=True)
@@ -129,10 +137,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_server(folder: Path, texts: list[str], seconds: float, concurrency: int) -> dict:
+def bench_server(folder: Path, texts: list[str], seconds: float, concurrency: int,
+                 workers: int, repeats: int) -> dict:
+    """One `kd serve` process tree under load: the median of `repeats` trials."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "kd.cli", "serve", "--model", str(folder),
-                               "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               "--port", str(port), "--workers", str(workers)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 60
         while run_load("127.0.0.1", port, [b'{"texts": ["warm up"]}'], 1, 0.2).statuses[200] == 0:
@@ -140,11 +151,16 @@ def bench_server(folder: Path, texts: list[str], seconds: float, concurrency: in
                 raise SystemExit(f"kd serve did not start: {server.stdout.read().decode()}")
         bodies = [json.dumps({"texts": [text]}).encode() for text in texts]
         run_load("127.0.0.1", port, bodies, concurrency, 2.0)  # warm-up
-        summary = run_load("127.0.0.1", port, bodies, concurrency, seconds).summary()
+        trials = [run_load("127.0.0.1", port, bodies, concurrency, seconds).summary()
+                  for _ in range(repeats)]
+        summary = sorted(trials, key=lambda t: t["requests_per_s"])[len(trials) // 2]
+        summary["trials_requests_per_s"] = [t["requests_per_s"] for t in trials]
     finally:
         server.terminate()
         server.wait()
-    summary.update(concurrency=concurrency, seconds=seconds)
+    summary.update(concurrency=concurrency, seconds=seconds, workers=workers)
+    print(f"server, {workers} worker(s): {summary['requests_per_s']:,.0f} requests/s, p50 "
+          f"{summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, {summary['errors']} errors", flush=True)
     return summary
 
 
@@ -152,11 +168,13 @@ def markdown(results: dict) -> str:
     lines = ["# Inference speed", "", f"Command: `{results['command']}`", "",
              f"Machine: {results['machine']}", "",
              f"Texts: {results['texts']}. Latency is one text per call, end to end (tokenization "
-             "included), in-process. Throughput: all texts in one call (kd sorts them by length "
-             "and batches 64; the reference batches 64 in input order, padded to 200).", ""]
+             "included), in-process; p50 and p99 over the texts. Throughput: the texts four times over, "
+             "1,024 per call (kd sorts them by length and batches up to 64; the reference batches "
+             "64 in input order, padded to 200); the median of the repeats.", ""]
     for name, res in results["models"].items():
         ref = res["modes"]["a"]
-        lines += [f"## {name}: {res['parameters']:,} parameters ({res['folder']})", "",
+        weights = "trained" if res["trained"] else "untrained, same shape"
+        lines += [f"## {name}: {res['parameters']:,} parameters ({res['folder']}, {weights})", "",
                   "| mode | p50 ms | p99 ms | p50 speed-up vs (a) | texts/s batched | vs (a) |",
                   "|---|---:|---:|---:|---:|---:|"]
         for mode, row in res["modes"].items():
@@ -169,26 +187,31 @@ def markdown(results: dict) -> str:
             lines.append(f"\n({mode}) {res['onnx_mb'][mode]:.1f} MB; max |Δ probability| vs PyTorch "
                          f"over {check['texts']} texts: {check['max_abs_prob_diff']:.2e}{auc}.")
         lines.append("")
-    s = results["server"]
-    lines += ["## Server", "", f"`kd serve` on the tiny student's int8 folder; {s['concurrency']} "
-              f"keep-alive connections on loopback, one text per request, {s['seconds']:.0f} s, "
-              "generator and server sharing the CPU.", "",
-              "| requests/s | p50 ms | p99 ms | max ms | requests | errors |", "|---:|---:|---:|---:|---:|---:|",
-              f"| {s['requests_per_s']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
-              f"{s['max_ms']:.1f} | {s['requests']:,} | {s['errors']} |", ""]
+    s = results["server"][0]
+    lines += ["## Server", "", f"`kd serve --workers N` on the tiny student's int8 folder; "
+              f"{s['concurrency']} keep-alive connections on loopback (`kd.loadgen`), one text per "
+              f"request, {s['seconds']:.0f} s after a 2 s warm-up; generator and server share the CPU. "
+              "The median of the trials (requests/s of each trial in inference.json).", "",
+              "| workers | requests/s | p50 ms | p99 ms | max ms | requests | errors |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s['workers']} | {s['requests_per_s']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
+              f"{s['max_ms']:.1f} | {s['requests']:,} | {s['errors']} |" for s in results["server"]]
+    lines.append("")
     return "\n".join(lines + targets(results))
 
 
 def targets(results: dict) -> list[str]:
     """The issue's targets for the BERT-Tiny-shaped student, each with the measured value."""
-    tiny, s = results["models"]["tiny"]["modes"], results["server"]
+    tiny = results["models"]["tiny"]["modes"]
+    s = max(results["server"], key=lambda row: row["requests_per_s"])
     best = max(("b", "c", "d"), key=lambda m: tiny[m]["texts_per_s"])
     checks = [("single text p50 ≤ 0.5 ms, int8 (d)", f"{tiny['d']['p50_ms']:.3f} ms", tiny["d"]["p50_ms"] <= 0.5),
               ("p50 ≥ 10x faster than (a)", f"{tiny['a']['p50_ms'] / tiny['d']['p50_ms']:.1f}x",
                tiny["a"]["p50_ms"] / tiny["d"]["p50_ms"] >= 10),
               ("≥ 8,000 texts/s batched", f"{tiny[best]['texts_per_s']:,.0f} ({best})",
                tiny[best]["texts_per_s"] >= 8000),
-              ("server ≥ 2,000 requests/s", f"{s['requests_per_s']:,.0f}", s["requests_per_s"] >= 2000),
+              ("server ≥ 2,000 requests/s", f"{s['requests_per_s']:,.0f} ({s['workers']} workers)",
+               s["requests_per_s"] >= 2000),
               ("server p99 ≤ 20 ms", f"{s['p99_ms']:.1f} ms", s["p99_ms"] <= 20),
               ("server: zero errors", str(s["errors"]), s["errors"] == 0)]
     return ["## Targets (tiny student)", "", "| target | measured | met |", "|---|---:|:---:|"] + [
@@ -197,6 +220,8 @@ def targets(results: dict) -> list[str]:
 
 def main() -> None:
     args = parse_args()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     labelled = read_labeled(args.data, "goemotions", labels_file=args.labels_file)
     texts = labelled.texts
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
@@ -208,13 +233,18 @@ def main() -> None:
                "models": {}}
     try:
         for name in SHAPES:
-            folder = getattr(args, name) or untrained(name, labelled.label_names, work / name)
-            results["models"][name] = bench_model(name, folder, work, texts, labelled, args.budget)
-            results["models"][name]["trained"] = getattr(args, name) is not None
-        results["server"] = bench_server(work / "tiny-d", texts, args.server_seconds, args.concurrency)
+            trained = getattr(args, name)
+            folder = trained or untrained(name, labelled.label_names, work / name)
+            # the int8 AUC check means something only for a trained model
+            results["models"][name] = bench_model(name, folder, work, texts,
+                                                  labelled if trained else None, args.budget,
+                                                  args.repeats)
+            results["models"][name]["trained"] = trained is not None
+        results["server"] = [bench_server(work / "tiny-d", texts, args.server_seconds,
+                                          args.concurrency, workers, args.repeats)
+                             for workers in (1, 2)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(results["server"]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inference.json").write_text(json.dumps(results, indent=2))
     (args.out / "inference.md").write_text(markdown(results))

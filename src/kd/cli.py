@@ -65,6 +65,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with the model")
     for name, value in vars(defaults).items():
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, metavar="N")
 
@@ -144,7 +145,9 @@ def _serve(args) -> None:
     from kd.serve import Limits, serve
 
     limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
-    serve(args.model, args.host, args.port, limits, args.backend)
+    if args.workers < 1:
+        raise KDError("--workers must be at least 1")
+    serve(args.model, args.host, args.port, limits, args.backend, args.workers)
 
 
 def _predict(args) -> None:

@@ -12,6 +12,7 @@ texts per request, characters per text, body size and queued texts answer a 4xx 
 # No `from __future__ import annotations`: FastAPI must see the request models' real types.
 import asyncio
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -180,13 +181,27 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
     return app
 
 
+SERVE_ENV = "KD_SERVE"  # how `serve` hands its settings to worker processes
+
+
+def app_from_environment():
+    """The app of one worker process, built from the settings `serve` left in KD_SERVE."""
+    settings = json.loads(os.environ[SERVE_ENV])
+    classifier = Classifier.from_pretrained(settings["model"], backend=settings["backend"])
+    return create_app(classifier, Limits(**settings["limits"]), Path(settings["model"]).resolve().name)
+
+
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-          limits: Limits | None = None, backend: str = "auto") -> None:
-    """Load the model and serve it until interrupted."""
+          limits: Limits | None = None, backend: str = "auto", workers: int = 1) -> None:
+    """Load the model and serve it until interrupted; `workers` > 1 runs that many processes
+    (each with its own copy of the model) on one port."""
     import uvicorn
 
-    classifier = Classifier.from_pretrained(model_dir, backend=backend)
-    app = create_app(classifier, limits, Path(model_dir).resolve().name)
-    print(json.dumps({"serving": str(model_dir), "backend": classifier.backend,
+    limits = limits or Limits()
+    os.environ[SERVE_ENV] = json.dumps({"model": str(model_dir), "backend": backend,
+                                        "limits": asdict(limits)})
+    app = app_from_environment() if workers == 1 else "kd.serve:app_from_environment"
+    print(json.dumps({"serving": str(model_dir), "workers": workers,
                       "url": f"http://{host}:{port}"}), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, workers=workers, factory=workers > 1,
+                log_level="warning", access_log=False)
