@@ -121,3 +121,14 @@ def test_bert_graph_computes_the_last_layer_for_cls_only(trained):
         full = model(input_ids=ids, attention_mask=mask).logits
         cls_only = export._BertFromCLS(model)(ids, mask)
     assert torch.allclose(full, cls_only, atol=1e-5)
+
+
+def test_cli_predict_runs_an_onnx_folder(trained, tmp_path, capsys):
+    export.export_model(trained, tmp_path / "onnx", onnx=True)
+    texts = ["furious rage today", "happy great day"]
+    assert main(["predict", "--model", str(tmp_path / "onnx"), *texts]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    clf = Classifier.from_pretrained(tmp_path / "onnx")
+    assert [r["text"] for r in rows] == texts
+    assert [r["labels"] for r in rows] == clf.predict(texts)
+    assert np.allclose([list(r["probabilities"].values()) for r in rows], clf.predict_proba(texts), atol=1e-6)

@@ -49,7 +49,10 @@ def test_missing_weights_name_the_alternatives(tmp_path):
 
 
 def test_known_alias_builds_offline_from_the_bundled_vocab(monkeypatch):
-    def unreachable(*args, **kwargs):
+    asked = []
+
+    def unreachable(name, **kwargs):
+        asked.append((name, kwargs.get("local_files_only", False)))
         raise OSError("offline")
 
     monkeypatch.setattr(models.AutoConfig, "from_pretrained", unreachable)
@@ -61,6 +64,8 @@ def test_known_alias_builds_offline_from_the_bundled_vocab(monkeypatch):
     assert tokenizer("the capital of france is [MASK].")["input_ids"] == [101, 1996, 3007, 1997, 2605, 2003, 103, 1012, 102]
     with pytest.raises(KDError, match="cannot load the config"):
         build_model("not/known", "random", tiny.LABELS)
+    # known aliases look only in the local cache (no retries against an unreachable hub)
+    assert set(asked) == {("google/bert_uncased_L-2_H-128_A-2", True), ("not/known", False)}
 
 
 def test_random_init_depth_override_and_prior_bias(models):

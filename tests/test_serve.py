@@ -102,3 +102,31 @@ def test_concurrent_requests_are_micro_batched(classifier):
     assert summary["errors"] == 0 and summary["ok"] > 50
     assert sum(calls) == summary["ok"] and max(calls) > 1  # requests shared model calls
     assert len(calls) < summary["ok"] / 2
+
+
+def test_a_cancelled_request_does_not_break_its_batch(classifier):
+    import asyncio
+
+    from kd.serve import MicroBatcher
+
+    async def scenario():
+        batcher = MicroBatcher(classifier, Limits())
+        gone = asyncio.ensure_future(batcher.probabilities(["client went away"]))
+        kept = asyncio.ensure_future(batcher.probabilities(["so happy", "rage"]))
+        await asyncio.sleep(0)  # both queued, the model call under way
+        gone.cancel()
+        return await kept
+
+    probs = asyncio.run(scenario())
+    assert np.allclose(probs, classifier.predict_proba(["so happy", "rage"]), atol=1e-6)
+
+
+def test_worker_processes_build_the_app_from_the_environment(models, monkeypatch, tmp_path):
+    from kd import serve
+
+    folder = tiny.make_classifier(tmp_path / "m", models["bert"], steps=1)
+    settings = {"model": str(folder), "backend": "auto", "limits": {**vars(Limits()), "max_texts": 3}}
+    monkeypatch.setenv(serve.SERVE_ENV, json.dumps(settings))
+    with TestClient(serve.app_from_environment()) as c:
+        assert c.get("/metadata").json()["limits"]["max_texts"] == 3
+        assert c.post("/predict", json={"texts": ["a", "b", "c", "d"]}).status_code == 422

@@ -71,7 +71,8 @@ def _serve_parser(sub) -> None:
 
 
 def _predict_parser(sub) -> None:
-    p = sub.add_parser("predict", help="per-label probabilities and predicted labels (JSON lines)")
+    p = sub.add_parser("predict", help="per-label probabilities and predicted labels (JSON lines)",
+                       description="Runs a model or export folder (ONNX Runtime when it has model.onnx).")
     _data_arguments(p)
     p.add_argument("--input", help="a text file with one text per line")
     p.add_argument("texts", nargs="*", help="texts to classify")
@@ -151,10 +152,7 @@ def _serve(args) -> None:
 
 
 def _predict(args) -> None:
-    import torch
-
-    from kd.evaluate import sigmoid
-    from kd.models import label_names, load_classifier
+    from kd.classifier import Classifier
 
     texts = list(args.texts)
     if args.input:
@@ -164,18 +162,13 @@ def _predict(args) -> None:
         texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not texts:
         raise KDError("no texts given: pass TEXT arguments or --input FILE")
-    model, tokenizer, thresholds = load_classifier(args.model)
-    names = label_names(model)
-    for start in range(0, len(texts), args.batch_size):
-        chunk = texts[start:start + args.batch_size]
-        inputs = tokenizer(chunk, truncation=True, max_length=args.max_length, padding=True,
-                           return_tensors="pt", return_token_type_ids=None)
-        with torch.no_grad():
-            probs = sigmoid(model(**inputs).logits.numpy())
-        for text, row in zip(chunk, probs):
-            print(json.dumps({"text": text,
-                              "labels": [n for n, p, t in zip(names, row, thresholds) if p >= t],
-                              "probabilities": {n: round(float(p), 6) for n, p in zip(names, row)}}))
+    clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
+    for start in range(0, len(texts), 4096):  # print as it goes on long inputs
+        chunk = texts[start:start + 4096]
+        probs = clf.predict_proba(chunk)
+        for text, labels, row in zip(chunk, clf.labels_of(probs), probs.tolist()):
+            print(json.dumps({"text": text, "labels": labels,
+                              "probabilities": {n: round(p, 6) for n, p in zip(clf.labels, row)}}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,10 +68,11 @@ def _bundled_vocab() -> list[str]:
 
 
 def _load_or_known(name: str, what: str, load, build_known):
-    """load(hub id); for a known alias that cannot be loaded, build_known(its architecture)."""
+    """load(hub id); for a known alias, from the local cache only, else build_known(its
+    architecture): kd ships what it needs of them, so they never wait on an unreachable hub."""
     model_id = resolve_name(name)
     try:
-        return load(model_id)
+        return load(model_id, local_files_only=True) if model_id in ARCHITECTURES else load(model_id)
     except (OSError, ValueError) as err:
         if model_id not in ARCHITECTURES:
             raise KDError(f"cannot load the {what} of '{name}' ({model_id}): {err}") from None

@@ -8,11 +8,11 @@ so batching adds no wait at low load and amortises the model call at high load. 
 texts per request, characters per text, body size and queued texts answer a 4xx JSON error.
 """
 
-
 # No `from __future__ import annotations`: FastAPI must see the request models' real types.
 import asyncio
 import json
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,10 +48,10 @@ class MicroBatcher:
 
     def __init__(self, classifier: Classifier, limits: Limits):
         self.classifier, self.limits = classifier, limits
-        self.pending: list[tuple[list[str], asyncio.Future]] = []
+        self.pending: deque[tuple[list[str], asyncio.Future]] = deque()
         self.queued = 0
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="kd-model")
-        self.draining = False
+        self.drain_task: asyncio.Task | None = None
 
     async def probabilities(self, texts: list[str]) -> np.ndarray:
         if self.queued + len(texts) > self.limits.max_queued:
@@ -59,37 +59,35 @@ class MicroBatcher:
         future = asyncio.get_running_loop().create_future()
         self.pending.append((texts, future))
         self.queued += len(texts)
-        if not self.draining:
-            self.draining = True
-            asyncio.get_running_loop().create_task(self._drain())
+        if self.drain_task is None or self.drain_task.done():
+            self.drain_task = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     def _take(self) -> list[tuple[list[str], asyncio.Future]]:
         taken, size = [], 0
         while self.pending and (not taken or size + len(self.pending[0][0]) <= self.limits.max_batch):
-            taken.append(self.pending.pop(0))
+            taken.append(self.pending.popleft())
             size += len(taken[-1][0])
         self.queued -= size
         return taken
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while self.pending:
-                taken = self._take()
-                texts = [text for request, _ in taken for text in request]
-                try:
-                    probs = await loop.run_in_executor(self.worker, self.classifier.predict_proba, texts)
-                except Exception as err:  # hand the model's failure to the waiting requests
-                    for _, future in taken:
-                        future.set_exception(err)
-                    continue
-                start = 0
-                for request, future in taken:
-                    future.set_result(probs[start:start + len(request)])
-                    start += len(request)
-        finally:
-            self.draining = False
+        while self.pending:
+            taken = self._take()
+            texts = [text for request, _ in taken for text in request]
+            try:
+                probs = await loop.run_in_executor(self.worker, self.classifier.predict_proba, texts)
+            except Exception as err:  # hand the model's failure to the waiting requests
+                probs, failure = None, err
+            start = 0
+            for request, future in taken:
+                if not future.done():  # a request whose client went away is cancelled
+                    if probs is None:
+                        future.set_exception(failure)
+                    else:
+                        future.set_result(probs[start:start + len(request)])
+                start += len(request)
 
 
 def _error(status: int, message):
