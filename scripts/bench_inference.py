@@ -18,6 +18,7 @@ weights; the int8 AUC check then means nothing, and the report says so).
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import socket
@@ -131,6 +132,13 @@ def bench_model(name: str, folder: Path, work: Path, texts: list[str], labelled,
     return result
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -226,8 +234,7 @@ def main() -> None:
     texts = labelled.texts
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     results = {"command": "python " + " ".join(sys.argv),
-               "machine": f"{platform.processor() or platform.machine()}, "
-                          f"{len(__import__('os').sched_getaffinity(0))} cores; torch "
+               "machine": f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores; torch "
                           f"{torch.__version__}, onnxruntime {onnxruntime.__version__}",
                "texts": f"{len(texts)} from {args.data} (mean {np.mean([len(t) for t in texts]):.0f} characters)",
                "models": {}}
