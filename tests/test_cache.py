@@ -66,3 +66,22 @@ def test_any_change_in_the_key_recomputes(setup, tmp_path):
     assert not hit
     assert _soft_targets(teacher_dir, data_cfg, cache_dir)[1]  # the original key still hits
     assert len(list((cache_dir / "soft_targets").iterdir())) == 5
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "pickle"])
+def test_a_damaged_cache_entry_is_detected_and_recomputed(setup, damage):
+    teacher_dir, data_cfg, cache_dir = setup
+    logits, _, _ = _soft_targets(teacher_dir, data_cfg, cache_dir)
+    (entry,) = (cache_dir / "soft_targets").iterdir()
+    raw = bytearray(entry.read_bytes())
+    if damage == "flip a byte":
+        raw[-3] ^= 0xFF  # inside the logits: a valid file whose checksum no longer matches
+    elif damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    else:  # a pickle where safetensors is expected: never unpickled, just refused
+        import pickle
+        raw = bytearray(pickle.dumps({"logits": torch.zeros(1)}))
+    entry.write_bytes(bytes(raw))
+    again, hit, forwards = _soft_targets(teacher_dir, data_cfg, cache_dir)
+    assert not hit and forwards > 0 and torch.equal(again, logits)
+    assert _soft_targets(teacher_dir, data_cfg, cache_dir)[1]  # the rewritten entry is good

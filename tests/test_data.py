@@ -4,8 +4,8 @@ import pytest
 import tiny
 from conftest import SHARED
 from kd.config import DataConfig
-from kd.data import (JIGSAW_LABELS, EncodedDataset, PadCollator, TokenCache, load_splits, read_labeled,
-                     split_rows, tokenizer_fingerprint)
+from kd.data import (JIGSAW_LABELS, EncodedDataset, PadCollator, TokenCache, encode, load_splits,
+                     read_labeled, split_rows, tokenizer_fingerprint)
 from kd.errors import KDError
 from kd.models import wordpiece_tokenizer
 
@@ -67,7 +67,8 @@ def test_split_is_deterministic_80_20_and_disjoint(tmp_path):
     ("id,text,anger\n1,hi,2\n", "label values must be 0 or 1"),
     ("id,text,anger\n1,hi,x\n", "label values must be 0 or 1"),
     ("id,txt,anger\n1,hi,1\n", "missing column"),
-    ("id,text,anger\n1,  ,1\n", "empty texts"),
+    ("id,text,anger\n1,hi,1\n2,  ,1\n3,,0\n", "2 empty text\\(s\\) on lines 3, 4 \\(set data.empty_texts=drop"),
+    ("id;text;anger\n1;hi;1\n", "looks semicolon-separated: set data.delimiter"),
     ("", "empty"),
 ])
 def test_bad_files_are_clear_errors(tmp_path, content, message):
@@ -75,6 +76,54 @@ def test_bad_files_are_clear_errors(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(KDError, match=message):
         read_labeled(path, "csv", "text", ["anger"])
+
+
+def test_empty_texts_can_be_dropped_and_are_counted(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("id,text,anger\n1,hi,1\n2,  ,1\n3,,0\n4,yo,0\n")
+    data = read_labeled(path, "csv", "text", ["anger"], empty_texts="drop")
+    assert data.texts == ["hi", "yo"] and data.labels[:, 0].tolist() == [1, 0] and data.dropped == 2
+    with pytest.raises(KDError, match="error or drop"):
+        read_labeled(path, "csv", "text", ["anger"], empty_texts="skip")
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate\n"
+                    "a,hi,0,0,0,0,0,0\nb,yo,1,0,0,0,0,0\na,hey,0,0,0,0,0,0\n")
+    with pytest.raises(KDError, match="1 duplicate id.*'a' on lines 2 and 4"):
+        read_labeled(path, "jigsaw")
+    with pytest.raises(KDError, match="duplicate id"):
+        read_labeled(path, "csv", "comment_text", ["toxic"], id_column="id")
+    assert len(read_labeled(path, "csv", "comment_text", ["toxic"])) == 3  # no id column named
+    go, names = tiny.write_goemotions(tmp_path / "go", 3, seed=0)
+    go.write_text("hello\t0\tc1\nthere\t1\tc1\n")
+    with pytest.raises(KDError, match="'c1' on lines 1 and 2"):
+        read_labeled(go, "goemotions", labels_file=names)
+
+
+def test_a_megabyte_text_is_read_and_truncated(tmp_path, models):
+    from kd.models import load_tokenizer
+
+    path = tmp_path / "big.csv"
+    path.write_text("id,text,anger\n1," + "happy day " * 100_000 + ",1\n2,hi,0\n")
+    data = read_labeled(path, "csv", "text", ["anger"])
+    assert len(data.texts[0]) == 1_000_000
+    ids = encode(load_tokenizer(str(models["bert"])), data.texts, 32)
+    assert [len(row) for row in ids] == [32, 3]
+
+
+def test_bytes_that_are_not_utf8_are_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("id,text,anger\n1,caf\u00e9 cr\u00e8me,1\n".encode("latin-1"))
+    with pytest.raises(KDError, match="not UTF-8.*at byte"):
+        read_labeled(path, "csv", "text", ["anger"])
+
+
+def test_labels_without_positives_are_listed(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("id,text,anger,joy\n1,hi,1,0\n2,yo,0,0\n")
+    assert read_labeled(path, "csv", "text", ["anger", "joy"]).labels_without_positives() == ["joy"]
 
 
 def test_missing_file_and_bad_label_ids(tmp_path):
@@ -118,3 +167,16 @@ def test_tokenization_happens_once_per_distinct_tokenizer():
     first = cache(bert, "train", ["happy day the a very so and it"])
     assert cache(distil, "train", ["ignored: same tokenizer, same split"]) is first
     assert len(first[0]) == 6 and first[0][0] == 2 and first[0][-1] == 3  # [CLS] ... [SEP], truncated
+
+
+def test_the_run_reports_dropped_rows_and_labels_without_positives(capsys):
+    from kd.data import LabeledTexts
+    from kd.distill import _warn_about
+    from kd.report import Reporter
+
+    train = LabeledTexts(["a", "b"], np.array([[1, 0], [0, 0]], np.float32), ["x", "y"], dropped=3)
+    val = LabeledTexts(["c"], np.array([[1, 1]], np.float32), ["x", "y"])
+    _warn_about(train, val, Reporter(is_main=True))
+    out = " ".join(capsys.readouterr().err.split())  # progress and notes go to stderr
+    assert "left out 3 rows with an empty text from the train file" in out
+    assert "label 'y' has no positive example in train" in out and "in val" not in out

@@ -122,3 +122,18 @@ def test_cli_errors_are_one_line_with_exit_code_2(models, csv_data, tmp_path):
     overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{"data.train": tmp_path / "absent.csv"})
     assert main(["distill", *overrides]) == 2
     assert main(["evaluate", "--model", str(tmp_path), "--data", str(csv_data["val"])]) == 2
+
+
+def test_teacher_and_student_with_different_vocabularies(models, csv_data, tmp_path):
+    """Soft targets belong to rows, not tokens: each model reads the texts with its own tokenizer."""
+    from kd.models import load_tokenizer
+
+    vocab = tiny.SPECIAL + sorted(set(tiny.VOCAB) - set(tiny.SPECIAL), reverse=True) + ["extra"]
+    student = tiny.make_model(tmp_path / "other-vocab", "bert", layers=1, hidden=16, vocab=vocab)
+    text = "so happy today"
+    assert load_tokenizer(str(student))(text)["input_ids"] != load_tokenizer(str(models["bert"]))(text)["input_ids"]
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "student.name": student, "teacher.train.epochs": 1, "student.train.epochs": 1})
+    assert main(["distill", *overrides]) == 0
+    final = json.loads((tmp_path / "runs/run/final_metrics.json").read_text())
+    assert final["soft_targets_cache_hit"] is False and final["student"]["val"]["n"] == 96

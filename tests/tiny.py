@@ -20,16 +20,16 @@ LABELS = list(LABEL_WORDS)
 
 
 def make_model(folder: Path, model_type: str = "bert", layers: int = 2, hidden: int = 32,
-               dropout: float = 0.1) -> Path:
+               dropout: float = 0.1, vocab: list[str] = VOCAB) -> Path:
     """A save_pretrained folder of a random tiny encoder with its tokenizer: a local 'pretrained' model."""
     extra = ({"n_layers": layers, "dim": hidden, "hidden_dim": 2 * hidden, "n_heads": 2,
               "dropout": dropout, "attention_dropout": dropout} if model_type == "distilbert" else
              {"num_hidden_layers": layers, "hidden_size": hidden, "intermediate_size": 2 * hidden,
               "num_attention_heads": 2, "hidden_dropout_prob": dropout,
               "attention_probs_dropout_prob": dropout})
-    config = AutoConfig.for_model(model_type, vocab_size=len(VOCAB), max_position_embeddings=64, **extra)
+    config = AutoConfig.for_model(model_type, vocab_size=len(vocab), max_position_embeddings=64, **extra)
     AutoModel.from_config(config).save_pretrained(folder)
-    wordpiece_tokenizer(VOCAB, model_type).save_pretrained(folder)
+    wordpiece_tokenizer(vocab, model_type).save_pretrained(folder)
     return folder
 
 

@@ -30,6 +30,8 @@ class DataConfig:
     label_columns: list[str] = field(default_factory=list)
     labels_file: str | None = f"{SAMPLE_DIR}/emotions.txt"
     delimiter: str | None = None
+    id_column: str | None = None
+    empty_texts: Literal["error", "drop"] = "error"
     val_fraction: float = 0.2
     split_seed: int = 42
     max_length: int = 200

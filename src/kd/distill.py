@@ -121,6 +121,15 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                           best_epoch=result.best_epoch, lr=result.lr)
 
 
+def _warn_about(train: LabeledTexts, val: LabeledTexts, reporter: Reporter) -> None:
+    for split, data in (("train", train), ("val", val)):
+        if data.dropped:
+            reporter.print(f"data: left out {data.dropped:,} rows with an empty text from the {split} file")
+        for name in data.labels_without_positives():
+            reporter.print(f"warning: label '{name}' has no positive example in {split}; "
+                           f"its AUC is undefined (null)")
+
+
 def run(cfg: Config) -> Path:
     """Run the whole job; returns the run folder."""
     accelerator = make_accelerator(cfg)
@@ -130,6 +139,7 @@ def run(cfg: Config) -> Path:
         train, val = load_splits(cfg.data)
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}")
+        _warn_about(train, val, reporter)
         tokens = TokenCache(cfg.data.max_length)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
             cfg, train, val, tokens, accelerator, reporter, run_dir)

@@ -3,8 +3,9 @@
 The cache key hashes the teacher checkpoint (weights and config), the data file
 contents with every setting that decides which rows are train rows, and the
 tokenization (tokenizer and max_length). Same key: the logits are read back; any
-change: they are recomputed. Files are safetensors, written to a temporary name
-and renamed, so a crash never leaves a half-written cache entry.
+change: they are recomputed. Files are safetensors with a sha256 of the logits in their
+metadata, written to a temporary name and renamed; an entry that is unreadable or does not
+match its checksum is recomputed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from kd.config import DataConfig
 from kd.data import EncodedDataset, LabeledTexts, file_digest, make_loader, tokenizer_fingerprint
@@ -44,6 +46,24 @@ def soft_targets_key(teacher_folder: Path, data_cfg: DataConfig, tokenizer) -> s
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def tensor_digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+
+
+def read_cached_logits(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
+    """The cached logits, or None when the file is unreadable, of another shape, or its
+    contents do not match the checksum written with them."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            expected = (handle.metadata() or {}).get("sha256")
+            logits = handle.get_tensor("logits")
+    except Exception:  # safetensors raises its own error types for damaged files
+        return None
+    if tuple(logits.shape) != shape or expected != tensor_digest(logits):
+        return None
+    return logits
+
+
 def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
                  input_ids: list[list[int]], data_cfg: DataConfig, cache_dir: Path,
                  batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
@@ -51,10 +71,11 @@ def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
     key = soft_targets_key(teacher_folder, data_cfg, tokenizer)
     path = cache_dir / "soft_targets" / f"{key}.safetensors"
     if path.is_file():
-        logits = load_file(path)["logits"]
-        if logits.shape == (len(train), len(train.label_names)):
+        logits = read_cached_logits(path, (len(train), len(train.label_names)))
+        if logits is not None:
             reporter.print(f"soft targets: cache hit {path}")
             return logits, True
+        reporter.print(f"soft targets: {path} is corrupt or truncated (checksum); recomputing")
     dataset = EncodedDataset(input_ids, train.labels)
     model, loader = accelerator.prepare(teacher, make_loader(dataset, tokenizer, teacher, batch_size, False))
     with reporter.task("teacher soft targets", len(loader)) as advance:
@@ -63,7 +84,8 @@ def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
     if accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"logits": logits}, partial, metadata={"rows": str(len(train))})
+        save_file({"logits": logits}, partial,
+                  metadata={"rows": str(len(train)), "sha256": tensor_digest(logits)})
         os.replace(partial, path)
         reporter.print(f"soft targets: computed and cached {path}")
     accelerator.wait_for_everyone()
