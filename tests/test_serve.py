@@ -130,3 +130,55 @@ def test_worker_processes_build_the_app_from_the_environment(models, monkeypatch
     with TestClient(serve.app_from_environment()) as c:
         assert c.get("/metadata").json()["limits"]["max_texts"] == 3
         assert c.post("/predict", json={"texts": ["a", "b", "c", "d"]}).status_code == 422
+
+
+def test_too_many_queued_texts_get_429(classifier):
+    import asyncio
+
+    from kd.serve import MicroBatcher, Overloaded
+
+    async def scenario():
+        batcher = MicroBatcher(classifier, Limits(max_queued=3))
+        first = asyncio.ensure_future(batcher.probabilities(["a", "b"]))
+        await asyncio.sleep(0)  # taken by the model: no longer queued
+        second = asyncio.ensure_future(batcher.probabilities(["c", "d", "e"]))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await batcher.probabilities(["f"])  # 3 queued + 1 > max_queued
+        return await first, await second
+
+    first, second = asyncio.run(scenario())
+    assert first.shape == (2, 3) and second.shape == (3, 3)
+
+
+def test_kd_serve_command_answers_on_localhost(classifier, models, tmp_path):
+    import subprocess
+    import sys
+    import urllib.request
+
+    from kd.export import export_model
+
+    folder = tiny.make_classifier(tmp_path / "m", models["bert"], steps=1)
+    export_model(folder, tmp_path / "onnx", onnx=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "kd.cli", "serve", "--model", str(tmp_path / "onnx"),
+                               "--port", str(port), "--workers", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metadata", timeout=1) as answer:
+                    meta = json.loads(answer.read())
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                time.sleep(0.1)
+        assert meta["backend"] == "onnx" and meta["labels"] == tiny.LABELS
+        body = json.dumps({"texts": ["so happy"]}).encode()
+        summary = run_load("127.0.0.1", port, [body], concurrency=4, seconds=0.5).summary()
+        assert summary["errors"] == 0 and summary["ok"] > 0
+    finally:
+        server.terminate()
+        server.wait(10)
