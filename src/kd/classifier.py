@@ -135,7 +135,8 @@ class Classifier:
         thresholds = np.array([saved.get(name, 0.5) for name in labels], dtype=np.float32)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
-        tokenizer.enable_truncation(max_length)
+        # never longer than the position embeddings the model has
+        tokenizer.enable_truncation(min(max_length, config.get("max_position_embeddings", max_length)))
         threads = num_threads or len(os.sched_getaffinity(0))
         run = (_onnx_runner(folder / ONNX_FILE, threads) if backend == "onnx"
                else _torch_runner(folder, threads))
@@ -145,6 +146,8 @@ class Classifier:
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
             raise KDError("pass a list of texts, not one string")
+        if not all(isinstance(text, str) for text in texts):
+            raise KDError("every text must be a string")
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
             return out
