@@ -21,6 +21,8 @@ def _distill_parser(sub) -> None:
                    help="YAML config (repeatable; later files override earlier ones)")
     p.add_argument("--teacher", help="teacher model: alias, hub id or folder (= teacher.name)")
     p.add_argument("--student", help="student model: alias, hub id or folder (= student.name)")
+    p.add_argument("--resume", metavar="RUN_FOLDER",
+                   help="continue an interrupted run from its saved state (with its own config)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.alpha=0.7")
 
 
@@ -94,6 +96,16 @@ def _distill(args) -> None:
     from kd.config import load_config
     from kd.distill import run
 
+    if args.resume:
+        folder = Path(args.resume)
+        if args.config or args.teacher or args.student or args.overrides:
+            raise KDError("--resume takes the run's own config.yaml; give no other settings")
+        if not (folder / "config.yaml").is_file():
+            raise KDError(f"not a run folder (no config.yaml): {folder}")
+        cfg = load_config([str(folder / "config.yaml")],
+                          [f"run_name={folder.name}", f"output_dir={folder.parent}"])
+        run(cfg, resume=True)
+        return
     overrides = list(args.overrides)
     if args.teacher:
         overrides.insert(0, f"teacher.name={args.teacher}")
@@ -186,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"kd: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("kd: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     prior_bias_init: bool = True
     select_by: Literal["bce", "macro_auc"] = "bce"
+    save_every_steps: int = 200  # resumable state every N batches (0: only after each epoch)
 
     def validate(self, name: str) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
@@ -66,6 +67,8 @@ class TrainConfig:
             raise KDError(f"{name}.lr must be positive, got {self.lr}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise KDError(f"{name}.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.save_every_steps < 0:
+            raise KDError(f"{name}.save_every_steps must be 0 or more, got {self.save_every_steps}")
 
 
 @dataclass

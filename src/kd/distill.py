@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
 
+from kd.checkpoint import state_path
 from kd.config import Config, save_config
 from kd.data import EncodedDataset, LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
@@ -49,7 +51,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
     return accelerator
 
 
-def _run_dir(cfg: Config, accelerator: Accelerator) -> Path:
+def _run_dir(cfg: Config, accelerator: Accelerator, resume: bool) -> Path:
     """checkpoints/<run_name>, the same on every process; a finished run is never overwritten."""
     name = cfg.run_name or "{}-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), cfg.teacher.name, cfg.student.name)
     name = broadcast_object_list([re.sub(r"[^\w.-]+", "_", name)])[0]
@@ -57,7 +59,7 @@ def _run_dir(cfg: Config, accelerator: Accelerator) -> Path:
     if (run_dir / "final_metrics.json").exists():
         raise KDError(f"run folder {run_dir} already holds a finished run; choose another run_name")
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -71,7 +73,7 @@ def _model_summary(folder: Path, metrics: dict, model, train_time_s: float | Non
 
 
 def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
-                   accelerator: Accelerator, reporter: Reporter, run_dir: Path):
+                   accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool):
     """Fine-tune the teacher (or take a fine-tuned one); returns (summary, model, tokenizer, folder)."""
     if cfg.teacher.path:
         folder = Path(cfg.teacher.path)
@@ -92,7 +94,8 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     reporter.print(f"teacher: {cfg.teacher.name} ({cfg.teacher.init}), {count_parameters(model):,} parameters")
     result = fit(model, tokenizer, EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels),
                  EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels), train.label_names,
-                 cfg.teacher.train, accelerator, reporter, folder, stage="teacher")
+                 cfg.teacher.train, accelerator, reporter, folder, stage="teacher",
+                 state_file=state_path(run_dir, "teacher"), resume=resume)
     best, tokenizer, _ = load_classifier(folder)
     summary = _model_summary(folder, result.metrics, best, result.train_time_s,
                              best_epoch=result.best_epoch, lr=result.lr)
@@ -100,7 +103,8 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
 
 
 def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
-                   teacher_logits, accelerator: Accelerator, reporter: Reporter, run_dir: Path) -> dict:
+                   teacher_logits, accelerator: Accelerator, reporter: Reporter, run_dir: Path,
+                   resume: bool) -> dict:
     student = cfg.student
     uses_teacher_tokenizer = student.init == "teacher-layers"
     tokenizer = load_tokenizer(cfg.teacher.name if uses_teacher_tokenizer else student.name)
@@ -115,7 +119,8 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     train_set = EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels, teacher_logits)
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
                  train.label_names, student.train, accelerator, reporter, folder, stage="student",
-                 alpha=cfg.distill.alpha, temperature=cfg.distill.temperature)
+                 alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
+                 state_file=state_path(run_dir, "student"), resume=resume)
     best, _, _ = load_classifier(folder)
     return _model_summary(folder, result.metrics, best, result.train_time_s,
                           best_epoch=result.best_epoch, lr=result.lr)
@@ -130,11 +135,11 @@ def _warn_about(train: LabeledTexts, val: LabeledTexts, reporter: Reporter) -> N
                            f"its AUC is undefined (null)")
 
 
-def run(cfg: Config) -> Path:
-    """Run the whole job; returns the run folder."""
+def run(cfg: Config, resume: bool = False) -> Path:
+    """Run the whole job, or with `resume` continue it from its saved state; returns the run folder."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
-    run_dir = _run_dir(cfg, accelerator)
+    run_dir = _run_dir(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
         train, val = load_splits(cfg.data)
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
@@ -142,7 +147,7 @@ def run(cfg: Config) -> Path:
         _warn_about(train, val, reporter)
         tokens = TokenCache(cfg.data.max_length)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
-            cfg, train, val, tokens, accelerator, reporter, run_dir)
+            cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
         teacher_logits, cache_hit = None, None
         if cfg.distill.alpha > 0:
             teacher_logits, cache_hit = soft_targets(
@@ -152,11 +157,12 @@ def run(cfg: Config) -> Path:
         del teacher
         set_seed(cfg.seed)
         student_summary = _student_stage(cfg, train, val, tokens, teacher_logits, accelerator,
-                                         reporter, run_dir)
+                                         reporter, run_dir, resume)
         summary = {"teacher": teacher_summary, "student": student_summary,
                    "soft_targets_cache_hit": cache_hit, "num_processes": accelerator.num_processes}
         if accelerator.is_main_process:
             write_json(run_dir / "final_metrics.json", summary)
+            shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
         reporter.final_table({"teacher": teacher_summary, "student": student_summary})
         reporter.print(f"run folder: {run_dir}")
     accelerator.end_training()

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import warnings
 import tempfile
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from kd.classifier import ONNX_FILE, Classifier
 from kd.data import LabeledTexts
 from kd.errors import KDError
 from kd.evaluate import compute_metrics
+from kd.files import staged_folder
 from kd.models import label_names, load_classifier, save_classifier
 
 FP32_MAX_PROB_DIFF = 1e-4
@@ -178,11 +177,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, onnx: bool = False,
         raise KDError(f"{out_dir} exists and is not empty: pick another --out or remove it")
     onnx = onnx or quantize is not None
     model, tokenizer, thresholds = load_classifier(model_dir, attn_implementation="eager")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged_folder(out_dir) as staging:
         if onnx:
             _write_onnx_folder(model, tokenizer, thresholds, staging, quantize)
         else:
@@ -195,9 +190,4 @@ def export_model(model_dir: str | Path, out_dir: str | Path, onnx: bool = False,
                 Classifier.from_pretrained(staging, backend="onnx"),
                 texts or parity_texts(), labelled, quantize is not None)
         (staging / "export.json").write_text(json.dumps(report, indent=2))
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return report

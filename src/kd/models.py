@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import pickle
 import re
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,7 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTo
 
 from kd.classifier import THRESHOLDS_FILE
 from kd.errors import KDError
+from kd.files import staged_folder
 
 ALIASES = {
     "distilbert": "distilbert-base-uncased",
@@ -223,12 +225,12 @@ def label_names(model) -> list[str]:
 
 
 def save_classifier(model, tokenizer, thresholds: np.ndarray, folder: Path) -> None:
-    """A save_pretrained folder plus the per-label decision thresholds."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    """A save_pretrained folder plus the per-label decision thresholds, written whole or not at all."""
     names = label_names(model)
-    (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(names, map(float, thresholds))), indent=2))
+    with staged_folder(Path(folder)) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(names, map(float, thresholds))), indent=2))
 
 
 def load_classifier(folder: str | Path, **model_kwargs):
@@ -239,7 +241,7 @@ def load_classifier(folder: str | Path, **model_kwargs):
     try:
         model = AutoModelForSequenceClassification.from_pretrained(folder, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, pickle.UnpicklingError) as err:  # weights_only refuses code
         raise KDError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
     names = label_names(model)
     thresholds = np.full(len(names), 0.5, dtype=np.float32)

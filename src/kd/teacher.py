@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from safetensors.torch import save_file
 from kd.config import DataConfig
 from kd.data import EncodedDataset, LabeledTexts, file_digest, make_loader, tokenizer_fingerprint
 from kd.evaluate import predict_logits
+from kd.files import write_atomically
 from kd.report import Reporter
 
 
@@ -82,11 +82,8 @@ def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
         logits, _ = predict_logits(model, loader, accelerator, advance)
     logits = torch.from_numpy(logits).contiguous()
     if accelerator.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"logits": logits}, partial,
-                  metadata={"rows": str(len(train)), "sha256": tensor_digest(logits)})
-        os.replace(partial, path)
+        metadata = {"rows": str(len(train)), "sha256": tensor_digest(logits)}
+        write_atomically(path, lambda partial: save_file({"logits": logits}, partial, metadata=metadata))
         reporter.print(f"soft targets: computed and cached {path}")
     accelerator.wait_for_everyone()
     accelerator.free_memory()

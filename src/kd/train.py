@@ -2,12 +2,16 @@
 
 Under Accelerate: one `prepare`, `accumulate`, `gather_for_metrics`; AdamW with linear
 warm-up and decay; evaluation on val after every epoch; the best epoch (by val BCE
-or macro AUC) saved as a save_pretrained folder with its tuned thresholds.
+or macro AUC) saved as a save_pretrained folder with its tuned thresholds. With a state
+file, where training stands is saved every `save_every_steps` batches, after every epoch
+and on Ctrl-C; `resume` continues from it exactly: same weights, optimizer, scheduler,
+data order (the epoch's shuffle, its done batches skipped) and dropout RNG.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import get_linear_schedule_with_warmup
 
+from kd.checkpoint import Progress, load_state, save_state
 from kd.config import TrainConfig
 from kd.data import EncodedDataset, make_loader
 from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid, summary_line,
@@ -51,7 +56,8 @@ def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
 
 def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         label_names: list[str], cfg: TrainConfig, accelerator, reporter: Reporter,
-        out_dir: Path, stage: str, alpha: float = 0.0, temperature: float = 1.0) -> FitResult:
+        out_dir: Path, stage: str, alpha: float = 0.0, temperature: float = 1.0,
+        state_file: Path | None = None, resume: bool = False) -> FitResult:
     """Train `model`, keep the best epoch in `out_dir`, log each epoch to reporter.metrics_file."""
     lr = cfg.lr or default_lr(model)
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True)
@@ -61,27 +67,49 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
+    progress, rng = Progress(), None
+    if resume and state_file is not None and state_file.is_file():
+        progress, rng = load_state(state_file, accelerator.unwrap_model(model), optimizer, scheduler)
+        reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
 
-    history, best, best_epoch, train_time = [], None, 0, 0.0
-    for epoch in range(1, cfg.epochs + 1):
+    def save() -> None:
+        if state_file is not None and accelerator.is_main_process:
+            save_state(state_file, accelerator.unwrap_model(model), optimizer, scheduler, progress)
+
+    for epoch in range(progress.epoch, cfg.epochs + 1):
+        if rng is not None and progress.step == 0:  # before the epoch's iterator draws its seed
+            torch.set_rng_state(rng)
+            rng = None
+        train_loader.iteration, train_loader.skip_batches = epoch - 1, progress.step  # same shuffle
         started = time.perf_counter()
         model.train()
-        loss_sum = torch.zeros((), device=accelerator.device)
-        with reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", len(train_loader)) as advance:
-            for batch in train_loader:
-                with accelerator.accumulate(model):
-                    logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
-                    loss = distillation_loss(logits.float(), batch["labels"], batch.get("teacher_logits"),
-                                             alpha, temperature)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                loss_sum += loss.detach()
-                advance()
-        train_time += time.perf_counter() - started
+        loss_sum = torch.tensor(progress.loss_sum, device=accelerator.device)
+        with reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", len(train_loader) - progress.step) as advance:
+            with _deferred_ctrl_c() as stop:
+                for batch in train_loader:
+                    if rng is not None:  # mid-epoch: where the interrupted run stood after its last batch
+                        torch.set_rng_state(rng)
+                        rng = None
+                    with accelerator.accumulate(model):
+                        logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
+                        loss = distillation_loss(logits.float(), batch["labels"], batch.get("teacher_logits"),
+                                                 alpha, temperature)
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and cfg.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad()
+                    loss_sum += loss.detach()
+                    progress.step += 1
+                    advance()
+                    if stop.requested or (cfg.save_every_steps and progress.step % cfg.save_every_steps == 0):
+                        _checkpoint(progress, loss_sum, started, save)
+                    if stop.requested:
+                        reporter.print(f"{stage}: interrupted; the state is saved, "
+                                       "`kd distill --resume RUN_FOLDER` continues")
+                        raise KeyboardInterrupt
+        progress.train_time_s += time.perf_counter() - started
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / len(train_loader)
 
         with reporter.task(f"{stage} eval", len(val_loader)) as advance:
@@ -90,15 +118,46 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         metrics = compute_metrics(logits, labels, thresholds, label_names)
         record = {"stage": stage, "epoch": epoch, "train_loss": train_loss,
                   "epoch_time_s": time.perf_counter() - started, "lr": lr, "val": metrics}
-        history.append(record)
-        reporter.log_epoch(record)
-        if _improved(metrics, best, cfg.select_by):
-            best, best_epoch = metrics, epoch
+        progress.history.append(record)
+        if _improved(metrics, progress.best, cfg.select_by):
+            progress.best, progress.best_epoch = metrics, epoch
             if accelerator.is_main_process:
                 save_classifier(accelerator.unwrap_model(model), tokenizer, thresholds, out_dir)
+        progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
+        save()
+        reporter.log_epoch(record)
         reporter.print(f"[bold]{stage}[/] epoch {epoch}: train loss {train_loss:.4f} | "
-                       f"{summary_line(metrics)}{' *' if best_epoch == epoch else ''}")
+                       f"{summary_line(metrics)}{' *' if progress.best_epoch == epoch else ''}")
         accelerator.wait_for_everyone()
     accelerator.free_memory()
-    return FitResult(best_epoch, best, history, train_time, lr)
+    return FitResult(progress.best_epoch, progress.best, progress.history, progress.train_time_s, lr)
 
+
+class _deferred_ctrl_c:
+    """Ctrl-C during training ends the current batch first (so the saved state is whole); a
+    second Ctrl-C interrupts at once. Outside the main thread signals cannot be caught: no-op."""
+
+    def __enter__(self):
+        self.requested = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._request)
+        except ValueError:
+            self.previous = None
+        return self
+
+    def _request(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _checkpoint(progress: Progress, loss_sum: torch.Tensor, started: float, save) -> None:
+    """Save mid-epoch: the loss and time so far go with the state."""
+    elapsed = time.perf_counter() - started
+    progress.loss_sum = loss_sum.item()
+    progress.train_time_s += elapsed
+    save()
+    progress.train_time_s -= elapsed

@@ -1,0 +1,70 @@
+"""Resumable training state: one safetensors file per stage, written atomically.
+
+`state/<stage>.safetensors` holds the model weights, the optimizer's tensors and the
+torch RNG state; its metadata holds, as JSON, where training stands (epoch, step within
+it, scheduler, best epoch, history, loss so far). Nothing is pickled, so a state file
+from anywhere can be read safely; a damaged one is an error, not a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from kd.errors import KDError
+from kd.files import write_atomically
+
+
+@dataclass
+class Progress:
+    epoch: int = 1               # the epoch under way (epochs + 1: training finished)
+    step: int = 0                # batches of that epoch already trained
+    loss_sum: float = 0.0        # of those batches
+    train_time_s: float = 0.0
+    best_epoch: int = 0
+    best: dict | None = None     # val metrics of the best epoch
+    history: list = field(default_factory=list)
+    scheduler: dict = field(default_factory=dict)
+    optimizer_groups: list = field(default_factory=list)
+
+
+def state_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / "state" / f"{stage}.safetensors"
+
+
+def save_state(path: Path, model, optimizer, scheduler, progress: Progress) -> None:
+    """Write the state to a temporary file and rename it over the previous one."""
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    for index, slots in optimizer_state["state"].items():
+        for name, value in slots.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).contiguous().cpu()
+    tensors["rng"] = torch.get_rng_state()
+    progress.scheduler = scheduler.state_dict()
+    progress.optimizer_groups = optimizer_state["param_groups"]
+    metadata = {"progress": json.dumps(vars(progress))}
+    write_atomically(path, lambda partial: save_file(tensors, partial, metadata=metadata))
+
+
+def load_state(path: Path, model, optimizer, scheduler) -> tuple[Progress, torch.Tensor]:
+    """Restore model, optimizer and scheduler in place; (progress, torch RNG state)."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            progress = Progress(**json.loads(handle.metadata()["progress"]))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as err:  # safetensors and json raise their own types for damaged files
+        raise KDError(f"cannot resume from {path}: {str(err).splitlines()[0]}") from None
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": progress.optimizer_groups})
+    scheduler.load_state_dict(progress.scheduler)
+    return progress, tensors["rng"]

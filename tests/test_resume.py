@@ -1,0 +1,98 @@
+"""Resuming: a run killed mid-epoch (SIGKILL) or stopped with Ctrl-C continues from its saved
+state and ends exactly where an uninterrupted run with the same seed ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import tiny
+from kd import train
+from kd.checkpoint import state_path
+from kd.cli import main
+
+
+def _overrides(models, csv_data, tmp_path, name):
+    return tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "run_name": name, "teacher.train.epochs": 2, "student.train.epochs": 3,
+        "teacher.train.save_every_steps": 3, "student.train.save_every_steps": 3})
+
+
+@pytest.fixture(scope="module")
+def reference(models, csv_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    assert main(["distill", *_overrides(models, csv_data, tmp, "ref")]) == 0
+    return tmp / "runs/ref"
+
+
+def _same_run(run_dir, reference):
+    final, expected = (json.loads((d / "final_metrics.json").read_text()) for d in (run_dir, reference))
+    for stage in ("teacher", "student"):
+        assert final[stage]["best_epoch"] == expected[stage]["best_epoch"]
+        for key in ("bce", "macro_auc", "macro_f1_tuned"):
+            assert final[stage]["val"][key] == pytest.approx(expected[stage]["val"][key], abs=1e-6)
+    assert not (run_dir / "state").exists()  # a finished run leaves no state behind
+    weights, expected_weights = (load_file(d / "student/model.safetensors") for d in (run_dir, reference))
+    assert all(torch.allclose(weights[k], expected_weights[k], atol=1e-6) for k in weights)
+
+
+def _progress(path):
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return json.loads(handle.metadata()["progress"])
+    except Exception:
+        return None
+
+
+def test_sigkill_mid_epoch_then_resume(models, csv_data, tmp_path, reference):
+    command = [sys.executable, "-m", "kd.cli", "distill", *_overrides(models, csv_data, tmp_path, "run")]
+    run_dir = tmp_path / "runs/run"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = state_path(run_dir, "student")
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        progress = _progress(state) if state.is_file() else None
+        if progress and progress["epoch"] == 2 and progress["step"] > 0:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    assert not (run_dir / "final_metrics.json").exists()
+    assert main(["distill", "--resume", str(run_dir)]) == 0
+    _same_run(run_dir, reference)
+
+
+def test_ctrl_c_saves_a_resumable_state(models, csv_data, tmp_path, reference, monkeypatch, capsys):
+    calls = {"n": 0}
+    original = train.distillation_loss
+
+    def interrupted(*args):
+        calls["n"] += 1
+        if calls["n"] == 20:  # in the teacher's second epoch, in the middle of a batch
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args)
+
+    monkeypatch.setattr(train, "distillation_loss", interrupted)
+    assert main(["distill", *_overrides(models, csv_data, tmp_path, "run")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    progress = _progress(state_path(tmp_path / "runs/run", "teacher"))
+    assert (progress["epoch"], progress["step"]) == (2, 4)  # the batch under way was finished
+    monkeypatch.setattr(train, "distillation_loss", original)
+    assert main(["distill", "--resume", str(tmp_path / "runs/run")]) == 0
+    _same_run(tmp_path / "runs/run", reference)
+
+
+def test_resume_refuses_bad_input(tmp_path, capsys):
+    assert main(["distill", "--resume", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("seed: 1\n")
+    assert main(["distill", "--resume", str(tmp_path), "seed=2"]) == 2
