@@ -121,6 +121,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(models, csv_data, tmp_path):
     assert "unknown config key 'distill.alpah'" in result.stderr
     overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{"data.train": tmp_path / "absent.csv"})
     assert main(["distill", *overrides]) == 2
+    assert not (tmp_path / "runs").exists()  # nothing written for a run that cannot start
     assert main(["evaluate", "--model", str(tmp_path), "--data", str(csv_data["val"])]) == 2
 
 

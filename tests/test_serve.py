@@ -151,6 +151,12 @@ def test_too_many_queued_texts_get_429(classifier):
     assert first.shape == (2, 3) and second.shape == (3, 3)
 
 
+def test_serve_binds_loopback_unless_told():
+    from kd.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--model", "m"]).host == "127.0.0.1"
+
+
 def test_kd_serve_command_answers_on_localhost(classifier, models, tmp_path):
     import subprocess
     import sys

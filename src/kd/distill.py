@@ -139,9 +139,9 @@ def run(cfg: Config, resume: bool = False) -> Path:
     """Run the whole job, or with `resume` continue it from its saved state; returns the run folder."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
+    train, val = load_splits(cfg.data)  # bad data fails before anything is written
     run_dir = _run_dir(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
-        train, val = load_splits(cfg.data)
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}")
         _warn_about(train, val, reporter)
