@@ -61,3 +61,24 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
     outputs = str(tmp_path / "p2")
     assert any(p.startswith(outputs) for p in rank0)
     assert not [p for p in rank1 if p.startswith(outputs) and "/audit/" not in p]
+
+
+def test_a_single_cpu_process_under_accelerate_launch_uses_every_core(monkeypatch, capsys):
+    """`accelerate launch` sets OMP_NUM_THREADS=1 by default; one CPU process should not train on one core."""
+    import os
+
+    import torch
+
+    from kd.distill import _use_all_cores_under_accelerate_launch
+
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        torch.set_num_threads(1)
+        _use_all_cores_under_accelerate_launch()
+        assert torch.get_num_threads() == cores
+        assert ("using all" in capsys.readouterr().err) is (cores > 1)
+    finally:
+        torch.set_num_threads(before)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,17 @@ from kd.teacher import soft_targets
 from kd.train import fit
 
 
+def _use_all_cores_under_accelerate_launch() -> None:
+    """`accelerate launch` without a config sets OMP_NUM_THREADS=1 (its default
+    --num_cpu_threads_per_process), which leaves a single CPU process one core."""
+    cores = len(os.sched_getaffinity(0))
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ
+    if launched and os.environ.get("OMP_NUM_THREADS") == "1" and torch.get_num_threads() == 1 and cores > 1:
+        torch.set_num_threads(cores)
+        print(f"kd: accelerate launch left torch 1 thread; using all {cores} cores of this single "
+              f"CPU process", file=sys.stderr)
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
     """Batch sizes in the config are global: Accelerate splits each batch across processes.
 
@@ -36,6 +48,8 @@ def make_accelerator(cfg: Config) -> Accelerator:
     --num_processes N` on CPU) form a gloo process group only when Accelerate is told `cpu`.
     """
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not several and not torch.accelerator.is_available():
+        _use_all_cores_under_accelerate_launch()
     accelerator = Accelerator(cpu=several and not torch.accelerator.is_available(),
                               mixed_precision=cfg.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True,
