@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from kd.classifier import Classifier
 from kd.data import read_labeled
 from kd.errors import KDError
 from kd.export import export_model
-from kd.loadgen import run_load
+from kd.loadgen import free_port, run_load
 from kd.models import build_model, count_parameters, load_classifier, load_tokenizer, save_classifier
 
 MODES = {"a": "PyTorch, pad to 200, reference", "b": "PyTorch, dynamic length",
@@ -137,12 +136,6 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def bench_server(folder: Path, texts: list[str], seconds: float, concurrency: int,

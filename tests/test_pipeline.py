@@ -11,7 +11,6 @@ from transformers import pipeline
 
 import tiny
 from kd.cli import main
-from kd.config import load_config
 from kd.models import load_classifier
 
 EPOCHS = 12

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 
 import tiny
 from kd.classifier import Classifier
-from kd.loadgen import run_load
+from kd.loadgen import free_port, run_load
 from kd.serve import Limits, create_app
 
 
@@ -84,9 +83,7 @@ def test_concurrent_requests_are_micro_batched(classifier):
         return original(texts)
 
     classifier.predict_proba = counted
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(classifier), port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -166,9 +163,7 @@ def test_kd_serve_command_answers_on_localhost(classifier, models, tmp_path):
 
     folder = tiny.make_classifier(tmp_path / "m", models["bert"], steps=1)
     export_model(folder, tmp_path / "onnx", onnx=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "kd.cli", "serve", "--model", str(tmp_path / "onnx"),
                                "--port", str(port), "--workers", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -34,6 +34,30 @@ def _read_json(path: Path) -> dict:
         raise KDError(f"cannot read {path}: {err}") from None
 
 
+def read_labels(folder: Path) -> list[str]:
+    """Label names in output order, from the folder's config.json."""
+    path = folder / "config.json"
+    config = _read_json(path) if path.is_file() else {}
+    if "id2label" not in config:
+        raise KDError(f"not a kd model folder (no config.json with id2label): {folder}")
+    return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+
+
+def read_thresholds(folder: Path, labels: list[str]) -> np.ndarray:
+    """Per-label decision thresholds from thresholds.json (0.5 where none is saved)."""
+    path = folder / THRESHOLDS_FILE
+    saved = _read_json(path) if path.is_file() else {}
+    return np.array([saved.get(name, 0.5) for name in labels], dtype=np.float32)
+
+
+def write_thresholds(folder: Path, labels: list[str], thresholds: np.ndarray) -> None:
+    (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2))
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def _onnx_runner(path: Path, num_threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """logits(input_ids, attention_mask): one single-thread session for small batches (no
     thread hand-off), one with `num_threads` for large ones."""
@@ -119,9 +143,8 @@ class Classifier:
         from tokenizers import Tokenizer
 
         folder = Path(folder)
-        config = _read_json(folder / "config.json") if (folder / "config.json").is_file() else None
-        if config is None or "id2label" not in config:
-            raise KDError(f"not a kd model folder (no config.json with id2label): {folder}")
+        labels = read_labels(folder)
+        config = _read_json(folder / "config.json")
         if not (folder / "tokenizer.json").is_file():
             raise KDError(f"no tokenizer.json (a fast tokenizer) in {folder}")
         if backend == "auto":
@@ -130,9 +153,7 @@ class Classifier:
             raise KDError(f"unknown backend {backend!r}: use auto, onnx or torch")
         if backend == "onnx" and not (folder / ONNX_FILE).is_file():
             raise KDError(f"no {ONNX_FILE} in {folder}: export one with `kd export --onnx`")
-        labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        saved = _read_json(folder / THRESHOLDS_FILE) if (folder / THRESHOLDS_FILE).is_file() else {}
-        thresholds = np.array([saved.get(name, 0.5) for name in labels], dtype=np.float32)
+        thresholds = read_thresholds(folder, labels)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
         # never longer than the position embeddings the model has
@@ -161,7 +182,7 @@ class Classifier:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), num_labels) float32 sigmoid probabilities, in `self.labels` order."""
-        return 1.0 / (1.0 + np.exp(-self.logits(texts)))
+        return sigmoid(self.logits(texts))
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Per text, the labels whose probability reaches their threshold (in label order)."""
@@ -170,3 +191,10 @@ class Classifier:
     def labels_of(self, probs: np.ndarray) -> list[list[str]]:
         hits = probs >= self.thresholds
         return [[name for name, hit in zip(self.labels, row) if hit] for row in hits]
+
+    def records(self, probs: np.ndarray) -> list[dict]:
+        """Per text {"labels": [...], "probabilities": {label: p to 6 decimals}}, as kd prints
+        and serves them (labels decided on the unrounded probabilities)."""
+        rounded = np.round(probs.astype(np.float64), 6).tolist()
+        return [{"labels": labels, "probabilities": dict(zip(self.labels, row))}
+                for labels, row in zip(self.labels_of(probs), rounded)]

@@ -144,12 +144,12 @@ def _evaluate(args) -> None:
 
 
 def _export(args) -> None:
-    from kd.classifier import Classifier
+    from kd.classifier import read_labels
     from kd.export import export_model
 
     labelled = None
     if args.data:
-        labelled = _read_for_model(args, Classifier.from_pretrained(args.model, "torch").labels)
+        labelled = _read_for_model(args, read_labels(Path(args.model)))
     report = export_model(args.model, args.out, args.onnx, args.quantize, labelled)
     print(json.dumps(report, indent=2))
 
@@ -177,10 +177,8 @@ def _predict(args) -> None:
     clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
     for start in range(0, len(texts), 4096):  # print as it goes on long inputs
         chunk = texts[start:start + 4096]
-        probs = clf.predict_proba(chunk)
-        for text, labels, row in zip(chunk, clf.labels_of(probs), probs.tolist()):
-            print(json.dumps({"text": text, "labels": labels,
-                              "probabilities": {n: round(p, 6) for n, p in zip(clf.labels, row)}}))
+        for text, record in zip(chunk, clf.records(clf.predict_proba(chunk))):
+            print(json.dumps({"text": text, **record}))
 
 
 def main(argv: list[str] | None = None) -> int:

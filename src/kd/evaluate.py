@@ -11,13 +11,10 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from kd.classifier import sigmoid
 from kd.data import EncodedDataset, LabeledTexts, encode, make_loader
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def tune_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.classifier import ONNX_FILE, Classifier
+from kd.classifier import ONNX_FILE, Classifier, write_thresholds
 from kd.data import LabeledTexts
 from kd.errors import KDError
 from kd.evaluate import compute_metrics
@@ -155,8 +155,7 @@ def check_parity(reference: Classifier, exported: Classifier, texts: list[str],
 def _write_onnx_folder(model, tokenizer, thresholds, folder: Path, quantize: str | None) -> None:
     model.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "thresholds.json").write_text(
-        json.dumps(dict(zip(label_names(model), map(float, thresholds))), indent=2))
+    write_thresholds(folder, label_names(model), thresholds)
     if quantize is None:
         export_onnx(model, folder / ONNX_FILE)
         return

@@ -8,6 +8,7 @@ client, is what gets measured.
 
 import asyncio
 import itertools
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +31,13 @@ class LoadResult:
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "requests_per_s": ok / self.seconds, "p50_ms": float(np.percentile(lat, 50)),
                 "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _request(host: str, path: str, body: bytes) -> bytes:

@@ -9,7 +9,6 @@ as DistilBERT was initialised from BERT. Known aliases also work offline with
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import pickle
 import re
@@ -21,7 +20,7 @@ import torch
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
                           BertTokenizer, DistilBertTokenizer, PretrainedConfig)
 
-from kd.classifier import THRESHOLDS_FILE
+from kd.classifier import read_thresholds, write_thresholds
 from kd.errors import KDError
 from kd.files import staged_folder
 
@@ -230,7 +229,7 @@ def save_classifier(model, tokenizer, thresholds: np.ndarray, folder: Path) -> N
     with staged_folder(Path(folder)) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(names, map(float, thresholds))), indent=2))
+        write_thresholds(staging, names, thresholds)
 
 
 def load_classifier(folder: str | Path, **model_kwargs):
@@ -243,9 +242,4 @@ def load_classifier(folder: str | Path, **model_kwargs):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, pickle.UnpicklingError) as err:  # weights_only refuses code
         raise KDError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
-    names = label_names(model)
-    thresholds = np.full(len(names), 0.5, dtype=np.float32)
-    if (folder / THRESHOLDS_FILE).is_file():
-        saved = json.loads((folder / THRESHOLDS_FILE).read_text())
-        thresholds = np.array([saved.get(name, 0.5) for name in names], dtype=np.float32)
-    return model.eval(), tokenizer, thresholds
+    return model.eval(), tokenizer, read_thresholds(folder, label_names(model))

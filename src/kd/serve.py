@@ -160,10 +160,7 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
             probs = await batcher.probabilities(texts)
         except Overloaded:
             return _error(429, "too many texts queued; retry later")
-        names = classifier.labels
-        probs = np.round(probs.astype(np.float64), 6)
-        body = {"predictions": [{"labels": labels, "probabilities": dict(zip(names, row))}
-                                for labels, row in zip(classifier.labels_of(probs), probs.tolist())]}
+        body = {"predictions": classifier.records(probs)}
         return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/health")
