@@ -59,6 +59,7 @@ class TrainConfig:
     prior_bias_init: bool = True
     select_by: Literal["bce", "macro_auc"] = "bce"
     save_every_steps: int = 200  # resumable state every N batches (0: only after each epoch)
+    group_by_length: bool = True  # batches of similar lengths: less padding
 
     def validate(self, name: str) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:

@@ -279,15 +279,58 @@ class PadCollator:
         return batch
 
 
-def make_loader(dataset: EncodedDataset, tokenizer, model, batch_size: int,
-                shuffle: bool) -> DataLoader:
-    """Training loaders shuffle; evaluation loaders go in length order to pad little.
+class LengthGroupedSampler(torch.utils.data.Sampler):
+    """A shuffled order in which consecutive runs of `batch_size` rows have similar lengths.
+
+    Each epoch: shuffle the rows, cut them into mega-batches of 50 batches, sort each by
+    length, cut it into batches and shuffle the batches. Every row is still seen once per
+    epoch in a random batch, but a batch pads to a near neighbour's length rather than to
+    the longest of 32 random rows. `set_epoch` (called by Accelerate) reseeds the shuffle.
+    The last incomplete batch comes last, where `drop_last` removes it.
+    """
+
+    MEGA_BATCHES = 50
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        mega = self.batch_size * self.MEGA_BATCHES
+        batches = []
+        for start in range(0, len(order), mega):
+            chunk = order[start:start + mega]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        tail = [batches.pop()] if len(batches[-1]) < self.batch_size else []
+        for i in rng.permutation(len(batches)).tolist() + [len(batches)] * len(tail):
+            yield from (batches + tail)[i].tolist()
+
+
+def make_loader(dataset: EncodedDataset, tokenizer, model, batch_size: int, shuffle: bool,
+                group_by_length: bool = False, seed: int = 0) -> DataLoader:
+    """Training loaders shuffle (in length-grouped batches with `group_by_length`);
+    evaluation loaders go in length order to pad little.
 
     A training epoch drops its last incomplete batch (different rows each epoch), so that
     every step has the same global batch on any number of processes: Accelerate would
     otherwise top it up with rows from the epoch's first batch.
     """
     collator = PadCollator(tokenizer.pad_token_id, accepts_token_type_ids(model))
+    if shuffle and group_by_length:
+        sampler = LengthGroupedSampler([len(ids) for ids in dataset.input_ids], batch_size, seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,
+                          drop_last=len(dataset) > batch_size)
     if shuffle:
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator,
                           drop_last=len(dataset) > batch_size)

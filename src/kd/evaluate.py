@@ -75,6 +75,14 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarr
     }
 
 
+def prepare_for_inference(accelerator, model, loader):
+    """accelerator.prepare without its mixed-precision wrapper: predictions are computed in
+    fp32, since bf16 rounds nearby logits to one value (ties in the ranking, a false AUC)."""
+    model, loader = accelerator.prepare(model, loader)
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    return model, loader
+
+
 @torch.no_grad()
 def predict_logits(model, loader, accelerator, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
     """(logits, labels) for every row of the loader's dataset, in dataset order, on every process."""
@@ -98,7 +106,8 @@ def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size
                    input_ids: list[list[int]] | None = None) -> tuple[dict, np.ndarray]:
     """(metrics, thresholds) of a model on labelled data; thresholds tuned on it when not given."""
     dataset = EncodedDataset(input_ids or encode(tokenizer, data.texts, max_length), data.labels)
-    model, loader = accelerator.prepare(model, make_loader(dataset, tokenizer, model, batch_size, False))
+    model, loader = prepare_for_inference(accelerator, model,
+                                          make_loader(dataset, tokenizer, model, batch_size, False))
     logits, labels = predict_logits(model, loader, accelerator)
     if thresholds is None:
         thresholds = tune_thresholds(sigmoid(logits), labels)

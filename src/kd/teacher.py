@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from kd.config import DataConfig
 from kd.data import EncodedDataset, LabeledTexts, file_digest, make_loader, tokenizer_fingerprint
-from kd.evaluate import predict_logits
+from kd.evaluate import predict_logits, prepare_for_inference
 from kd.files import write_atomically
 from kd.report import Reporter
 
@@ -77,7 +77,8 @@ def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
             return logits, True
         reporter.print(f"soft targets: {path} is corrupt or truncated (checksum); recomputing")
     dataset = EncodedDataset(input_ids, train.labels)
-    model, loader = accelerator.prepare(teacher, make_loader(dataset, tokenizer, teacher, batch_size, False))
+    model, loader = prepare_for_inference(accelerator, teacher,
+                                          make_loader(dataset, tokenizer, teacher, batch_size, False))
     with reporter.task("teacher soft targets", len(loader)) as advance:
         logits, _ = predict_logits(model, loader, accelerator, advance)
     logits = torch.from_numpy(logits).contiguous()

@@ -43,7 +43,7 @@ def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, fused=True)  # one kernel for all tensors, CPU and GPU
 
 
 def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
@@ -60,13 +60,15 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         state_file: Path | None = None, resume: bool = False) -> FitResult:
     """Train `model`, keep the best epoch in `out_dir`, log each epoch to reporter.metrics_file."""
     lr = cfg.lr or default_lr(model)
-    train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True)
+    train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
+                               group_by_length=cfg.group_by_length, seed=torch.initial_seed())
     val_loader = make_loader(val_set, tokenizer, model, cfg.eval_batch_size, shuffle=False)
     optimizer = _optimizer(model, lr, cfg.weight_decay)
     updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # mixed precision in training steps only
     progress, rng = Progress(), None
     if resume and state_file is not None and state_file.is_file():
         progress, rng = load_state(state_file, accelerator.unwrap_model(model), optimizer, scheduler)
@@ -91,7 +93,8 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
                         torch.set_rng_state(rng)
                         rng = None
                     with accelerator.accumulate(model):
-                        logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
+                        with accelerator.autocast():
+                            logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
                         loss = distillation_loss(logits.float(), batch["labels"], batch.get("teacher_logits"),
                                                  alpha, temperature)
                         accelerator.backward(loss)
