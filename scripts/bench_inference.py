@@ -19,7 +19,6 @@ weights; the int8 AUC check then means nothing, and the report says so).
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from kd.data import read_labeled
 from kd.errors import KDError
 from kd.export import export_model
 from kd.loadgen import free_port, run_load
+from kd.report import cpu_name
 from kd.models import build_model, count_parameters, load_classifier, load_tokenizer, save_classifier
 
 MODES = {"a": "PyTorch, pad to 200, reference", "b": "PyTorch, dynamic length",
@@ -129,13 +129,6 @@ def bench_model(name: str, folder: Path, work: Path, texts: list[str], labelled,
         print(f"{name:8s} ({mode}) {MODES[mode]:32s} p50 {row['p50_ms']:8.3f} ms  p99 "
               f"{row['p99_ms']:8.3f} ms  {row['texts_per_s']:9.0f} texts/s", flush=True)
     return result
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def bench_server(folder: Path, texts: list[str], seconds: float, concurrency: int,

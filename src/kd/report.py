@@ -6,6 +6,7 @@ Only the main process prints or writes; on the others every method is a no-op.
 from __future__ import annotations
 
 import json
+import platform
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -76,3 +77,12 @@ class Reporter:
 
 def write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2))
+
+
+def cpu_name() -> str:
+    """The CPU model, for benchmark reports."""
+    info = Path("/proc/cpuinfo")
+    for line in info.read_text().splitlines() if info.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

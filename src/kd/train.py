@@ -38,12 +38,14 @@ class FitResult:
     lr: float
 
 
-def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(model, lr: float, weight_decay: float, fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW without decay on biases and LayerNorms; `fused`: one kernel for all tensors
+    (CPU and GPU), several times faster than the per-tensor loop on a small model."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, fused=True)  # one kernel for all tensors, CPU and GPU
+    return torch.optim.AdamW(groups, lr=lr, fused=fused, foreach=None if fused else False)
 
 
 def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
@@ -63,7 +65,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed())
     val_loader = make_loader(val_set, tokenizer, model, cfg.eval_batch_size, shuffle=False)
-    optimizer = _optimizer(model, lr, cfg.weight_decay)
+    optimizer = make_optimizer(model, lr, cfg.weight_decay)
     updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(

@@ -1,0 +1,347 @@
+"""Training speed on this machine: the reference recipe against kd's default, side by side.
+
+  (c) reference fine-tuning:   every text padded to 200 tokens, fp32, batch 16, AdamW (for-loop)
+  (a) reference distillation:  (c) plus the teacher run online at every student step
+  (b) kd's default pipeline:   cached teacher logits, batches padded to their longest row and
+                               grouped by length, fused AdamW, batch and lr of configs/base.yaml
+
+for the BERT-Tiny-shaped student (random init) and the MiniLM-L6 teacher, on GoEmotions train
+and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c) to (b), one
+technique added per row, in a step loop that splits each step into data, teacher, forward,
+backward and optimizer time. Part 2 runs `kd distill` (student stage, 3 epochs, GoEmotions,
+the fine-tuned teacher's cached logits) with kd's defaults and with the reference's numerics
+(batch 16, unsorted batches), and compares time and dev quality at equal epochs.
+
+    HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_train.py \\
+        --teacher checkpoints/bench-cache/goemotions/teacher
+
+Writes docs/benchmarks/training.{md,json}.
+"""
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.utils import logging as hf_logging
+
+import kd
+from kd.config import load_config
+from kd.data import EncodedDataset, encode, make_loader, read_labeled
+from kd.distill import run
+from kd.evaluate import MODEL_INPUTS
+from kd.losses import distillation_loss
+from kd.models import build_model, default_lr, load_tokenizer
+from kd.report import cpu_name
+from kd.train import make_optimizer
+
+JIGSAW_PRIORS = [0.096, 0.010, 0.053, 0.003, 0.049, 0.009]  # toxic .. identity_hate in train.csv
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    distill: bool = True
+    online_teacher: bool = True
+    pad_to: int | None = 200  # None: pad a batch to its longest row
+    group_by_length: bool = False
+    fused_adamw: bool = False
+    batch_size: int = 16
+    bf16: bool = False
+
+
+def ladder(kd_batch: int) -> list[Recipe]:
+    """(c), (a), then one technique at a time up to kd's default (b), then bf16 on top."""
+    c = Recipe("(c) reference fine-tuning", distill=False, online_teacher=False)
+    a = dataclasses.replace(c, name="(a) reference distillation", distill=True, online_teacher=True)
+    steps = [("+ teacher logits cached", {"online_teacher": False}),
+             ("+ dynamic padding", {"pad_to": None}),
+             ("+ length-grouped batches", {"group_by_length": True}),
+             ("+ fused AdamW", {"fused_adamw": True}),
+             (f"+ batch {kd_batch} (b) kd default", {"batch_size": kd_batch}),
+             ("+ bf16 autocast (not kd's CPU default)", {"bf16": True})]
+    recipes = [c, a]
+    for name, change in steps:
+        recipes.append(dataclasses.replace(recipes[-1], name=name, **change))
+    return recipes
+
+
+def synthetic_jigsaw(words: list[str], rows: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Texts of real words whose word counts follow the real Jigsaw train.csv: log-normal with
+    median 37 and sigma 1.09 (fitted to its first 282 rows; 95th percentile about 210 words)."""
+    rng = np.random.default_rng(seed)
+    counts = np.clip(np.rint(rng.lognormal(np.log(37), 1.09, rows)), 1, 1250).astype(int)
+    vocab = np.array(words)
+    texts = [" ".join(vocab[rng.integers(0, len(vocab), n)]) for n in counts]
+    labels = (rng.random((rows, len(JIGSAW_PRIORS))) < JIGSAW_PRIORS).astype(np.float32)
+    return texts, labels
+
+
+def pad_to(batch: dict, width: int | None, pad_id: int) -> dict:
+    if width is None or batch["input_ids"].shape[1] >= width:
+        return batch
+    extra = width - batch["input_ids"].shape[1]
+    batch["input_ids"] = F.pad(batch["input_ids"], (0, extra), value=pad_id)
+    batch["attention_mask"] = F.pad(batch["attention_mask"], (0, extra), value=0)
+    if "token_type_ids" in batch:
+        batch["token_type_ids"] = F.pad(batch["token_type_ids"], (0, extra), value=0)
+    return batch
+
+
+def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, teacher,
+                seconds: float | None) -> dict:
+    """Train `student` with `recipe` for `seconds` (None: one whole epoch); samples/s and ms per step
+    in each phase. The loop keeps the loss on the device, as kd's does: no host sync per step."""
+    torch.manual_seed(0)
+    lr = default_lr(student)
+    optimizer = make_optimizer(student, lr, 0.01, fused=recipe.fused_adamw)
+    loader = make_loader(dataset, tokenizer, student, recipe.batch_size, shuffle=True,
+                         group_by_length=recipe.group_by_length)
+    phases = dict.fromkeys(["data", "teacher", "forward", "backward", "optimizer"], 0.0)
+    steps = samples = tokens = 0
+    loss_sum = torch.zeros(())
+    batches = iter(loader)
+    warmup, started = 3, None
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None or (seconds and started and t0 - started > seconds):
+            break
+        batch = pad_to(batch, recipe.pad_to, tokenizer.pad_token_id)
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        t1 = time.perf_counter()
+        teacher_logits = None
+        if recipe.distill:
+            if recipe.online_teacher:
+                with torch.no_grad():
+                    teacher_logits = teacher(**inputs).logits
+            else:
+                teacher_logits = batch["teacher_logits"]
+        t2 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+            logits = student(**inputs).logits
+        loss = distillation_loss(logits.float(), batch["labels"], teacher_logits,
+                                 0.5 if recipe.distill else 0.0, 2.0)
+        t3 = time.perf_counter()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        t4 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad()
+        loss_sum += loss.detach()
+        t5 = time.perf_counter()
+        steps += 1
+        if steps == warmup:
+            started = t5
+            continue
+        if steps > warmup:
+            for key, (start, end) in zip(phases, [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]):
+                phases[key] += end - start
+            samples += len(batch["labels"])
+            tokens += int(batch["attention_mask"].sum())
+    wall = time.perf_counter() - started
+    return {"recipe": dataclasses.asdict(recipe), "lr": lr, "steps": steps - warmup, "samples": samples,
+            "seconds": wall, "samples_per_s": samples / wall, "real_token_share":
+            tokens / max(1, samples * (recipe.pad_to or 1)) if recipe.pad_to else 1.0,
+            "ms_per_step": {k: 1e3 * v / (steps - warmup) for k, v in phases.items()},
+            "mean_loss": float(loss_sum) / steps}
+
+
+def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: str,
+               seconds: float, kd_batch: int) -> list[dict]:
+    tokenizer = load_tokenizer("bert-tiny")
+    names = [f"label{j}" for j in range(labels.shape[1])]
+    started = time.perf_counter()
+    ids = encode(tokenizer, texts, 200)
+    lengths = np.array([len(i) for i in ids])
+    print(f"{corpus}: {len(texts):,} texts tokenized in {time.perf_counter() - started:.1f} s; tokens: "
+          f"median {np.median(lengths):.0f}, 90th percentile {np.percentile(lengths, 90):.0f}, "
+          f"{np.mean(lengths >= 200):.1%} cut at 200", flush=True)
+    cached = torch.randn(len(ids), labels.shape[1])  # speed does not depend on the values
+    dataset = EncodedDataset(ids, labels, cached)
+    teacher = build_model(teacher_name, "pretrained", names, role="teacher").eval()
+    rows = []
+    for recipe in ladder(kd_batch):
+        torch.manual_seed(0)
+        student = build_model("bert-tiny", "random", names, role="student").train()
+        row = time_recipe(recipe, dataset, tokenizer, student, teacher, seconds)
+        row["epoch_s_estimate"] = len(texts) / row["samples_per_s"]
+        rows.append(row)
+        ms = row["ms_per_step"]
+        print(f"  {recipe.name:42s} {row['samples_per_s']:8.0f} samples/s  epoch ~{row['epoch_s_estimate']:7.0f} s"
+              f"  ms/step: " + " ".join(f"{k} {v:.1f}" for k, v in ms.items()), flush=True)
+    return rows
+
+
+def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name: str,
+               overrides: list[str], train_rows: int) -> dict:
+    """`kd distill`'s student stage, 3 epochs on GoEmotions train, scored on dev after each."""
+    run_dir = work / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = load_config(["configs/goemotions.yaml"], [
+            f"data.train={data_dir}/goemotions/train.tsv", f"data.val={data_dir}/goemotions/dev.tsv",
+            f"data.labels_file={data_dir}/goemotions/emotions.txt", f"teacher.path={teacher}",
+            "student.name=bert-tiny", "student.init=random", "student.train.epochs=3",
+            f"cache_dir={cache_dir}", f"output_dir={work}", f"run_name={name}", *overrides])
+    run(cfg)
+    final = json.loads((run_dir / "final_metrics.json").read_text())["student"]
+    epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [e for e in epochs if e["stage"] == "student"]
+    batch = load_config([run_dir / "config.yaml"]).student.train.batch_size
+    trained = 3 * (train_rows // batch) * batch  # each epoch drops its last incomplete batch
+    return {"overrides": overrides, "train_time_s": final["train_time_s"],
+            "samples_per_s": trained / final["train_time_s"],
+            "time_with_eval_s": sum(e["epoch_time_s"] for e in epochs),
+            "dev_by_epoch": [{k: e["val"][k] for k in ("macro_auc", "macro_f1_tuned", "bce")} for e in epochs],
+            "best_epoch": final["best_epoch"]}
+
+
+def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
+    """The reference's padding to 200 and online teacher change no number, only the cost: the
+    fine-tuned teacher's logits and a student's loss on batches padded to 200 vs to their longest."""
+    teacher, tokenizer, _ = kd.models.load_classifier(teacher_dir)
+    student = build_model("bert-tiny", "random", kd.models.label_names(teacher), role="student").eval()
+    ids = encode(tokenizer, texts, 200)
+    labels = np.zeros((len(ids), teacher.config.num_labels), dtype=np.float32)
+    loader = make_loader(EncodedDataset(ids, labels), tokenizer, teacher, 32, shuffle=False)
+    logit_gap = loss_gap = 0.0
+    with torch.no_grad():
+        for batch in loader:
+            outputs = []
+            for width in (None, 200):
+                padded = pad_to(dict(batch), width, tokenizer.pad_token_id)
+                inputs = {k: padded[k] for k in MODEL_INPUTS if k in padded}
+                t_logits = teacher(**inputs).logits
+                s_loss = distillation_loss(student(**inputs).logits, padded["labels"], t_logits, 0.5, 2.0)
+                outputs.append((t_logits, s_loss))
+            logit_gap = max(logit_gap, float((outputs[0][0] - outputs[1][0]).abs().max()))
+            loss_gap = max(loss_gap, float((outputs[0][1] - outputs[1][1]).abs()))
+    return {"texts": len(texts), "max_abs_teacher_logit_diff": logit_gap, "max_abs_loss_diff": loss_gap}
+
+
+def ladder_table(rows: list[dict]) -> list[str]:
+    a = next(r for r in rows if r["recipe"]["name"].startswith("(a)"))["samples_per_s"]
+    c = next(r for r in rows if r["recipe"]["name"].startswith("(c)"))["samples_per_s"]
+    lines = ["| recipe | samples/s | vs (a) | vs (c) | epoch (s, from the rate) | ms/step: data | teacher "
+             "| forward | backward | optimizer |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ms = r["ms_per_step"]
+        lines.append(f"| {r['recipe']['name']} | {r['samples_per_s']:,.0f} | {r['samples_per_s'] / a:.1f}x "
+                     f"| {r['samples_per_s'] / c:.1f}x | {r['epoch_s_estimate']:,.0f} | "
+                     + " | ".join(f"{ms[k]:.1f}" for k in ("data", "teacher", "forward", "backward", "optimizer"))
+                     + " |")
+    return lines
+
+
+def kd_row(rows: list[dict]) -> dict:
+    return next(r for r in rows if "(b)" in r["recipe"]["name"])
+
+
+def targets(results: dict) -> list[str]:
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for corpus, rows in results["ladder"].items():
+        b = kd_row(rows)["samples_per_s"]
+        for ref, goal in (("(a)", 20), ("(c)", 8)):
+            base = next(r for r in rows if r["recipe"]["name"].startswith(ref))["samples_per_s"]
+            lines.append(f"| {corpus}: (b)/{ref} >= {goal}x | {b / base:.1f}x | {'yes' if b / base >= goal else 'no'} |")
+    e2e = results.get("end_to_end")
+    if e2e:
+        t = e2e["kd_default"]["train_time_s"]
+        lines.append(f"| 3 distillation epochs, GoEmotions train, < 75 s | {t:.1f} s "
+                     f"({e2e['kd_default']['time_with_eval_s']:.1f} s with 3 dev evaluations) | {'yes' if t < 75 else 'no'} |")
+        gap = e2e["kd_default"]["dev_by_epoch"][-1]["macro_auc"] - e2e["reference_numerics"]["dev_by_epoch"][-1]["macro_auc"]
+        lines.append(f"| dev macro AUC within 0.003 of the reference at epoch 3 | {gap:+.4f} | "
+                     f"{'yes' if abs(gap) <= 0.003 else 'no'} |")
+    return lines
+
+
+def markdown(results: dict) -> str:
+    out = ["# Training speed", "", f"Command: `{results['command']}`", "",
+           f"Machine: {results['cpu']}, {results['threads']} torch threads, torch {results['torch']}, "
+           "no GPU. Written by `scripts/bench_train.py`; its docstring says what (a), (b) and (c) are.",
+           "", "## Targets", "", *targets(results), ""]
+    for corpus, rows in results["ladder"].items():
+        b = kd_row(rows)
+        step = sum(b["ms_per_step"].values())
+        shares = ", ".join(f"{k} {v / step:.0%}" for k, v in b["ms_per_step"].items() if k != "teacher")
+        out += [f"## Ladder: {corpus}", "", "Each row adds one technique to the row above; every row "
+                "trains the same BERT-Tiny-shaped student from the same init.", "", *ladder_table(rows), "",
+                f"Where a step of (b) goes ({step:.1f} ms at batch {b['recipe']['batch_size']}): {shares}. "
+                "Host syncs: none per step (the loss is summed on the device; kd reads it once per epoch). "
+                "On a CPU they cost nothing anyway: the ops run synchronously.", ""]
+    e2e = results.get("end_to_end")
+    if e2e:
+        eq = results["equivalence"]
+        out += ["## End to end: `kd distill`, student stage, 3 epochs on GoEmotions train", "",
+                "The fine-tuned MiniLM-L6 teacher's cached logits; BERT-Tiny-shaped student from random "
+                "init; scored on GoEmotions dev after every epoch. `reference numerics` computes what "
+                "(a) computes (batch 16, unsorted batches) without its waste: padding to 200 and running "
+                "the teacher online change the numbers only by float rounding "
+                f"(measured on {eq['texts']} texts: teacher logits differ by at most "
+                f"{eq['max_abs_teacher_logit_diff']:.1e}, the loss by at most {eq['max_abs_loss_diff']:.1e}).", "",
+                "| run | overrides | train time | with evaluation | samples/s | dev macro AUC, epochs 1-3 "
+                "| dev macro F1 (tuned), epoch 3 |", "|---|---|---:|---:|---:|---|---:|"]
+        for name, r in e2e.items():
+            aucs = " / ".join(f"{e['macro_auc']:.4f}" for e in r["dev_by_epoch"])
+            out.append(f"| {name} | `{' '.join(r['overrides']) or '(none)'}` | {r['train_time_s']:.1f} s "
+                       f"| {r['time_with_eval_s']:.1f} s | {r['samples_per_s']:,.0f} | {aucs} "
+                       f"| {r['dev_by_epoch'][-1]['macro_f1_tuned']:.4f} |")
+        out.append("")
+    out += ["## GPU", "", "Not measured: no GPU was available to this run.", ""]
+    return "\n".join(out)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    p.add_argument("--teacher", type=Path, default=Path("checkpoints/bench-cache/goemotions/teacher"),
+                   help="MiniLM-L6 fine-tuned on GoEmotions (a save_pretrained folder), for part 2")
+    p.add_argument("--teacher-name", default="minilm-l6", help="architecture of the online teacher, part 1")
+    p.add_argument("--cache-dir", type=Path, default=Path("checkpoints/bench-cache"))
+    p.add_argument("--work", type=Path, default=Path("checkpoints/bench-train"))
+    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per recipe in part 1")
+    p.add_argument("--jigsaw-rows", type=int, default=160_000)
+    p.add_argument("--skip-end-to-end", action="store_true", help="part 1 only")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    hf_logging.set_verbosity_error()
+    kd_batch = load_config().student.train.batch_size
+    train = read_labeled(args.data_dir / "goemotions/train.tsv", "goemotions",
+                         labels_file=args.data_dir / "goemotions/emotions.txt")
+    words = " ".join(train.texts).split()
+    jigsaw_texts, jigsaw_labels = synthetic_jigsaw(words, args.jigsaw_rows, seed=0)
+    results = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(),
+               "threads": torch.get_num_threads(), "torch": torch.__version__, "kd_batch": kd_batch,
+               "ladder": {}}
+    for corpus, texts, labels in [("goemotions", train.texts, train.labels),
+                                  ("jigsaw_synthetic", jigsaw_texts, jigsaw_labels)]:
+        results["ladder"][corpus] = run_ladder(corpus, texts, labels, args.teacher_name,
+                                               args.seconds, kd_batch)
+    if not args.skip_end_to_end:
+        if not (args.teacher / "config.json").is_file():
+            sys.exit(f"no fine-tuned teacher at {args.teacher}: see docs/benchmarks/README.md")
+        results["equivalence"] = padding_equivalence(args.teacher, train.texts[:512])
+        common = dict(data_dir=args.data_dir, teacher=args.teacher, cache_dir=args.cache_dir,
+                      work=args.work, train_rows=len(train))
+        results["end_to_end"] = {
+            "reference_numerics": end_to_end(name="reference-numerics", overrides=[
+                "student.train.batch_size=16", "student.train.group_by_length=false"], **common),
+            "kd_default": end_to_end(name="kd-default", overrides=[], **common)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "training.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
