@@ -4,8 +4,9 @@ import pytest
 import tiny
 from conftest import SHARED
 from kd.config import DataConfig
-from kd.data import (JIGSAW_LABELS, EncodedDataset, PadCollator, TokenCache, encode, load_splits,
-                     read_labeled, split_rows, tokenizer_fingerprint)
+from kd.batches import EncodedDataset, PadCollator
+from kd.data import (JIGSAW_LABELS, TokenCache, encode, load_splits, read_labeled, split_rows,
+                     tokenizer_fingerprint)
 from kd.errors import KDError
 from kd.models import wordpiece_tokenizer
 

@@ -18,11 +18,12 @@ import torch
 from accelerate import Accelerator
 
 import tiny
-from kd.data import EncodedDataset, LengthGroupedSampler, encode, make_loader, read_labeled
+from kd.batches import EncodedDataset, LengthGroupedSampler, make_loader
+from kd.data import encode, read_labeled
 from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
 from kd.losses import distillation_loss
 from kd.models import build_model, load_classifier, load_tokenizer
-from kd.train import make_optimizer
+from kd.train import FastDropout, make_optimizer, use_fast_dropout
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():
@@ -113,3 +114,25 @@ def test_bf16_training_evaluates_in_fp32(models, csv_data, tmp_path):
     assert metrics["bce"] == pytest.approx(reported["bce"], abs=1e-6)
     assert metrics["macro_auc"] == pytest.approx(reported["macro_auc"], abs=1e-9)
 
+
+
+def test_fast_dropout_is_bernoulli_dropout():
+    torch.manual_seed(0)
+    x = torch.randn(1000, 1000, requires_grad=True)
+    dropout = FastDropout(0.1)
+    y = dropout(x)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.9, abs=2e-3)
+    torch.testing.assert_close(y[kept], x[kept] / 0.9)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.9)
+    rows = kept[:, :500].float().mean(dim=1)  # lanes are independent: no row or column pattern
+    assert rows.std().item() < 0.03
+    assert torch.equal(dropout.eval()(x), x) and torch.equal(FastDropout(0.0)(x), x)
+
+
+def test_use_fast_dropout_replaces_every_dropout_module(models):
+    model = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")
+    use_fast_dropout(model)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(type(m) is FastDropout and m.p == 0.1 for m in dropouts)

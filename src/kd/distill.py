@@ -20,7 +20,8 @@ from accelerate.utils import broadcast_object_list, set_seed
 
 from kd.checkpoint import state_path
 from kd.config import Config, save_config
-from kd.data import EncodedDataset, LabeledTexts, TokenCache, load_splits
+from kd.batches import EncodedDataset
+from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
 from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,

@@ -12,7 +12,8 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from kd.classifier import sigmoid
-from kd.data import EncodedDataset, LabeledTexts, encode, make_loader
+from kd.batches import EncodedDataset, make_loader
+from kd.data import LabeledTexts, encode
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

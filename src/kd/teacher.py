@@ -19,7 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kd.config import DataConfig
-from kd.data import EncodedDataset, LabeledTexts, file_digest, make_loader, tokenizer_fingerprint
+from kd.batches import EncodedDataset, make_loader
+from kd.data import LabeledTexts, file_digest, tokenizer_fingerprint
 from kd.evaluate import predict_logits, prepare_for_inference
 from kd.files import write_atomically
 from kd.report import Reporter

@@ -21,7 +21,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from kd.checkpoint import Progress, load_state, save_state
 from kd.config import TrainConfig
-from kd.data import EncodedDataset, make_loader
+from kd.batches import EncodedDataset, make_loader
 from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid, summary_line,
                          tune_thresholds)
 from kd.losses import distillation_loss
@@ -36,6 +36,28 @@ class FitResult:
     history: list[dict]
     train_time_s: float
     lr: float
+
+
+class FastDropout(torch.nn.Dropout):
+    """nn.Dropout with a cheaper mask on CPU: each 64-bit random word gives four 16-bit lanes,
+    kept when above p * 2^16, so the mask is Bernoulli(1 - p) with p rounded to 1/65536. Drawing
+    it is about 5x faster than bernoulli_, which took half of BERT-Tiny's CPU forward pass.
+    Other devices, eval mode and p = 0 take nn.Dropout's own path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64).random_(-2**63, None)
+        keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= round(self.p * 65536) - 32768
+        return x.mul(keep).mul_(1.0 / (1.0 - self.p))
+
+
+def use_fast_dropout(model: torch.nn.Module) -> None:
+    """Swap every nn.Dropout module of `model` for a FastDropout of the same p (in place)."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is torch.nn.Dropout:
+                setattr(module, name, FastDropout(child.p, child.inplace))
 
 
 def make_optimizer(model, lr: float, weight_decay: float, fused: bool = True) -> torch.optim.Optimizer:
@@ -62,6 +84,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         state_file: Path | None = None, resume: bool = False) -> FitResult:
     """Train `model`, keep the best epoch in `out_dir`, log each epoch to reporter.metrics_file."""
     lr = cfg.lr or default_lr(model)
+    use_fast_dropout(model)
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed())
     val_loader = make_loader(val_set, tokenizer, model, cfg.eval_batch_size, shuffle=False)

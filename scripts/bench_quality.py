@@ -1,0 +1,289 @@
+"""Quality on real data: does a distilled student keep its teacher's quality?
+
+For GoEmotions (28 labels) and HatEval 2019 (HS, TR, AG), on their dev splits:
+  tfidf_lr     word 1-2-gram + char 2-5-gram TF-IDF, one logistic regression per label (scikit-learn)
+  teacher      all-MiniLM-L6-v2 fine-tuned on the labels (kd distill's teacher stage)
+  l2_labels    2 of the teacher's pretrained layers (hidden 384), trained on the labels only (alpha 0)
+  l2_kd        the same student distilled from the teacher (alpha, T picked on dev)
+  tiny_labels  a BERT-Tiny-shaped student (2 layers, hidden 128) from random init, labels only
+  tiny_kd      the same, distilled
+Students run over several seeds (mean and std). alpha and T are picked on dev with seed 0 from a
+small grid, by dev macro AUC; thresholds are tuned on dev. With `--test NAME=FILE` every chosen
+model is also scored on that file with its dev-tuned thresholds.
+
+The teacher is fine-tuned once per dataset and its soft targets cached (under --cache-dir);
+finished student runs are reused, so an interrupted benchmark continues where it stopped.
+
+    HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_quality.py
+
+Writes docs/benchmarks/quality.{md,json,png}.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_union
+from transformers.utils import logging as hf_logging
+
+from kd.classifier import Classifier, read_thresholds
+from kd.config import load_config
+from kd.data import LabeledTexts, load_splits, read_labeled
+from kd.distill import run
+from kd.evaluate import compute_metrics, evaluate_model, tune_thresholds
+from kd.models import load_classifier
+from kd.report import cpu_name
+
+DATASETS = {
+    "goemotions": ("configs/goemotions.yaml", {
+        "data.train": "goemotions/train.tsv", "data.val": "goemotions/dev.tsv",
+        "data.labels_file": "goemotions/emotions.txt"}),
+    "hateval": ("configs/hateval.yaml", {
+        "data.train": "hateval2019-en/hateval2019_en_train.csv",
+        "data.val": "hateval2019-en/hateval2019_en_dev.csv"}),
+}
+STUDENTS = {
+    "l2": ["student.name=minilm-l6", "student.init=teacher-layers", "student.num_layers=2",
+           "student.train.lr=1.5e-4"],
+    "tiny": ["student.name=bert-tiny", "student.init=random", "student.num_layers=null", "student.train.lr=null"],
+}
+METRICS = ("macro_auc", "macro_f1_tuned", "bce")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    p.add_argument("--cache-dir", type=Path, default=Path("checkpoints/bench-cache"),
+                   help="fine-tuned teachers, soft targets and finished student runs")
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.9])
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 4.0])
+    p.add_argument("--epochs", type=int, default=3, help="student epochs")
+    p.add_argument("--test", action="append", default=[], metavar="NAME=FILE",
+                   help="also score every chosen model on this labelled file (dev still picks)")
+    p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    args = p.parse_args()
+    args.test = dict(item.split("=", 1) for item in args.test)
+    unknown = set(args.test) - set(DATASETS)
+    if unknown:
+        p.error(f"--test names must be among {list(DATASETS)}, got {sorted(unknown)}")
+    return args
+
+
+def dataset_config(name: str, data_dir: Path, cache_dir: Path, overrides: list[str]):
+    config_file, files = DATASETS[name]
+    paths = [f"{key}={data_dir / value}" for key, value in files.items()]
+    return load_config([config_file, "configs/minilm.yaml"],
+                       [*paths, f"cache_dir={cache_dir}", f"output_dir={cache_dir / 'runs'}", *overrides])
+
+
+def teacher_folder(name: str, args) -> Path:
+    """kd distill's teacher stage, once per dataset (the run's own 1-epoch student is ignored)."""
+    run_dir = args.cache_dir / "runs" / f"{name}-teacher"
+    if not (run_dir / "final_metrics.json").exists():
+        run(dataset_config(name, args.data_dir, args.cache_dir, [
+            *STUDENTS["tiny"], "student.train.epochs=1", f"run_name={run_dir.name}"]), resume=run_dir.exists())
+    return run_dir / "teacher"
+
+
+def student_run(name: str, student: str, alpha: float, temperature: float, seed: int, teacher: Path,
+                args) -> Path:
+    run_name = f"{name}-{student}-a{alpha:g}-t{temperature:g}-e{args.epochs}-s{seed}"
+    run_dir = args.cache_dir / "runs" / run_name
+    if not (run_dir / "final_metrics.json").exists():
+        run(dataset_config(name, args.data_dir, args.cache_dir, [
+            *STUDENTS[student], f"teacher.path={teacher}", f"distill.alpha={alpha}",
+            f"distill.temperature={temperature}", f"student.train.epochs={args.epochs}", f"seed={seed}",
+            f"run_name={run_name}"]), resume=run_dir.exists())
+    return run_dir
+
+
+def ms_per_text(predict, texts: list[str]) -> float:
+    predict(texts[:64])
+    started = time.perf_counter()
+    predict(texts)
+    return 1e3 * (time.perf_counter() - started) / len(texts)
+
+
+def score_folder(folder: Path, train_time_s: float, dev: LabeledTexts, test: LabeledTexts | None,
+                 max_length: int) -> dict:
+    model, tokenizer, _ = load_classifier(folder)
+    accelerator = Accelerator(cpu=True)
+    thresholds = read_thresholds(folder, dev.label_names)
+    result = {"dev": evaluate_model(model, tokenizer, dev, accelerator, 128, max_length, thresholds)[0],
+              "parameters": sum(p.numel() for p in model.parameters()), "train_time_s": train_time_s,
+              "ms_per_text": ms_per_text(Classifier.from_pretrained(folder, backend="torch",
+                                                                    max_length=max_length).predict_proba,
+                                         dev.texts[:1000])}
+    if test is not None:
+        result["test"] = evaluate_model(model, tokenizer, test, accelerator, 128, max_length, thresholds)[0]
+    return result
+
+
+def tfidf_lr(train: LabeledTexts, dev: LabeledTexts, test: LabeledTexts | None) -> dict:
+    started = time.perf_counter()
+    features = make_union(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3, max_features=300_000,
+                        sublinear_tf=True))
+    x_train = features.fit_transform(train.texts)
+    models = [LogisticRegression(C=4.0, max_iter=2000, solver="liblinear").fit(x_train, train.labels[:, j])
+              for j in range(train.labels.shape[1])]
+    train_time = time.perf_counter() - started
+
+    def logits(texts: list[str]) -> np.ndarray:
+        x = features.transform(texts)
+        return np.stack([m.decision_function(x) for m in models], axis=1)
+
+    dev_logits = logits(dev.texts)
+    thresholds = tune_thresholds(1 / (1 + np.exp(-dev_logits)), dev.labels)
+    result = {"dev": compute_metrics(dev_logits, dev.labels, thresholds, dev.label_names),
+              "parameters": int(sum(m.coef_.size + 1 for m in models)), "train_time_s": train_time,
+              "ms_per_text": ms_per_text(logits, dev.texts[:1000])}
+    if test is not None:
+        result["test"] = compute_metrics(logits(test.texts), test.labels, thresholds, test.label_names)
+    return result
+
+
+def read_like(data_cfg, path: str) -> LabeledTexts:
+    return read_labeled(path, data_cfg.format, data_cfg.text_column, data_cfg.label_columns or None,
+                        data_cfg.labels_file, data_cfg.delimiter, data_cfg.id_column, data_cfg.empty_texts)
+
+
+def run_summary(run_dir: Path, dev: LabeledTexts, test, max_length: int, stage: str = "student") -> dict:
+    final = json.loads((run_dir / "final_metrics.json").read_text())[stage]
+    return score_folder(run_dir / stage, final["train_time_s"], dev, test, max_length)
+
+
+def aggregate(scores: list[dict], **extra) -> dict:
+    """Mean over seeds of every metric in METRICS, their std, and the per-seed values."""
+    out = {"seeds": len(scores), "parameters": scores[0]["parameters"], **extra,
+           "train_time_s": float(np.mean([s["train_time_s"] for s in scores])),
+           "ms_per_text": float(np.mean([s["ms_per_text"] for s in scores]))}
+    for split in ("dev", "test"):
+        if split in scores[0]:
+            keys = [k for k, v in scores[0][split].items() if isinstance(v, (int, float))]
+            values = {m: [s[split][m] for s in scores] for m in keys}
+            out[split] = {m: float(np.mean(v)) for m, v in values.items()}
+            out["std" if split == "dev" else "test_std"] = {m: float(np.std(v)) for m, v in values.items()}
+            out[f"{split}_per_seed"] = values
+    return out
+
+
+def bench_dataset(name: str, args) -> dict:
+    cfg = dataset_config(name, args.data_dir, args.cache_dir, [])
+    train, dev = load_splits(cfg.data)
+    test = read_like(cfg.data, args.test[name]) if name in args.test else None
+    length = cfg.data.max_length
+    print(f"{name}: {len(train):,} train / {len(dev):,} dev rows", flush=True)
+    results = {"tfidf_lr": aggregate([tfidf_lr(train, dev, test)])}
+    teacher = teacher_folder(name, args)
+    results["teacher"] = aggregate([run_summary(teacher.parent, dev, test, length, "teacher")])
+    for student in STUDENTS:
+        labels_only = [student_run(name, student, 0.0, 1.0, seed, teacher, args) for seed in range(args.seeds)]
+        results[f"{student}_labels"] = aggregate([run_summary(r, dev, test, length) for r in labels_only])
+        grid = {(a, t): student_run(name, student, a, t, 0, teacher, args)
+                for a in args.alphas for t in args.temperatures}
+        grid_auc = {key: json.loads((r / "final_metrics.json").read_text())["student"]["val"]["macro_auc"]
+                    for key, r in grid.items()}
+        alpha, temperature = max(grid_auc, key=grid_auc.get)
+        distilled = [grid[(alpha, temperature)]] + [student_run(name, student, alpha, temperature, seed, teacher, args)
+                                                    for seed in range(1, args.seeds)]
+        results[f"{student}_kd"] = aggregate(
+            [run_summary(r, dev, test, length) for r in distilled], alpha=alpha, temperature=temperature,
+            grid_dev_macro_auc={f"alpha={a:g} T={t:g}": v for (a, t), v in grid_auc.items()})
+        print(f"  {student}: picked alpha {alpha:g}, T {temperature:g} (dev macro AUC by grid point: "
+              f"{results[f'{student}_kd']['grid_dev_macro_auc']})", flush=True)
+    return results
+
+
+def fmt(row: dict, split: str, metric: str) -> str:
+    std = row.get("std" if split == "dev" else "test_std", {}).get(metric)
+    value = row[split][metric]
+    return f"{value:.4f} ± {std:.4f}" if row["seeds"] > 1 else f"{value:.4f}"
+
+
+def findings(data: dict) -> list[str]:
+    t, l2, tf = data["teacher"]["dev"], data["l2_kd"]["dev"], data["tfidf_lr"]["dev"]
+    lines = [f"- l2_kd vs teacher: macro AUC {l2['macro_auc'] - t['macro_auc']:+.4f} (target >= -0.003), "
+             f"macro F1 {l2['macro_f1_tuned'] - t['macro_f1_tuned']:+.4f} (target >= -0.01)",
+             f"- l2_kd vs tfidf_lr: macro AUC {l2['macro_auc'] - tf['macro_auc']:+.4f}, "
+             f"macro F1 {l2['macro_f1_tuned'] - tf['macro_f1_tuned']:+.4f} (target: both > 0)"]
+    for student in STUDENTS:
+        kd_row, base = data[f"{student}_kd"], data[f"{student}_labels"]
+        gain = kd_row["dev"]["macro_auc"] - base["dev"]["macro_auc"]
+        spread = max(kd_row["std"]["macro_auc"], base["std"]["macro_auc"]) if kd_row["seeds"] > 1 else float("nan")
+        lines.append(f"- {student}: distillation gain in dev macro AUC {gain:+.4f}, seed std {spread:.4f} "
+                     f"({'more' if gain > spread else 'not more'} than the spread); picked alpha "
+                     f"{kd_row['alpha']:g}, T {kd_row['temperature']:g} by dev macro AUC over "
+                     + ", ".join(f"{k}: {v:.4f}" for k, v in kd_row["grid_dev_macro_auc"].items()))
+    return lines
+
+
+def markdown(results: dict) -> str:
+    out = ["# Quality on real data", "", f"Command: `{results['command']}`", "",
+           f"Machine: {results['cpu']}, {results['threads']} torch threads. Means ± std over "
+           f"{results['seeds']} seeds for the students; train time in seconds on this CPU; inference "
+           "ms per text: PyTorch, batches of 64, 1,000 dev texts.", ""]
+    for name, data in results["datasets"].items():
+        test = "test" in data["teacher"]
+        head = "| model | parameters | dev macro AUC | dev macro F1 (tuned) | dev BCE |"
+        head += " test macro AUC | test macro F1 |" if test else ""
+        out += [f"## {name}", "", head + " train s | ms/text |",
+                "|---|---:|---:|---:|---:|" + ("---:|---:|" if test else "") + "---:|---:|"]
+        for model, row in data.items():
+            cells = [model, f"{row['parameters']:,}", *(fmt(row, "dev", m) for m in METRICS)]
+            if test:
+                cells += [fmt(row, "test", "macro_auc"), fmt(row, "test", "macro_f1_tuned")]
+            cells += [f"{row['train_time_s']:.0f}", f"{row['ms_per_text']:.3f}"]
+            out.append("| " + " | ".join(cells) + " |")
+        out += ["", *findings(data), ""]
+    return "\n".join(out)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["datasets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for model, row in results["datasets"][name].items():
+            ax.scatter(row["ms_per_text"], row["dev"]["macro_auc"], s=20 + row["parameters"] / 2e5)
+            ax.annotate(f"{model}\n{row['parameters'] / 1e6:.1f}M", (row["ms_per_text"], row["dev"]["macro_auc"]),
+                        fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set(title=f"{name}: quality vs speed (marker size: parameters)",
+               xlabel="CPU inference, ms per text (log)", ylabel="dev macro ROC AUC")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    args = parse_args()
+    hf_logging.set_verbosity_error()
+    if not args.data_dir.is_dir():
+        sys.exit(f"data dir not found: {args.data_dir} (--data-dir)")
+    results = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "threads": torch.get_num_threads(),
+               "seeds": args.seeds, "datasets": {}}
+    for name in args.datasets:
+        results["datasets"][name] = bench_dataset(name, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.json").write_text(json.dumps(results["datasets"], indent=2) + "\n")
+    (args.out / "quality.md").write_text(markdown(results))
+    plot(results, args.out / "quality.png")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
