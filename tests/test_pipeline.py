@@ -92,6 +92,14 @@ def test_second_run_reuses_the_soft_targets_and_a_given_teacher(run_dir, models,
     final = json.loads((tmp_path / "runs/run/final_metrics.json").read_text())
     assert final["soft_targets_cache_hit"] is True and final["teacher"]["given"] is True
     assert not (tmp_path / "runs/run/teacher").exists()
+    first = json.loads((run_dir / "final_metrics.json").read_text())["teacher"]["val"]
+    assert final["teacher"]["val"]["bce"] == pytest.approx(first["bce"], abs=1e-6)
+    # the given teacher's val metrics are cached: a second run reads them instead of evaluating
+    [entry] = (cache / "teacher_metrics").iterdir()
+    entry.write_text(json.dumps({**final["teacher"]["val"], "macro_auc": 0.123}))
+    assert main(["distill", *overrides, "run_name=run2"]) == 0
+    again = json.loads((tmp_path / "runs/run2/final_metrics.json").read_text())
+    assert again["teacher"]["val"]["macro_auc"] == 0.123
 
 
 def test_distilbert_teacher_to_bert_student_with_labels_only(models, csv_data, tmp_path):

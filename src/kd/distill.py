@@ -27,7 +27,7 @@ from kd.evaluate import evaluate_model
 from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,
                        label_names, load_classifier, load_tokenizer)
 from kd.report import Reporter, write_json
-from kd.teacher import soft_targets
+from kd.teacher import cached_metrics, soft_targets
 from kd.train import fit
 
 
@@ -96,8 +96,10 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
         names = label_names(model)
         if names != train.label_names:
             raise KDError(f"teacher {folder} predicts {names}, the data has {train.label_names}")
-        metrics, _ = evaluate_model(model, tokenizer, val, accelerator, cfg.teacher.train.eval_batch_size,
-                                    cfg.data.max_length, input_ids=tokens(tokenizer, "val", val.texts))
+        evaluate = lambda: evaluate_model(model, tokenizer, val, accelerator,  # noqa: E731
+                                          cfg.teacher.train.eval_batch_size, cfg.data.max_length,
+                                          input_ids=tokens(tokenizer, "val", val.texts))[0]
+        metrics = cached_metrics(folder, val, cfg.data.max_length, Path(cfg.cache_dir), accelerator, evaluate)
         reporter.print(f"teacher: fine-tuned model from {folder}, val macro AUC {metrics['macro_auc']}")
         return _model_summary(folder, metrics, model, None, given=True), model, tokenizer, folder
 

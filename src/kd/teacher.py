@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -90,3 +91,25 @@ def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     return logits, False
+
+
+def cached_metrics(teacher_folder: Path, val: LabeledTexts, max_length: int, cache_dir: Path,
+                   accelerator, compute) -> dict:
+    """A given teacher's val metrics, computed once per (checkpoint, val rows, max_length): runs
+    that share a fine-tuned teacher (sweeps, benchmarks) skip re-evaluating it. The main
+    process decides hit or miss for all, and alone writes."""
+    digest = hashlib.sha256(json.dumps([checkpoint_digest(teacher_folder), val.texts, max_length]).encode())
+    digest.update(val.labels.tobytes())
+    path = cache_dir / "teacher_metrics" / f"{digest.hexdigest()[:24]}.json"
+    metrics = None
+    if accelerator.is_main_process:
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    metrics = broadcast_object_list([metrics])[0]
+    if metrics is None:
+        metrics = compute()
+        if accelerator.is_main_process:
+            write_atomically(path, lambda partial: Path(partial).write_text(json.dumps(metrics)))
+    return metrics
