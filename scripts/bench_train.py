@@ -106,7 +106,7 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
     """Train `student` with `recipe` for `seconds` (None: one whole epoch); samples/s and ms per step
     in each phase. The loop keeps the loss on the device, as kd's does: no host sync per step."""
     torch.manual_seed(0)
-    lr = default_lr(student)
+    lr = default_lr(student, recipe.batch_size)
     if recipe.fast_dropout:
         use_fast_dropout(student)
     student.get_input_embeddings().weight.requires_grad_(recipe.embedding_update)
@@ -164,15 +164,16 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
 
 
 def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: str,
-               seconds: float, kd_batch: int) -> list[dict]:
+               seconds: float, kd_batch: int) -> dict:
     tokenizer = load_tokenizer("bert-tiny")
     names = [f"label{j}" for j in range(labels.shape[1])]
     started = time.perf_counter()
     ids = encode(tokenizer, texts, 200)
     lengths = np.array([len(i) for i in ids])
-    print(f"{corpus}: {len(texts):,} texts tokenized in {time.perf_counter() - started:.1f} s; tokens: "
-          f"median {np.median(lengths):.0f}, 90th percentile {np.percentile(lengths, 90):.0f}, "
-          f"{np.mean(lengths >= 200):.1%} cut at 200", flush=True)
+    corpus_stats = {"texts": len(texts), "tokenize_s": time.perf_counter() - started,
+                    "tokens_median": float(np.median(lengths)), "tokens_p90": float(np.percentile(lengths, 90)),
+                    "share_cut_at_200": float(np.mean(lengths >= 200))}
+    print(f"{corpus}: {corpus_stats}", flush=True)
     cached = torch.randn(len(ids), labels.shape[1])  # speed does not depend on the values
     dataset = EncodedDataset(ids, labels, cached)
     teacher = build_model(teacher_name, "pretrained", names, role="teacher").eval()
@@ -186,7 +187,7 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: 
         ms = row["ms_per_step"]
         print(f"  {recipe.name:42s} {row['samples_per_s']:8.0f} samples/s  epoch ~{row['epoch_s_estimate']:7.0f} s"
               f"  ms/step: " + " ".join(f"{k} {v:.1f}" for k, v in ms.items()), flush=True)
-    return rows
+    return {**corpus_stats, "rows": rows}
 
 
 def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name: str,
@@ -255,7 +256,8 @@ def kd_row(rows: list[dict]) -> dict:
 
 def targets(results: dict) -> list[str]:
     lines = ["| target | measured | met |", "|---|---|---|"]
-    for corpus, rows in results["ladder"].items():
+    for corpus, ladder_result in results["ladder"].items():
+        rows = ladder_result["rows"]
         b = kd_row(rows)["samples_per_s"]
         for ref, goal in (("(a)", 20), ("(c)", 8)):
             base = next(r for r in rows if r["recipe"]["name"].startswith(ref))["samples_per_s"]
@@ -276,12 +278,17 @@ def markdown(results: dict) -> str:
            f"Machine: {results['cpu']}, {results['threads']} torch threads, torch {results['torch']}, "
            "no GPU. Written by `scripts/bench_train.py`; its docstring says what (a), (b) and (c) are.",
            "", "## Targets", "", *targets(results), ""]
-    for corpus, rows in results["ladder"].items():
-        b = kd_row(rows)
+    for corpus, ladder_result in results["ladder"].items():
+        rows, b = ladder_result["rows"], kd_row(ladder_result["rows"])
         step = sum(b["ms_per_step"].values())
         shares = ", ".join(f"{k} {v / step:.0%}" for k, v in b["ms_per_step"].items() if k != "teacher")
-        out += [f"## Ladder: {corpus}", "", "Each row adds one technique to the row above; every row "
-                "trains the same BERT-Tiny-shaped student from the same init.", "", *ladder_table(rows), "",
+        out += [f"## Ladder: {corpus}", "",
+                f"{ladder_result['texts']:,} texts; tokens per text: median {ladder_result['tokens_median']:.0f}, "
+                f"90th percentile {ladder_result['tokens_p90']:.0f}, {ladder_result['share_cut_at_200']:.1%} cut at "
+                f"200. Tokenized once (Rust tokenizer) in {ladder_result['tokenize_s']:.1f} s before training. "
+                "Each row adds one technique to the row above; every row trains the same BERT-Tiny-shaped "
+                "student from the same init, timed over its first steps after 3 warm-up steps.", "",
+                *ladder_table(rows), "",
                 f"Where a step of (b) goes ({step:.1f} ms at batch {b['recipe']['batch_size']}): {shares}. "
                 "Host syncs: none per step (the loss is summed on the device; kd reads it once per epoch). "
                 "On a CPU they cost nothing anyway: the ops run synchronously.", ""]

@@ -84,3 +84,4 @@ def test_default_lr_follows_width():
 
     assert np.isclose(default_lr(Fake(128)), 1e-3) and np.isclose(default_lr(Fake(768)), 5e-5)
     assert np.isclose(default_lr(Fake(384)), 1.5e-4) and 1.5e-4 < default_lr(Fake(256)) < 1e-3
+    assert np.isclose(default_lr(Fake(128), batch_size=128), 2e-3) and np.isclose(default_lr(Fake(1024)), 5e-5)

@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 128
-    lr: float | None = None  # None: chosen from the model's hidden size (models.default_lr)
+    lr: float | None = None  # None: from the model's hidden size and the batch (models.default_lr)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
@@ -86,7 +86,7 @@ class StudentConfig:
     init: Literal["pretrained", "teacher-layers", "random"] = "pretrained"
     num_layers: int | None = None  # override the depth (random) or choose K (teacher-layers)
     layers: list[int] | None = None  # teacher-layers: which teacher layers to keep
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=64))
 
 
 @dataclass

@@ -188,21 +188,24 @@ def init_prior_bias(model, labels: np.ndarray) -> None:
         classifier_head(model).bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
 
 
-def default_lr(model) -> float:
-    """A learning rate that suits the model's width: 1e-3 at hidden 128 down to 5e-5 at 768.
+def default_lr(model, batch_size: int = 32) -> float:
+    """A learning rate that suits the model's width and the batch: at batch 32, 1e-3 at hidden
+    128 down to 5e-5 at 768, scaled by sqrt(batch_size / 32) for other batches.
 
-    Interpolated on a log scale through measured points (BERT-Tiny 1e-3, MiniLM-L6 1.5e-4,
-    DistilBERT 5e-5).
+    The width points were measured (BERT-Tiny 1e-3, MiniLM-L6 1.5e-4, DistilBERT 5e-5) and are
+    interpolated on a log scale; the square-root batch scaling was measured for BERT-Tiny on
+    GoEmotions at batch 64 (docs/benchmarks/training.md).
     """
     hidden = model.config.hidden_size
     points = [(128, 1e-3), (384, 1.5e-4), (768, 5e-5)]
+    lr = points[-1][1]
     if hidden <= points[0][0]:
-        return points[0][1]
+        lr = points[0][1]
     for (h0, lr0), (h1, lr1) in zip(points, points[1:]):
-        if hidden <= h1:
+        if h0 < hidden <= h1:
             t = (math.log(hidden) - math.log(h0)) / (math.log(h1) - math.log(h0))
-            return float(math.exp(math.log(lr0) + t * (math.log(lr1) - math.log(lr0))))
-    return points[-1][1]
+            lr = math.exp(math.log(lr0) + t * (math.log(lr1) - math.log(lr0)))
+    return float(lr * math.sqrt(batch_size / 32))
 
 
 def accepts_token_type_ids(model) -> bool:

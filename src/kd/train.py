@@ -83,7 +83,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         out_dir: Path, stage: str, alpha: float = 0.0, temperature: float = 1.0,
         state_file: Path | None = None, resume: bool = False) -> FitResult:
     """Train `model`, keep the best epoch in `out_dir`, log each epoch to reporter.metrics_file."""
-    lr = cfg.lr or default_lr(model)
+    lr = cfg.lr or default_lr(model, cfg.batch_size)
     use_fast_dropout(model)
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed())
