@@ -44,7 +44,7 @@ def test_writes_the_expected_files(run_dir):
         assert final[role]["val"] == best["val"]
     assert final["soft_targets_cache_hit"] is False
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["distill"] == {"alpha": 0.5, "temperature": 2.0} and saved["run_name"] == "run"
+    assert saved["distill"]["alpha"] == 0.5 and saved["distill"]["temperature"] == 2.0 and saved["run_name"] == "run"
 
 
 def test_both_models_learn_the_task(run_dir):

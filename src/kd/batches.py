@@ -16,15 +16,18 @@ from kd.models import accepts_token_type_ids
 
 
 class EncodedDataset(torch.utils.data.Dataset):
-    """Rows of token ids and labels, with the teacher's logits when distilling."""
+    """Rows of token ids and labels, with the teacher's logits when distilling. With
+    `labelled_rows`, only the first that many rows have labels; the rest are transfer-set
+    rows (zero labels) and batches say which is which in a `labelled` mask."""
 
     def __init__(self, input_ids: list[list[int]], labels: np.ndarray,
-                 teacher_logits: torch.Tensor | None = None):
+                 teacher_logits: torch.Tensor | None = None, labelled_rows: int | None = None):
         if teacher_logits is not None and len(teacher_logits) != len(input_ids):
             raise KDError(f"{len(teacher_logits)} teacher logits for {len(input_ids)} rows")
         self.input_ids = input_ids
         self.labels = torch.from_numpy(labels)
         self.teacher_logits = teacher_logits
+        self.labelled_rows = labelled_rows
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -33,6 +36,8 @@ class EncodedDataset(torch.utils.data.Dataset):
         item = {"index": index, "input_ids": self.input_ids[index], "labels": self.labels[index]}
         if self.teacher_logits is not None:
             item["teacher_logits"] = self.teacher_logits[index]
+        if self.labelled_rows is not None:
+            item["labelled"] = index < self.labelled_rows
         return item
 
 
@@ -57,6 +62,8 @@ class PadCollator:
             batch["token_type_ids"] = torch.zeros_like(input_ids)
         if "teacher_logits" in rows[0]:
             batch["teacher_logits"] = torch.stack([row["teacher_logits"] for row in rows])
+        if "labelled" in rows[0]:
+            batch["labelled"] = torch.tensor([row["labelled"] for row in rows])
         return batch
 
 

@@ -93,12 +93,24 @@ class StudentConfig:
 class DistillConfig:
     alpha: float = 0.5
     temperature: float = 2.0
+    transfer_files: list[str] = field(default_factory=list)  # unlabelled texts, one per line
+    augment_copies: int = 0  # augmented copies of each train text, labelled by the teacher
+    augment_mask_prob: float = 0.1
+    augment_ngram_prob: float = 0.25
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise KDError(f"distill.alpha must be in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
             raise KDError(f"distill.temperature must be positive, got {self.temperature}")
+        if self.augment_copies < 0:
+            raise KDError(f"distill.augment_copies must be 0 or more, got {self.augment_copies}")
+        for name in ("augment_mask_prob", "augment_ngram_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise KDError(f"distill.{name} must be in [0, 1], got {getattr(self, name)}")
+        if (self.transfer_files or self.augment_copies) and self.alpha == 0.0:
+            raise KDError("a transfer set (distill.transfer_files, distill.augment_copies) needs "
+                          "distill.alpha > 0: its texts have only the teacher's soft targets")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
@@ -27,7 +28,8 @@ from kd.evaluate import evaluate_model
 from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,
                        label_names, load_classifier, load_tokenizer)
 from kd.report import Reporter, write_json
-from kd.teacher import cached_metrics, soft_targets
+from kd.teacher import cached_metrics, soft_targets, transfer_soft_targets
+from kd.transfer import augmented_copies, read_texts
 from kd.train import fit
 
 
@@ -120,8 +122,8 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
 
 
 def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
-                   teacher_logits, accelerator: Accelerator, reporter: Reporter, run_dir: Path,
-                   resume: bool) -> dict:
+                   teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, accelerator: Accelerator,
+                   reporter: Reporter, run_dir: Path, resume: bool) -> dict:
     student = cfg.student
     uses_teacher_tokenizer = student.init == "teacher-layers"
     tokenizer = load_tokenizer(cfg.teacher.name if uses_teacher_tokenizer else student.name)
@@ -134,6 +136,12 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                    f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
     folder = run_dir / "student"
     train_set = EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels, teacher_logits)
+    if transfer is not None:  # transfer-set rows after the labelled ones: soft targets only
+        texts, logits = transfer
+        train_set = EncodedDataset(
+            train_set.input_ids + tokens(tokenizer, "transfer", texts),
+            np.concatenate([train.labels, np.zeros((len(texts), train.labels.shape[1]), np.float32)]),
+            torch.cat([teacher_logits, logits]), labelled_rows=len(train))
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
                  train.label_names, student.train, accelerator, reporter, folder, stage="student",
                  alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
@@ -141,6 +149,23 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     best, _, _ = load_classifier(folder)
     return _model_summary(folder, result.metrics, best, result.train_time_s,
                           best_epoch=result.best_epoch, lr=result.lr)
+
+
+def _transfer_set(cfg: Config, train: LabeledTexts, file_texts: list[str], teacher, tokenizer,
+                  teacher_folder: Path, tokens: TokenCache, accelerator: Accelerator,
+                  reporter: Reporter) -> tuple[list[str], torch.Tensor] | None:
+    """(transfer texts, the teacher's logits for them), or None without a transfer set."""
+    texts = file_texts + augmented_copies(train.texts, cfg.distill.augment_copies, cfg.distill.augment_mask_prob,
+                                          cfg.distill.augment_ngram_prob, cfg.seed,
+                                          tokenizer.mask_token or tokenizer.unk_token)
+    if not texts:
+        return None
+    logits, _ = transfer_soft_targets(teacher, tokenizer, teacher_folder, texts, tokens(tokenizer, "transfer", texts),
+                                      len(train.label_names), cfg.data.max_length, Path(cfg.cache_dir),
+                                      cfg.teacher.train.eval_batch_size, accelerator, reporter)
+    reporter.print(f"transfer set: {len(file_texts):,} texts from files + "
+                   f"{len(texts) - len(file_texts):,} augmented copies, labelled by the teacher")
+    return texts, logits
 
 
 def _warn_about(train: LabeledTexts, val: LabeledTexts, reporter: Reporter) -> None:
@@ -157,6 +182,7 @@ def run(cfg: Config, resume: bool = False) -> Path:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
+    file_texts = read_texts(cfg.distill.transfer_files)
     run_dir = _run_dir(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
@@ -165,15 +191,17 @@ def run(cfg: Config, resume: bool = False) -> Path:
         tokens = TokenCache(cfg.data.max_length)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
             cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
-        teacher_logits, cache_hit = None, None
+        teacher_logits, cache_hit, transfer = None, None, None
         if cfg.distill.alpha > 0:
             teacher_logits, cache_hit = soft_targets(
                 teacher, teacher_tokenizer, teacher_folder, train,
                 tokens(teacher_tokenizer, "train", train.texts), cfg.data, Path(cfg.cache_dir),
                 cfg.teacher.train.eval_batch_size, accelerator, reporter)
+            transfer = _transfer_set(cfg, train, file_texts, teacher, teacher_tokenizer, teacher_folder,
+                                     tokens, accelerator, reporter)
         del teacher
         set_seed(cfg.seed)
-        student_summary = _student_stage(cfg, train, val, tokens, teacher_logits, accelerator,
+        student_summary = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, accelerator,
                                          reporter, run_dir, resume)
         summary = {"teacher": teacher_summary, "student": student_summary,
                    "soft_targets_cache_hit": cache_hit, "num_processes": accelerator.num_processes}

@@ -8,14 +8,23 @@ import torch.nn.functional as F
 
 def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor,
                       teacher_logits: torch.Tensor | None = None,
-                      alpha: float = 0.5, temperature: float = 2.0) -> torch.Tensor:
+                      alpha: float = 0.5, temperature: float = 2.0,
+                      labelled: torch.Tensor | None = None) -> torch.Tensor:
     """(1 - alpha) * BCE(z_s, y) + alpha * T^2 * BCE(sigmoid(z_s / T), sigmoid(z_t / T)).
 
     Both terms are means over rows and labels. The T^2 factor keeps the soft term's
     gradient on the same scale as the hard term's when T changes (Hinton et al., 2015).
-    With alpha = 0 this is plain BCE and the teacher's logits are not needed.
+    With alpha = 0 this is plain BCE and the teacher's logits are not needed. `labelled`
+    (one bool per row) marks rows with labels: transfer-set rows have only the teacher's
+    soft targets, so the hard term averages over the labelled rows alone.
     """
-    hard = F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype))
+    hard = F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype),
+                                              reduction="none").mean(dim=1)
+    if labelled is None:
+        hard = hard.mean()
+    else:
+        weights = labelled.to(hard.dtype)
+        hard = (hard * weights).sum() / weights.sum().clamp(min=1.0)
     if alpha == 0.0:
         return hard
     if teacher_logits is None:

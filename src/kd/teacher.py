@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list
 from safetensors import safe_open
@@ -71,21 +72,37 @@ def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
                  batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
     """(teacher logits for every train row, whether they came from the cache)."""
     key = soft_targets_key(teacher_folder, data_cfg, tokenizer)
-    path = cache_dir / "soft_targets" / f"{key}.safetensors"
+    return _cached_logits(cache_dir / "soft_targets" / f"{key}.safetensors", teacher, tokenizer, input_ids,
+                          len(train.label_names), batch_size, accelerator, reporter)
+
+
+def transfer_soft_targets(teacher, tokenizer, teacher_folder: Path, texts: list[str],
+                          input_ids: list[list[int]], num_labels: int, max_length: int, cache_dir: Path,
+                          batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
+    """The teacher's logits for transfer-set texts, cached by teacher, tokenization and texts."""
+    parts = [checkpoint_digest(teacher_folder), tokenizer_fingerprint(tokenizer), max_length,
+             hashlib.sha256("\n".join(texts).encode()).hexdigest()]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+    return _cached_logits(cache_dir / "soft_targets" / f"transfer-{key}.safetensors", teacher, tokenizer,
+                          input_ids, num_labels, batch_size, accelerator, reporter)
+
+
+def _cached_logits(path: Path, teacher, tokenizer, input_ids: list[list[int]], num_labels: int,
+                   batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
     if path.is_file():
-        logits = read_cached_logits(path, (len(train), len(train.label_names)))
+        logits = read_cached_logits(path, (len(input_ids), num_labels))
         if logits is not None:
             reporter.print(f"soft targets: cache hit {path}")
             return logits, True
         reporter.print(f"soft targets: {path} is corrupt or truncated (checksum); recomputing")
-    dataset = EncodedDataset(input_ids, train.labels)
+    dataset = EncodedDataset(input_ids, np.zeros((len(input_ids), num_labels), dtype=np.float32))
     model, loader = prepare_for_inference(accelerator, teacher,
                                           make_loader(dataset, tokenizer, teacher, batch_size, False))
     with reporter.task("teacher soft targets", len(loader)) as advance:
         logits, _ = predict_logits(model, loader, accelerator, advance)
     logits = torch.from_numpy(logits).contiguous()
     if accelerator.is_main_process:
-        metadata = {"rows": str(len(train)), "sha256": tensor_digest(logits)}
+        metadata = {"rows": str(len(input_ids)), "sha256": tensor_digest(logits)}
         write_atomically(path, lambda partial: save_file({"logits": logits}, partial, metadata=metadata))
         reporter.print(f"soft targets: computed and cached {path}")
     accelerator.wait_for_everyone()

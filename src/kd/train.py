@@ -121,7 +121,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
                         with accelerator.autocast():
                             logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
                         loss = distillation_loss(logits.float(), batch["labels"], batch.get("teacher_logits"),
-                                                 alpha, temperature)
+                                                 alpha, temperature, batch.get("labelled"))
                         accelerator.backward(loss)
                         if accelerator.sync_gradients and cfg.max_grad_norm:
                             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
