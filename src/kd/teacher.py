@@ -1,4 +1,5 @@
-"""The teacher's soft targets: computed once over the train split and cached on disk.
+"""The teacher's soft targets: computed once over the train split (and the transfer set) and
+cached on disk.
 
 The cache key hashes the teacher checkpoint (weights and config), the data file
 contents with every setting that decides which rows are train rows, and the
