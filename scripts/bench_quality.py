@@ -68,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--grid", nargs="+", default=["0.5:2", "0.9:4"], metavar="ALPHA:T",
                    help="distillation settings tried with seed 0; the best on dev runs all seeds")
+    p.add_argument("--augment-copies", type=int, default=0,
+                   help="also distill each student with this many augmented copies of train as a transfer set")
     p.add_argument("--test", action="append", default=[], metavar="NAME=FILE",
                    help="also score every chosen model on this labelled file (dev still picks)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
@@ -97,9 +99,9 @@ def teacher_folder(name: str, args) -> Path:
 
 
 def student_run(name: str, student: str, alpha: float, temperature: float, seed: int, teacher: Path,
-                args) -> Path:
+                args, extra: tuple[str, ...] = ()) -> Path:
     overrides = [*STUDENTS[student], f"teacher.path={teacher}", f"distill.alpha={alpha}",
-                 f"distill.temperature={temperature}", f"seed={seed}"]
+                 f"distill.temperature={temperature}", f"seed={seed}", *extra]
     key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]  # other settings, other run
     run_dir = args.cache_dir / "runs" / f"{name}-{student}-a{alpha:g}-t{temperature:g}-s{seed}-{key}"
     if not (run_dir / "final_metrics.json").exists():
@@ -203,6 +205,13 @@ def bench_dataset(name: str, args) -> dict:
             grid_dev_macro_auc={f"alpha={a:g} T={t:g}": v for (a, t), v in grid_auc.items()})
         print(f"  {student}: picked alpha {alpha:g}, T {temperature:g} (dev macro AUC by grid point: "
               f"{results[f'{student}_kd']['grid_dev_macro_auc']})", flush=True)
+        if args.augment_copies:  # the picked setting again, with a transfer set of augmented copies
+            extra = (f"distill.augment_copies={args.augment_copies}",)
+            augmented = [student_run(name, student, alpha, temperature, seed, teacher, args, extra)
+                         for seed in range(args.seeds)]
+            results[f"{student}_kd_aug"] = aggregate([run_summary(r, dev, test, length) for r in augmented],
+                                                     alpha=alpha, temperature=temperature,
+                                                     augment_copies=args.augment_copies)
     return results
 
 
@@ -226,6 +235,10 @@ def findings(data: dict) -> list[str]:
                      f"({'more' if gain > spread else 'not more'} than the spread); picked alpha "
                      f"{kd_row['alpha']:g}, T {kd_row['temperature']:g} by dev macro AUC over "
                      + ", ".join(f"{k}: {v:.4f}" for k, v in kd_row["grid_dev_macro_auc"].items()))
+        if f"{student}_kd_aug" in data:
+            aug = data[f"{student}_kd_aug"]
+            lines.append(f"- {student}: {aug['augment_copies']} augmented copies as a transfer set move dev "
+                         f"macro AUC by {aug['dev']['macro_auc'] - kd_row['dev']['macro_auc']:+.4f} over {student}_kd")
     return lines
 
 
