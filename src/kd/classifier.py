@@ -82,13 +82,15 @@ def _onnx_runner(path: Path, num_threads: int) -> Callable[[np.ndarray, np.ndarr
     return run
 
 
-def _torch_runner(folder: Path, num_threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _torch_runner(folder: Path, num_threads: int | None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """PyTorch's thread count is process-wide: it is changed only when asked for."""
     import torch
 
     from kd.models import load_classifier
 
     model = load_classifier(folder)[0]
-    torch.set_num_threads(num_threads)
+    if num_threads:
+        torch.set_num_threads(num_threads)
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -160,7 +162,7 @@ class Classifier:
         tokenizer.enable_truncation(min(max_length, config.get("max_position_embeddings", max_length)))
         threads = num_threads or len(os.sched_getaffinity(0))
         run = (_onnx_runner(folder / ONNX_FILE, threads) if backend == "onnx"
-               else _torch_runner(folder, threads))
+               else _torch_runner(folder, num_threads))
         return cls(tokenizer, run, labels, thresholds, backend, config.get("pad_token_id") or 0,
                    batch_size)
 
