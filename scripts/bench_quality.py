@@ -117,18 +117,20 @@ def ms_per_text(predict, texts: list[str]) -> float:
     return 1e3 * (time.perf_counter() - started) / len(texts)
 
 
-def score_folder(folder: Path, train_time_s: float, dev: LabeledTexts, test: LabeledTexts | None,
+def score_folder(folder: Path, final: dict, dev: LabeledTexts, test: LabeledTexts | None,
                  max_length: int) -> dict:
+    """A trained model's dev metrics (from its run: the saved epoch, dev-tuned thresholds), size,
+    train time, CPU inference time and, with a test file, its test metrics."""
     model, tokenizer, _ = load_classifier(folder)
-    accelerator = Accelerator(cpu=True)
-    thresholds = read_thresholds(folder, dev.label_names)
-    result = {"dev": evaluate_model(model, tokenizer, dev, accelerator, 128, max_length, thresholds)[0],
-              "parameters": sum(p.numel() for p in model.parameters()), "train_time_s": train_time_s,
+    result = {"dev": final["val"], "parameters": sum(p.numel() for p in model.parameters()),
+              "train_time_s": final["train_time_s"],
               "ms_per_text": ms_per_text(Classifier.from_pretrained(folder, backend="torch",
                                                                     max_length=max_length).predict_proba,
                                          dev.texts[:1000])}
     if test is not None:
-        result["test"] = evaluate_model(model, tokenizer, test, accelerator, 128, max_length, thresholds)[0]
+        thresholds = read_thresholds(folder, dev.label_names)
+        result["test"] = evaluate_model(model, tokenizer, test, Accelerator(cpu=True), 128, max_length,
+                                        thresholds)[0]
     return result
 
 
@@ -164,7 +166,7 @@ def read_like(data_cfg, path: str) -> LabeledTexts:
 
 def run_summary(run_dir: Path, dev: LabeledTexts, test, max_length: int, stage: str = "student") -> dict:
     final = json.loads((run_dir / "final_metrics.json").read_text())[stage]
-    return score_folder(run_dir / stage, final["train_time_s"], dev, test, max_length)
+    return score_folder(run_dir / stage, final, dev, test, max_length)
 
 
 def aggregate(scores: list[dict], **extra) -> dict:

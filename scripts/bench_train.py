@@ -158,7 +158,7 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
     wall = time.perf_counter() - started
     return {"recipe": dataclasses.asdict(recipe), "lr": lr, "steps": steps - warmup, "samples": samples,
             "seconds": wall, "samples_per_s": samples / wall, "real_token_share":
-            tokens / max(1, samples * (recipe.pad_to or 1)) if recipe.pad_to else 1.0,
+            tokens / (samples * recipe.pad_to) if recipe.pad_to else 1.0,
             "ms_per_step": {k: 1e3 * v / (steps - warmup) for k, v in phases.items()},
             "mean_loss": float(loss_sum) / steps}
 

@@ -115,12 +115,10 @@ def make_loader(dataset: EncodedDataset, tokenizer, model, batch_size: int, shuf
     otherwise top it up with rows from the epoch's first batch.
     """
     collator = PadCollator(tokenizer.pad_token_id, accepts_token_type_ids(model))
-    if shuffle and group_by_length:
-        sampler = LengthGroupedSampler([len(ids) for ids in dataset.input_ids], batch_size, seed)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator,
-                          drop_last=len(dataset) > batch_size)
+    lengths = [len(ids) for ids in dataset.input_ids]
     if shuffle:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collator,
-                          drop_last=len(dataset) > batch_size)
-    by_length = np.argsort([len(ids) for ids in dataset.input_ids], kind="stable").tolist()
+        sampler = LengthGroupedSampler(lengths, batch_size, seed) if group_by_length else None
+        return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                          collate_fn=collator, drop_last=len(dataset) > batch_size)
+    by_length = np.argsort(lengths, kind="stable").tolist()
     return DataLoader(dataset, batch_size=batch_size, sampler=by_length, collate_fn=collator)

@@ -196,16 +196,8 @@ def default_lr(model, batch_size: int = 32) -> float:
     interpolated on a log scale; the square-root batch scaling was measured for BERT-Tiny on
     GoEmotions at batch 64 (docs/benchmarks/training.md).
     """
-    hidden = model.config.hidden_size
-    points = [(128, 1e-3), (384, 1.5e-4), (768, 5e-5)]
-    lr = points[-1][1]
-    if hidden <= points[0][0]:
-        lr = points[0][1]
-    for (h0, lr0), (h1, lr1) in zip(points, points[1:]):
-        if h0 < hidden <= h1:
-            t = (math.log(hidden) - math.log(h0)) / (math.log(h1) - math.log(h0))
-            lr = math.exp(math.log(lr0) + t * (math.log(lr1) - math.log(lr0)))
-    return float(lr * math.sqrt(batch_size / 32))
+    hidden, lr = np.log([128, 384, 768]), np.log([1e-3, 1.5e-4, 5e-5])  # clamped beyond the ends
+    return float(np.exp(np.interp(math.log(model.config.hidden_size), hidden, lr)) * math.sqrt(batch_size / 32))
 
 
 def accepts_token_type_ids(model) -> bool:
