@@ -1,4 +1,4 @@
-"""The `kd` command: distill, evaluate, predict, export, serve.
+"""The `kd` command: distill, sweep, evaluate, predict, export, serve.
 
 Errors a user can fix print as one line on stderr with exit code 2; `--debug`
 shows the traceback instead.
@@ -24,6 +24,17 @@ def _distill_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN_FOLDER",
                    help="continue an interrupted run from its saved state (with its own config)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.alpha=0.7")
+
+
+def _sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="run a grid of distill runs over config keys and seeds",
+                       description="Every combination of a sweep file's grid, times its seeds; each distinct "
+                                   "teacher is fine-tuned once. Finished runs are skipped, interrupted ones "
+                                   "resumed. Writes runs.csv, results.csv, results.md and PNG plots.")
+    p.add_argument("file", help="sweep file, e.g. configs/sweeps/kd_vs_labels.yaml")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
+    p.add_argument("--out", help="write the tables and plots here (default: the sweep's folder)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="settings for every run")
 
 
 def _data_arguments(p) -> None:
@@ -85,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _distill_parser(sub)
+    _sweep_parser(sub)
     _evaluate_parser(sub)
     _predict_parser(sub)
     _export_parser(sub)
@@ -112,6 +124,12 @@ def _distill(args) -> None:
     if args.student:
         overrides.insert(0, f"student.name={args.student}")
     run(load_config(args.config, overrides))
+
+
+def _sweep(args) -> None:
+    from kd.sweep import load_sweep, run_sweep
+
+    run_sweep(load_sweep(args.file, args.overrides), args.jobs, Path(args.out) if args.out else None)
 
 
 def _read_for_model(args, names: list[str]):
@@ -188,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        commands = {"distill": _distill, "evaluate": _evaluate, "predict": _predict,
+        commands = {"distill": _distill, "sweep": _sweep, "evaluate": _evaluate, "predict": _predict,
                     "export": _export, "serve": _serve}
         commands[args.command](args)
     except KDError as err:

@@ -93,10 +93,17 @@ class StudentConfig:
 class DistillConfig:
     alpha: float = 0.5
     temperature: float = 2.0
+    final_temperature: float | None = None  # None: constant; else annealed linearly to this value
     transfer_files: list[str] = field(default_factory=list)  # unlabelled texts, one per line
     augment_copies: int = 0  # augmented copies of each train text, labelled by the teacher
     augment_mask_prob: float = 0.1
     augment_ngram_prob: float = 0.25
+    extra_teachers: list[str] = field(default_factory=list)  # more fine-tuned teacher folders
+    teacher_weights: list[float] = field(default_factory=list)  # main teacher first; []: equal
+    hidden_weight: float = 0.0  # beta: student hidden states matched to the teacher's (teacher online)
+    hidden_loss: Literal["mse", "cosine"] = "mse"
+    attention_weight: float = 0.0  # attention maps matched (KL); needs equal head counts
+    layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None: evenly spaced
 
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
@@ -111,6 +118,18 @@ class DistillConfig:
         if (self.transfer_files or self.augment_copies) and self.alpha == 0.0:
             raise KDError("a transfer set (distill.transfer_files, distill.augment_copies) needs "
                           "distill.alpha > 0: its texts have only the teacher's soft targets")
+        if self.final_temperature is not None and self.final_temperature <= 0:
+            raise KDError(f"distill.final_temperature must be positive, got {self.final_temperature}")
+        if self.teacher_weights and (len(self.teacher_weights) != 1 + len(self.extra_teachers)
+                                     or min(self.teacher_weights) < 0 or sum(self.teacher_weights) <= 0):
+            raise KDError(f"distill.teacher_weights needs one weight >= 0 per teacher (the main one first, "
+                          f"then {len(self.extra_teachers)} extra), not all 0; got {self.teacher_weights}")
+        if self.hidden_weight < 0 or self.attention_weight < 0:
+            raise KDError("distill.hidden_weight and distill.attention_weight must be 0 or more")
+        for pair in self.layer_map or []:
+            if len(pair) != 2 or min(pair) < 0:
+                raise KDError(f"distill.layer_map holds [student_layer, teacher_layer] pairs of layer "
+                              f"numbers >= 0 (0: the embeddings), got {pair}")
 
 
 @dataclass
@@ -198,23 +217,25 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, hints[key], path))
 
 
+def nest(key: str, value: Any) -> dict[str, Any]:
+    """`a.b.c`, value -> {"a": {"b": {"c": value}}}."""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """`a.b.c=value` -> {"a": {"b": {"c": value}}}, the value parsed as YAML."""
     if "=" not in text:
         raise KDError(f"override '{text}' is not of the form key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    nested: dict[str, Any] = {}
-    node = nested
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return nested
+    return nest(key, yaml.safe_load(raw) if raw.strip() else None)
 
 
-def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
-    """Build a validated Config from defaults, YAML files and key=value overrides."""
+def load_config(files: list[str | Path] = (), overrides: list[str] = (),
+                updates: list[dict[str, Any]] = ()) -> Config:
+    """Build a validated Config from defaults, YAML files, nested `updates` (dicts shaped like
+    a config file) and key=value overrides, in that order."""
     config = Config()
     for path in files:
         path = Path(path)
@@ -227,6 +248,8 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Conf
         if not isinstance(content, dict):
             raise KDError(f"config file {path} must hold a mapping at the top level")
         _merge(config, content)
+    for update in updates:
+        _merge(config, update)
     for text in overrides:
         _merge(config, parse_override(text))
     return config.validate()

@@ -7,6 +7,10 @@ folders with thresholds.json), `config.yaml` (the resolved config), `metrics.jso
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -177,8 +181,9 @@ def _warn_about(train: LabeledTexts, val: LabeledTexts, reporter: Reporter) -> N
                            f"its AUC is undefined (null)")
 
 
-def run(cfg: Config, resume: bool = False) -> Path:
-    """Run the whole job, or with `resume` continue it from its saved state; returns the run folder."""
+def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
+    """Run the whole job, or with `resume` continue it from its saved state; returns the run folder.
+    `teacher_only`: stop after the teacher and its cached soft targets (see shared_teacher)."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
@@ -191,24 +196,49 @@ def run(cfg: Config, resume: bool = False) -> Path:
         tokens = TokenCache(cfg.data.max_length)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
             cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
-        teacher_logits, cache_hit, transfer = None, None, None
-        if cfg.distill.alpha > 0:
-            teacher_logits, cache_hit = soft_targets(
+        summary = {"teacher": teacher_summary, "soft_targets_cache_hit": None,
+                   "num_processes": accelerator.num_processes}
+        teacher_logits, transfer = None, None
+        if cfg.distill.alpha > 0 or teacher_only:
+            teacher_logits, summary["soft_targets_cache_hit"] = soft_targets(
                 teacher, teacher_tokenizer, teacher_folder, train,
                 tokens(teacher_tokenizer, "train", train.texts), cfg.data, Path(cfg.cache_dir),
                 cfg.teacher.train.eval_batch_size, accelerator, reporter)
+        if cfg.distill.alpha > 0 and not teacher_only:
             transfer = _transfer_set(cfg, train, file_texts, teacher, teacher_tokenizer, teacher_folder,
                                      tokens, accelerator, reporter)
         del teacher
-        set_seed(cfg.seed)
-        student_summary = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, accelerator,
-                                         reporter, run_dir, resume)
-        summary = {"teacher": teacher_summary, "student": student_summary,
-                   "soft_targets_cache_hit": cache_hit, "num_processes": accelerator.num_processes}
+        if not teacher_only:
+            set_seed(cfg.seed)
+            summary["student"] = _student_stage(cfg, train, val, tokens, teacher_logits, transfer,
+                                                accelerator, reporter, run_dir, resume)
         if accelerator.is_main_process:
             write_json(run_dir / "final_metrics.json", summary)
             shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
-        reporter.final_table({"teacher": teacher_summary, "student": student_summary})
+        if not teacher_only:
+            reporter.final_table({"teacher": teacher_summary, "student": summary["student"]})
         reporter.print(f"run folder: {run_dir}")
     accelerator.end_training()
     return run_dir
+
+
+def teacher_key(cfg: Config) -> str:
+    """What decides the fine-tuned teacher: the data, the teacher's settings, seed and precision."""
+    parts = {"data": dataclasses.asdict(cfg.data), "teacher": dataclasses.asdict(cfg.teacher),
+             "seed": cfg.seed, "mixed_precision": cfg.mixed_precision}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shared_teacher(cfg: Config) -> Path:
+    """The fine-tuned teacher folder for `cfg`: `teacher.path` when set, else fine-tuned once per
+    teacher_key into cache_dir/teachers/<key>/ (its soft targets cached with it) and reused by
+    every later call, so a sweep or a benchmark fine-tunes each distinct teacher only once. An
+    interrupted fine-tuning resumes."""
+    if cfg.teacher.path:
+        return Path(cfg.teacher.path)
+    run_dir = Path(cfg.cache_dir) / "teachers" / teacher_key(cfg)
+    if not (run_dir / "final_metrics.json").is_file():
+        teacher_cfg = copy.deepcopy(cfg)
+        teacher_cfg.output_dir, teacher_cfg.run_name = str(run_dir.parent), run_dir.name
+        run(teacher_cfg, resume=(run_dir / "config.yaml").is_file(), teacher_only=True)
+    return run_dir / "teacher"
