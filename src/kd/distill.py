@@ -29,6 +29,7 @@ from kd.batches import EncodedDataset
 from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
+from kd.layer_matching import LayerMatching
 from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,
                        label_names, load_classifier, load_tokenizer)
 from kd.report import Reporter, write_json
@@ -125,9 +126,24 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     return summary, best, tokenizer, folder
 
 
+def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, train: LabeledTexts,
+                    tokens: TokenCache) -> LayerMatching | None:
+    """The hidden-state / attention matching loss, when the config asks for one."""
+    distill = cfg.distill
+    if distill.hidden_weight == 0 and distill.attention_weight == 0:
+        return None
+    if tokens(tokenizer, "train", train.texts) != tokens(teacher_tokenizer, "train", train.texts):
+        raise KDError("distill.hidden_weight / distill.attention_weight run the teacher on the student's "
+                      "tokens, so both need the same tokenization; these tokenizers differ")
+    if distill.attention_weight > 0:
+        model.set_attn_implementation("eager")  # the fused attention kernels return no attention maps
+    return LayerMatching(model.config, teacher, distill.layer_map, distill.hidden_weight,
+                         distill.attention_weight, distill.hidden_loss)
+
+
 def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
-                   teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, accelerator: Accelerator,
-                   reporter: Reporter, run_dir: Path, resume: bool) -> dict:
+                   teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, teacher,
+                   accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool) -> dict:
     student = cfg.student
     uses_teacher_tokenizer = student.init == "teacher-layers"
     tokenizer = load_tokenizer(cfg.teacher.name if uses_teacher_tokenizer else student.name)
@@ -136,6 +152,7 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                         teacher_name=cfg.teacher.name)
     if student.train.prior_bias_init:
         init_prior_bias(model, train.labels)
+    matching = _layer_matching(cfg, model, tokenizer, *teacher, train, tokens)
     reporter.print(f"student: {student.name} ({student.init}), {count_parameters(model):,} parameters, "
                    f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
     folder = run_dir / "student"
@@ -149,24 +166,45 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
                  train.label_names, student.train, accelerator, reporter, folder, stage="student",
                  alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
+                 final_temperature=cfg.distill.final_temperature, matching=matching,
                  state_file=state_path(run_dir, "student"), resume=resume)
     best, _, _ = load_classifier(folder)
     return _model_summary(folder, result.metrics, best, result.train_time_s,
                           best_epoch=result.best_epoch, lr=result.lr)
 
 
-def _transfer_set(cfg: Config, train: LabeledTexts, file_texts: list[str], teacher, tokenizer,
-                  teacher_folder: Path, tokens: TokenCache, accelerator: Accelerator,
+def _extra_teachers(cfg: Config, names: list[str]) -> list[tuple]:
+    """(model, tokenizer, folder) of each of distill.extra_teachers, checked to predict `names`."""
+    teachers = []
+    for path in cfg.distill.extra_teachers:
+        model, tokenizer, _ = load_classifier(path)
+        if label_names(model) != names:
+            raise KDError(f"extra teacher {path} predicts {label_names(model)}, the data has {names}")
+        teachers.append((model, tokenizer, Path(path)))
+    return teachers
+
+
+def _weighted_logits(cfg: Config, teachers: list[tuple], logits_of) -> tuple[torch.Tensor, bool]:
+    """The teachers' logits averaged with distill.teacher_weights (equal when empty), and whether
+    they all came from the cache; logits_of(model, tokenizer, folder) -> (logits, cache hit)."""
+    weights = cfg.distill.teacher_weights or [1.0] * len(teachers)
+    results = [logits_of(*teacher) for teacher in teachers]
+    logits = sum(w * logits for w, (logits, _) in zip(weights, results)) / sum(weights)
+    return logits, all(hit for _, hit in results)
+
+
+def _transfer_set(cfg: Config, train: LabeledTexts, file_texts: list[str], teachers: list[tuple],
+                  tokens: TokenCache, accelerator: Accelerator,
                   reporter: Reporter) -> tuple[list[str], torch.Tensor] | None:
-    """(transfer texts, the teacher's logits for them), or None without a transfer set."""
+    """(transfer texts, the teachers' logits for them), or None without a transfer set."""
+    mask = teachers[0][1].mask_token or teachers[0][1].unk_token
     texts = file_texts + augmented_copies(train.texts, cfg.distill.augment_copies, cfg.distill.augment_mask_prob,
-                                          cfg.distill.augment_ngram_prob, cfg.seed,
-                                          tokenizer.mask_token or tokenizer.unk_token)
+                                          cfg.distill.augment_ngram_prob, cfg.seed, mask)
     if not texts:
         return None
-    logits, _ = transfer_soft_targets(teacher, tokenizer, teacher_folder, texts, tokens(tokenizer, "transfer", texts),
-                                      len(train.label_names), cfg.data.max_length, Path(cfg.cache_dir),
-                                      cfg.teacher.train.eval_batch_size, accelerator, reporter)
+    logits, _ = _weighted_logits(cfg, teachers, lambda model, tokenizer, folder: transfer_soft_targets(
+        model, tokenizer, folder, texts, tokens(tokenizer, "transfer", texts), len(train.label_names),
+        cfg.data.max_length, Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
     reporter.print(f"transfer set: {len(file_texts):,} texts from files + "
                    f"{len(texts) - len(file_texts):,} augmented copies, labelled by the teacher")
     return texts, logits
@@ -198,19 +236,22 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
             cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
         summary = {"teacher": teacher_summary, "soft_targets_cache_hit": None,
                    "num_processes": accelerator.num_processes}
+        teachers = [(teacher, teacher_tokenizer, teacher_folder)]
         teacher_logits, transfer = None, None
         if cfg.distill.alpha > 0 or teacher_only:
-            teacher_logits, summary["soft_targets_cache_hit"] = soft_targets(
-                teacher, teacher_tokenizer, teacher_folder, train,
-                tokens(teacher_tokenizer, "train", train.texts), cfg.data, Path(cfg.cache_dir),
-                cfg.teacher.train.eval_batch_size, accelerator, reporter)
+            if not teacher_only:
+                teachers += _extra_teachers(cfg, train.label_names)
+            teacher_logits, summary["soft_targets_cache_hit"] = _weighted_logits(
+                cfg, teachers, lambda model, tokenizer, folder: soft_targets(
+                    model, tokenizer, folder, train, tokens(tokenizer, "train", train.texts), cfg.data,
+                    Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
         if cfg.distill.alpha > 0 and not teacher_only:
-            transfer = _transfer_set(cfg, train, file_texts, teacher, teacher_tokenizer, teacher_folder,
-                                     tokens, accelerator, reporter)
-        del teacher
+            transfer = _transfer_set(cfg, train, file_texts, teachers, tokens, accelerator, reporter)
+        online = teachers[0][:2] if cfg.distill.hidden_weight or cfg.distill.attention_weight else (None, None)
+        del teacher, teachers
         if not teacher_only:
             set_seed(cfg.seed)
-            summary["student"] = _student_stage(cfg, train, val, tokens, teacher_logits, transfer,
+            summary["student"] = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, online,
                                                 accelerator, reporter, run_dir, resume)
         if accelerator.is_main_process:
             write_json(run_dir / "final_metrics.json", summary)

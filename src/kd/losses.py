@@ -32,3 +32,9 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor,
     soft_targets = torch.sigmoid(teacher_logits.to(student_logits.dtype) / temperature)
     soft = F.binary_cross_entropy_with_logits(student_logits / temperature, soft_targets)
     return (1.0 - alpha) * hard + alpha * temperature**2 * soft
+
+
+def scheduled_temperature(start: float, end: float | None, progress: float) -> float:
+    """T at `progress` through training (0: first step, 1: last): `start` throughout when `end`
+    is None, else annealed linearly from `start` to `end`."""
+    return start if end is None else start + (end - start) * min(max(progress, 0.0), 1.0)

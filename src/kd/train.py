@@ -24,7 +24,8 @@ from kd.config import TrainConfig
 from kd.batches import EncodedDataset, make_loader
 from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid, summary_line,
                          tune_thresholds)
-from kd.losses import distillation_loss
+from kd.layer_matching import LayerMatching
+from kd.losses import distillation_loss, scheduled_temperature
 from kd.models import default_lr, save_classifier
 from kd.report import Reporter
 
@@ -81,27 +82,35 @@ def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
 def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         label_names: list[str], cfg: TrainConfig, accelerator, reporter: Reporter,
         out_dir: Path, stage: str, alpha: float = 0.0, temperature: float = 1.0,
+        final_temperature: float | None = None, matching: LayerMatching | None = None,
         state_file: Path | None = None, resume: bool = False) -> FitResult:
-    """Train `model`, keep the best epoch in `out_dir`, log each epoch to reporter.metrics_file."""
+    """Train `model`, keep the best epoch in `out_dir`, log each epoch to reporter.metrics_file.
+    The loss is distillation_loss at a temperature annealed from `temperature` to
+    `final_temperature` (None: constant), plus `matching`'s loss when given (its projections
+    train with the model)."""
     lr = cfg.lr or default_lr(model, cfg.batch_size)
     use_fast_dropout(model)
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed())
     val_loader = make_loader(val_set, tokenizer, model, cfg.eval_batch_size, shuffle=False)
-    optimizer = make_optimizer(model, lr, cfg.weight_decay)
+    trained = model if matching is None else torch.nn.ModuleList([model, matching])
+    optimizer = make_optimizer(trained, lr, cfg.weight_decay)
     updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # mixed precision in training steps only
-    progress, rng = Progress(), None
+    if matching is not None:
+        matching.teacher.to(accelerator.device)
+        matching = accelerator.prepare(matching) if any(True for _ in matching.parameters()) else matching
+    progress, rng, total_steps = Progress(), None, cfg.epochs * len(train_loader)
     if resume and state_file is not None and state_file.is_file():
-        progress, rng = load_state(state_file, accelerator.unwrap_model(model), optimizer, scheduler)
+        progress, rng = load_state(state_file, trained, optimizer, scheduler)
         reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
 
     def save() -> None:
         if state_file is not None and accelerator.is_main_process:
-            save_state(state_file, accelerator.unwrap_model(model), optimizer, scheduler, progress)
+            save_state(state_file, trained, optimizer, scheduler, progress)
 
     for epoch in range(progress.epoch, cfg.epochs + 1):
         if rng is not None and progress.step == 0:  # before the epoch's iterator draws its seed
@@ -118,10 +127,14 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
                         torch.set_rng_state(rng)
                         rng = None
                     with accelerator.accumulate(model):
+                        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+                        done = ((epoch - 1) * len(train_loader) + progress.step) / max(total_steps - 1, 1)
                         with accelerator.autocast():
-                            logits = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
-                        loss = distillation_loss(logits.float(), batch["labels"], batch.get("teacher_logits"),
-                                                 alpha, temperature, batch.get("labelled"))
+                            outputs = model(**inputs, **(matching.output_flags if matching else {}))
+                            extra = matching(outputs, inputs) if matching is not None else 0.0
+                        loss = distillation_loss(outputs.logits.float(), batch["labels"], batch.get("teacher_logits"),
+                                                 alpha, scheduled_temperature(temperature, final_temperature, done),
+                                                 batch.get("labelled")) + extra
                         accelerator.backward(loss)
                         if accelerator.sync_gradients and cfg.max_grad_norm:
                             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -1,0 +1,116 @@
+"""`kd sweep` on tiny models: the table and plots it writes, one teacher for all runs, resuming."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+import tiny
+from kd import distill, sweep, train
+from kd.cli import main
+from kd.errors import KDError
+
+
+def _write_sweep(tmp_path, models, csv_data, grid, seeds, **extra) -> str:
+    fixed = dict(item.split("=", 1) for item in tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "teacher.train.epochs": 1, "student.train.epochs": 1}))
+    fixed = {k: yaml.safe_load(v) for k, v in fixed.items() if k not in ("output_dir", "run_name")}
+    spec = {"name": "tiny", "set": fixed, "grid": grid, "seeds": seeds,
+            "output_dir": str(tmp_path / "sweeps"), **extra}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts fit() calls per stage and distill runs started by the sweep."""
+    counts = {"teacher": 0, "student": 0, "runs": 0}
+    real_fit, real_run = train.fit, sweep.run
+
+    def fit(*args, stage, **kwargs):
+        counts[stage] += 1
+        return real_fit(*args, stage=stage, **kwargs)
+
+    def run(*args, **kwargs):
+        counts["runs"] += 1
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(distill, "fit", fit)
+    monkeypatch.setattr(sweep, "run", run)
+    return counts
+
+
+def test_sweep_writes_table_and_plots_with_one_teacher(models, csv_data, tmp_path, counted):
+    file = _write_sweep(tmp_path, models, csv_data,
+                        {"distill.alpha": [0.0, 0.5], "distill.temperature": [1, 4]}, [0, 1])
+    assert main(["sweep", file]) == 0
+    folder = tmp_path / "sweeps" / "tiny"
+    assert {"runs.csv", "results.csv", "results.md", "bars.png", "temperature.png"} <= {
+        p.name for p in folder.iterdir()}
+    assert counted == {"teacher": 1, "student": 8, "runs": 8}  # the teacher is fine-tuned once
+    assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 1
+    runs = pd.read_csv(folder / "runs.csv")
+    assert len(runs) == 8 and sorted(runs["seed"].unique()) == [0, 1]
+    for name in runs["run"]:
+        final = json.loads((folder / "runs" / name / "final_metrics.json").read_text())
+        assert final["teacher"]["given"] is True and final["soft_targets_cache_hit"] in (True, None)
+    table = pd.read_csv(folder / "results.csv")
+    assert len(table) == 4 and (table["seeds"] == 2).all()
+    assert list(table["macro_auc_mean"]) == sorted(table["macro_auc_mean"], reverse=True)
+    one = table[(table["distill.alpha"] == 0.5) & (table["distill.temperature"] == 4)].iloc[0]
+    seeds = runs[(runs["distill.alpha"] == 0.5) & (runs["distill.temperature"] == 4)]["macro_auc"]
+    assert one["macro_auc_mean"] == pytest.approx(seeds.mean()) and one["macro_auc_std"] == pytest.approx(seeds.std())
+    assert not table[table["distill.alpha"] == 0]["uses_teacher"].any()
+    text = (folder / "results.md").read_text()
+    assert "| distill.alpha | distill.temperature | macro AUC |" in text and " ± " in text
+
+
+def test_stopped_sweep_resumes_and_skips_finished_runs(models, csv_data, tmp_path, counted, monkeypatch):
+    file = _write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.0, 0.5]}, [0, 1])
+    counting_fit = distill.fit
+
+    def stop_in_third_student(*args, stage, **kwargs):
+        if stage == "student" and counted["student"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C inside the third run
+        return counting_fit(*args, stage=stage, **kwargs)
+
+    monkeypatch.setattr(distill, "fit", stop_in_third_student)
+    assert main(["sweep", file]) == 130
+    folder = tmp_path / "sweeps" / "tiny" / "runs"
+    finished = sorted(p.parent.name for p in folder.glob("*/final_metrics.json"))
+    assert len(finished) == 2 and not (tmp_path / "sweeps/tiny/results.csv").exists()
+    stamps = {name: (folder / name / "final_metrics.json").stat().st_mtime_ns for name in finished}
+    resumed = []
+    monkeypatch.setattr(distill, "fit", counting_fit)
+    real_run = distill.run
+    monkeypatch.setattr(sweep, "run", lambda cfg, resume: resumed.append((cfg.run_name, resume)) or real_run(cfg, resume))
+    assert main(["sweep", file]) == 0
+    assert len(resumed) == 2 and [r for r in resumed if r[1]] == [resumed[0]]  # the stopped run resumes
+    assert {name: (folder / name / "final_metrics.json").stat().st_mtime_ns for name in finished} == stamps
+    assert counted["teacher"] == 1 and len(pd.read_csv(tmp_path / "sweeps/tiny/runs.csv")) == 4
+
+
+def test_parallel_sweep_runs_in_processes(models, csv_data, tmp_path):
+    file = _write_sweep(tmp_path, models, csv_data, {"student.train.lr": [3e-3, 1e-3]}, [0])
+    assert main(["sweep", file, "--jobs", "2", "--out", str(tmp_path / "report")]) == 0
+    assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 2
+    assert {p.name for p in (tmp_path / "sweeps/tiny/logs").iterdir()} == {"lr0.003-s0.log", "lr0.001-s0.log"}
+
+
+def test_named_values_and_errors(models, csv_data, tmp_path):
+    file = _write_sweep(tmp_path, models, csv_data, {"student": {
+        "narrow": {"num_layers": 1}, "deep": {"num_layers": 2}}}, [0])
+    assert [r.name for r in sweep.plan(sweep.load_sweep(file))] == ["studentnarrow-s0", "studentdeep-s0"]
+    with pytest.raises(KDError, match="unknown config key 'distill.alpah'"):
+        sweep.plan(sweep.load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpah": [1]}, [0])))
+    with pytest.raises(KDError, match="non-empty list"):
+        sweep.load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpha": []}, [0]))
+    with pytest.raises(KDError, match="metric must be one of"):
+        sweep.load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.5]}, [0], metric="auc"))
+    file = _write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.0]}, [0])
+    assert main(["sweep", file]) == 0
+    assert main(["sweep", file, "student.train.epochs=2"]) == 2  # a finished run with other settings
