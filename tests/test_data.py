@@ -168,6 +168,8 @@ def test_tokenization_happens_once_per_distinct_tokenizer():
     first = cache(bert, "train", ["happy day the a very so and it"])
     assert cache(distil, "train", ["ignored: same tokenizer, same split"]) is first
     assert len(first[0]) == 6 and first[0][0] == 2 and first[0][-1] == 3  # [CLS] ... [SEP], truncated
+    fresh = wordpiece_tokenizer(tiny.VOCAB, "bert")  # encoding set bert's truncation in place:
+    assert tokenizer_fingerprint(fresh) == tokenizer_fingerprint(bert)  # the fingerprint ignores it
 
 
 def test_the_run_reports_dropped_rows_and_labels_without_positives(capsys):

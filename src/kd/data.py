@@ -9,6 +9,7 @@ into input ids (kd.batches turns those into padded batches).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,8 +209,12 @@ def file_digest(paths: list[str | Path | None]) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash that is equal for two tokenizers exactly when they produce the same ids."""
-    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+    """A hash that is equal for two tokenizers exactly when they produce the same ids. The
+    truncation and padding settings are left out: encoding a batch changes them in place, and
+    encode() passes its own."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec.pop("truncation", None), spec.pop("padding", None)
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
