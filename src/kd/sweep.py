@@ -18,7 +18,8 @@ Each distinct teacher is fine-tuned, and its soft targets computed, once (distil
 before any student; every run then takes it as `teacher.path`. Finished runs are skipped and
 interrupted ones resumed, so running a stopped sweep again continues it; a run folder that holds
 other settings is an error, never overwritten. `jobs` > 1 runs that many at once, each in its
-own process with an equal share of the CPU threads. Tables and plots: kd.sweep_report.
+own process with an equal share of the CPU threads (the first run goes alone, so that what
+the runs share, such as the teacher's soft targets, is computed once). Tables and plots: kd.sweep_report.
 """
 
 from __future__ import annotations
@@ -215,10 +216,12 @@ def run_sweep(sweep: Sweep, jobs: int = 1, out: Path | None = None) -> list[Swee
         for sweep_run in todo:
             _run_in_process(sweep_run)
     else:
-        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        # the first run alone computes what the rest share (soft targets) instead of all at once
+        cores = len(os.sched_getaffinity(0))
+        codes = [_run_in_subprocess(todo[0], sweep, cores)] if todo else []
         with ThreadPoolExecutor(jobs) as pool:
-            codes = pool.map(lambda r: _run_in_subprocess(r, sweep, threads), todo)
-            failed = [r.name for r, code in zip(todo, codes) if code != 0]
+            codes += pool.map(lambda r: _run_in_subprocess(r, sweep, max(1, cores // jobs)), todo[1:])
+        failed = [r.name for r, code in zip(todo, codes) if code != 0]
     write_report(sweep, [r for r in runs if r.finished()], out or sweep.folder)
     if failed:
         raise KDError(f"{len(failed)} run(s) failed: {', '.join(failed)}; their logs are in {sweep.folder / 'logs'}")
