@@ -67,6 +67,13 @@ def test_hidden_and_attention_matching_end_to_end(models, csv_data, tmp_path):
     assert [r["stage"] for r in records] == ["teacher", "student", "student"]
 
 
+def test_a_bad_layer_map_fails_before_the_teacher_trains(models, csv_data, tmp_path):
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "distill.hidden_weight": 1.0, "distill.layer_map": "[[3,1]]"})  # the student has 2 layers
+    assert main(["distill", *overrides]) == 2
+    assert not (tmp_path / "runs").exists()
+
+
 def test_several_teachers_average_their_logits(models, csv_data, tmp_path, monkeypatch):
     teachers = [tiny.make_classifier(tmp_path / f"teacher{i}", models["bert"], steps=30, seed=i) for i in (0, 1)]
     seen = []

@@ -29,9 +29,9 @@ from kd.batches import EncodedDataset
 from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
-from kd.layer_matching import LayerMatching
+from kd.layer_matching import LayerMatching, check_shapes
 from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,
-                       label_names, load_classifier, load_tokenizer)
+                       label_names, load_classifier, load_model_config, load_tokenizer)
 from kd.report import Reporter, write_json
 from kd.teacher import cached_metrics, soft_targets, transfer_soft_targets
 from kd.transfer import augmented_copies, read_texts
@@ -141,6 +141,19 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
                          distill.attention_weight, distill.hidden_loss)
 
 
+def _check_layer_matching_early(cfg: Config) -> None:
+    """Layer numbers and head counts checked from the configs, before a teacher is fine-tuned."""
+    if cfg.distill.hidden_weight == 0 and cfg.distill.attention_weight == 0:
+        return
+    student = cfg.student
+    config = load_model_config(cfg.teacher.name if student.init == "teacher-layers" else student.name)
+    layers = len(student.layers) if student.layers else student.num_layers
+    if layers is not None:
+        config.num_hidden_layers = layers
+    check_shapes(config, load_model_config(cfg.teacher.path or cfg.teacher.name), cfg.distill.layer_map,
+                 cfg.distill.attention_weight)
+
+
 def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
                    teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, teacher,
                    accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool) -> dict:
@@ -225,6 +238,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
+    _check_layer_matching_early(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
     run_dir = _run_dir(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:

@@ -39,6 +39,23 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
     return (per_query * mask).sum() / mask.sum()
 
 
+def check_shapes(student_config, teacher_config, layer_map: list[list[int]] | None,
+                 attention_weight: float) -> list[list[int]]:
+    """The layer map to use (the given one or evenly_mapped_layers); a KDError if a layer number
+    is out of range or attention maps are to be matched across different head counts."""
+    s_layers, t_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
+    layer_map = layer_map or evenly_mapped_layers(s_layers, t_layers)
+    for s, t in layer_map:
+        if s > s_layers or t > t_layers:
+            raise KDError(f"distill.layer_map pair {[s, t]}: the student has layers 0..{s_layers}, "
+                          f"the teacher 0..{t_layers}")
+    s_heads, t_heads = student_config.num_attention_heads, teacher_config.num_attention_heads
+    if attention_weight > 0 and s_heads != t_heads:
+        raise KDError(f"distill.attention_weight needs equal head counts: the student has {s_heads} "
+                      f"heads, the teacher {t_heads}")
+    return layer_map
+
+
 class LayerMatching(torch.nn.Module):
     """The extra loss beta * hidden + gamma * attention; call it with the student's outputs
     (with hidden states and attentions as `output_flags` asks) and the batch's model inputs."""
@@ -46,16 +63,7 @@ class LayerMatching(torch.nn.Module):
     def __init__(self, student_config, teacher, layer_map: list[list[int]] | None,
                  hidden_weight: float, attention_weight: float, hidden_loss: str = "mse"):
         super().__init__()
-        s_layers, t_layers = student_config.num_hidden_layers, teacher.config.num_hidden_layers
-        self.layer_map = layer_map or evenly_mapped_layers(s_layers, t_layers)
-        for s, t in self.layer_map:
-            if s > s_layers or t > t_layers:
-                raise KDError(f"distill.layer_map pair {[s, t]}: the student has layers 0..{s_layers}, "
-                              f"the teacher 0..{t_layers}")
-        s_heads, t_heads = student_config.num_attention_heads, teacher.config.num_attention_heads
-        if attention_weight > 0 and s_heads != t_heads:
-            raise KDError(f"distill.attention_weight needs equal head counts: the student has {s_heads} "
-                          f"heads, the teacher {t_heads}")
+        self.layer_map = check_shapes(student_config, teacher.config, layer_map, attention_weight)
         self.hidden_weight, self.attention_weight, self.hidden_loss = hidden_weight, attention_weight, hidden_loss
         s_width, t_width = student_config.hidden_size, teacher.config.hidden_size
         self.projections = torch.nn.ModuleList(
