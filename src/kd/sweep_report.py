@@ -108,6 +108,7 @@ def plot_temperature(table: pd.DataFrame, keys: list[str], metric: str, path: Pa
         ax.errorbar(group["T"], group[f"{metric}_mean"], yerr=group[f"{metric}_std"].fillna(0),
                     marker="o", capsize=3, label=name or None)
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(table["T"].unique()), [f"{t:g}" for t in sorted(table["T"].unique())])
     ax.set_xlabel("distillation temperature T")
     ax.set_ylabel(f"student val {METRICS[metric]}")
     if others:
