@@ -74,6 +74,15 @@ def test_a_bad_layer_map_fails_before_the_teacher_trains(models, csv_data, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+def test_layer_matching_needs_one_tokenization(models, csv_data, tmp_path, capsys):
+    vocab = tiny.SPECIAL + sorted(set(tiny.VOCAB) - set(tiny.SPECIAL), reverse=True)
+    student = tiny.make_model(tmp_path / "other-vocab", "bert", layers=1, hidden=16, vocab=vocab)
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "student.name": student, "distill.hidden_weight": 1.0, "teacher.train.epochs": 1})
+    assert main(["distill", *overrides]) == 2
+    assert "need the same tokenization" in capsys.readouterr().err
+
+
 def test_several_teachers_average_their_logits(models, csv_data, tmp_path, monkeypatch):
     teachers = [tiny.make_classifier(tmp_path / f"teacher{i}", models["bert"], steps=30, seed=i) for i in (0, 1)]
     seen = []
