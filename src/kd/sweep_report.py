@@ -37,8 +37,9 @@ def summarize(rows: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     table = grouped[list(METRICS)].agg(["mean", "std"])
     table.columns = [f"{m}_{stat}" for m, stat in table.columns]
     table["seeds"] = grouped.size()
-    for column in ("uses_teacher", "parameters", "train_time_s", "teacher_macro_auc", "teacher_macro_f1_tuned"):
-        table[column] = grouped[column].first() if column != "train_time_s" else grouped[column].mean()
+    table["train_time_s"] = grouped["train_time_s"].mean()
+    for column in ("uses_teacher", "parameters", "teacher_macro_auc", "teacher_macro_f1_tuned"):
+        table[column] = grouped[column].first()
     table = table.reset_index()
     return table.sort_values(f"{metric}_mean", ascending=metric == "bce", kind="stable")
 
