@@ -105,6 +105,11 @@ class DistillConfig:
     attention_weight: float = 0.0  # attention maps matched (KL); needs equal head counts
     layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None: evenly spaced
 
+    @property
+    def matches_layers(self) -> bool:
+        """Hidden states or attention maps are matched: the teacher runs at every student step."""
+        return self.hidden_weight > 0 or self.attention_weight > 0
+
     def validate(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
             raise KDError(f"distill.alpha must be in [0, 1], got {self.alpha}")
@@ -232,22 +237,27 @@ def parse_override(text: str) -> dict[str, Any]:
     return nest(key, yaml.safe_load(raw) if raw.strip() else None)
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping a YAML file holds (empty file: {}); `what` names the file in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise KDError(f"{what} not found: {path}")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise KDError(f"{what} {path} is not valid YAML: {err}") from None
+    if not isinstance(content, dict):
+        raise KDError(f"{what} {path} must hold a mapping at the top level")
+    return content
+
+
 def load_config(files: list[str | Path] = (), overrides: list[str] = (),
                 updates: list[dict[str, Any]] = ()) -> Config:
     """Build a validated Config from defaults, YAML files, nested `updates` (dicts shaped like
     a config file) and key=value overrides, in that order."""
     config = Config()
     for path in files:
-        path = Path(path)
-        if not path.is_file():
-            raise KDError(f"config file not found: {path}")
-        try:
-            content = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise KDError(f"config file {path} is not valid YAML: {err}") from None
-        if not isinstance(content, dict):
-            raise KDError(f"config file {path} must hold a mapping at the top level")
-        _merge(config, content)
+        _merge(config, read_yaml_mapping(path, "config file"))
     for update in updates:
         _merge(config, update)
     for text in overrides:

@@ -130,7 +130,7 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
                     tokens: TokenCache) -> LayerMatching | None:
     """The hidden-state / attention matching loss, when the config asks for one."""
     distill = cfg.distill
-    if distill.hidden_weight == 0 and distill.attention_weight == 0:
+    if not distill.matches_layers:
         return None
     if tokens(tokenizer, "train", train.texts) != tokens(teacher_tokenizer, "train", train.texts):
         raise KDError("distill.hidden_weight / distill.attention_weight run the teacher on the student's "
@@ -143,7 +143,7 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
 
 def _check_layer_matching_early(cfg: Config) -> None:
     """Layer numbers and head counts checked from the configs, before a teacher is fine-tuned."""
-    if cfg.distill.hidden_weight == 0 and cfg.distill.attention_weight == 0:
+    if not cfg.distill.matches_layers:
         return
     student = cfg.student
     config = load_model_config(cfg.teacher.name if student.init == "teacher-layers" else student.name)
@@ -261,7 +261,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
                     Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
         if cfg.distill.alpha > 0 and not teacher_only:
             transfer = _transfer_set(cfg, train, file_texts, teachers, tokens, accelerator, reporter)
-        online = teachers[0][:2] if cfg.distill.hidden_weight or cfg.distill.attention_weight else (None, None)
+        online = teachers[0][:2] if cfg.distill.matches_layers else (None, None)
         del teacher, teachers
         if not teacher_only:
             set_seed(cfg.seed)

@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from kd.config import Config, load_config, nest, save_config
+from kd.config import Config, load_config, nest, parse_override, read_yaml_mapping, save_config
 from kd.distill import run, shared_teacher, teacher_key
 from kd.errors import KDError
 from kd.sweep_report import METRICS, write_report
@@ -51,7 +51,7 @@ class Sweep:
     name: str
     file: Path
     configs: list[str]
-    fixed: dict[str, Any]  # dotted key -> value, for every run
+    fixed: list[dict[str, Any]]  # nested updates shared by every run, in order
     grid: dict[str, dict[str, Any]]  # dotted key -> {label: value}
     seeds: list[int]
     metric: str
@@ -94,15 +94,9 @@ def _grid_axis(key: str, values: Any) -> dict[str, Any]:
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     """Read and check a sweep file; `overrides` (key=value) join its `set` for every run."""
     path = Path(path)
-    if not path.is_file():
-        raise KDError(f"sweep file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise KDError(f"sweep file {path} is not valid YAML: {err}") from None
-    if not isinstance(spec, dict) or set(spec) - SWEEP_KEYS:
-        raise KDError(f"sweep file {path}: a mapping with keys among {sorted(SWEEP_KEYS)}, "
-                      f"got {sorted(spec) if isinstance(spec, dict) else type(spec).__name__}")
+    spec = read_yaml_mapping(path, "sweep file")
+    if set(spec) - SWEEP_KEYS:
+        raise KDError(f"sweep file {path}: keys must be among {sorted(SWEEP_KEYS)}, got {sorted(spec)}")
     grid = spec.get("grid") or {}
     if not isinstance(grid, dict) or not grid:
         raise KDError(f"sweep file {path}: `grid` must map at least one config key to its values")
@@ -112,12 +106,8 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     metric = spec.get("metric", "macro_auc")
     if metric not in METRICS:
         raise KDError(f"sweep file {path}: metric must be one of {list(METRICS)}, got {metric!r}")
-    fixed = dict(spec.get("set") or {})
-    for text in overrides:
-        if "=" not in text:
-            raise KDError(f"override '{text}' is not of the form key=value")
-        key, raw = text.split("=", 1)
-        fixed[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    fixed = [nest(key, value) for key, value in (spec.get("set") or {}).items()]
+    fixed += [parse_override(text) for text in overrides]
     name = str(spec.get("name", path.stem))
     return Sweep(name=name, file=path, configs=[str(c) for c in spec.get("configs", [])], fixed=fixed,
                  grid={key: _grid_axis(key, values) for key, values in grid.items()}, seeds=seeds,
@@ -134,13 +124,12 @@ def plan(sweep: Sweep) -> list[SweepRun]:
     """Every (grid combination, seed) as a run with its validated config."""
     keys = list(sweep.grid)
     short = _short_names(keys)
-    fixed = [nest(key, value) for key, value in sweep.fixed.items()]
     runs = []
     for combination in itertools.product(*(sweep.grid[key].items() for key in keys)):
         setting = {key: label for key, (label, _) in zip(keys, combination)}
         updates = [nest(key, value) for key, (_, value) in zip(keys, combination)]
         try:
-            base = load_config(sweep.configs, updates=[*fixed, *updates])
+            base = load_config(sweep.configs, updates=[*sweep.fixed, *updates])
         except KDError as err:
             raise KDError(f"sweep {sweep.name}, setting {setting}: {err}") from None
         for seed in sweep.seeds:

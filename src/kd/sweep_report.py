@@ -24,7 +24,7 @@ def run_rows(runs) -> pd.DataFrame:
         student, distill = final["student"], sweep_run.config.distill
         rows.append({**sweep_run.setting, "seed": sweep_run.seed, "run": sweep_run.name,
                      **{m: student["val"][m] for m in METRICS},
-                     "uses_teacher": distill.alpha > 0 or distill.hidden_weight > 0 or distill.attention_weight > 0,
+                     "uses_teacher": distill.alpha > 0 or distill.matches_layers,
                      "parameters": student["parameters"], "train_time_s": student["train_time_s"],
                      "best_epoch": student["best_epoch"], "teacher_macro_auc": final["teacher"]["val"]["macro_auc"],
                      "teacher_macro_f1_tuned": final["teacher"]["val"]["macro_f1_tuned"]})

@@ -102,7 +102,8 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # mixed precision in training steps only
     if matching is not None:
         matching.teacher.to(accelerator.device)
-        matching = accelerator.prepare(matching) if any(True for _ in matching.parameters()) else matching
+        if list(matching.parameters()):  # projections to train (and, with several processes, to sync)
+            matching = accelerator.prepare(matching)
     progress, rng, total_steps = Progress(), None, cfg.epochs * len(train_loader)
     if resume and state_file is not None and state_file.is_file():
         progress, rng = load_state(state_file, trained, optimizer, scheduler)
