@@ -3,7 +3,9 @@
   (c) reference fine-tuning:   every text padded to 200 tokens, fp32, batch 16, AdamW (for-loop)
   (a) reference distillation:  (c) plus the teacher run online at every student step
   (b) kd's default pipeline:   cached teacher logits, batches padded to their longest row and
-                               grouped by length, fused AdamW, batch and lr of configs/base.yaml
+                               grouped by length, fused AdamW, fast dropout masks (hidden states
+                               and attention), freed memory kept by the allocator, batch and lr
+                               of configs/base.yaml
 
 for the BERT-Tiny-shaped student (random init) and the MiniLM-L6 teacher, on GoEmotions train
 and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c) to (b), one
@@ -21,7 +23,9 @@ Writes docs/benchmarks/training.{md,json}.
 import argparse
 import dataclasses
 import json
+import pickle
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +44,8 @@ from kd.evaluate import MODEL_INPUTS
 from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer
 from kd.report import cpu_name
-from kd.train import make_optimizer, use_fast_dropout
+from kd.dropout import use_fast_dropout
+from kd.train import keep_freed_memory, make_optimizer
 
 JIGSAW_PRIORS = [0.096, 0.010, 0.053, 0.003, 0.049, 0.009]  # toxic .. identity_hate in train.csv
 
@@ -54,6 +59,8 @@ class Recipe:
     group_by_length: bool = False
     fused_adamw: bool = False
     fast_dropout: bool = False
+    fast_attention_dropout: bool = False
+    keep_freed_memory: bool = False
     batch_size: int = 16
     bf16: bool = False
     embedding_update: bool = True  # False: the word embedding table is frozen
@@ -70,6 +77,8 @@ def ladder(kd_batch: int) -> list[Recipe]:
              ("+ length-grouped batches", {"group_by_length": True}),
              ("+ fused AdamW", {"fused_adamw": True}),
              ("+ fast dropout masks", {"fast_dropout": True}),
+             ("+ fast attention dropout", {"fast_attention_dropout": True}),
+             ("+ freed memory kept", {"keep_freed_memory": True}),
              (f"+ batch {kd_batch}: (b) kd default", {"batch_size": kd_batch})]
     recipes = [c, a]
     for name, change in steps:
@@ -108,7 +117,9 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
     torch.manual_seed(0)
     lr = default_lr(student, recipe.batch_size)
     if recipe.fast_dropout:
-        use_fast_dropout(student)
+        use_fast_dropout(student, attention=recipe.fast_attention_dropout)
+    if recipe.keep_freed_memory:
+        keep_freed_memory()
     student.get_input_embeddings().weight.requires_grad_(recipe.embedding_update)
     optimizer = make_optimizer(student, lr, 0.01, fused=recipe.fused_adamw)
     loader = make_loader(dataset, tokenizer, student, recipe.batch_size, shuffle=True,
@@ -164,26 +175,27 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
 
 
 def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: str,
-               seconds: float, rounds: int, kd_batch: int) -> dict:
-    tokenizer = load_tokenizer("bert-tiny")
-    names = [f"label{j}" for j in range(labels.shape[1])]
+               seconds: float, rounds: int, kd_batch: int, work: Path) -> dict:
+    """Time every recipe `rounds` times, round-robin so that a slow minute of the machine hits
+    every recipe, each trial in a fresh process (a recipe may change process-wide settings)."""
     started = time.perf_counter()
-    ids = encode(tokenizer, texts, 200)
+    ids = encode(load_tokenizer("bert-tiny"), texts, 200)
     lengths = np.array([len(i) for i in ids])
     corpus_stats = {"texts": len(texts), "tokenize_s": time.perf_counter() - started,
                     "tokens_median": float(np.median(lengths)), "tokens_p90": float(np.percentile(lengths, 90)),
                     "share_cut_at_200": float(np.mean(lengths >= 200))}
     print(f"{corpus}: {corpus_stats}", flush=True)
-    cached = torch.randn(len(ids), labels.shape[1])  # speed does not depend on the values
-    dataset = EncodedDataset(ids, labels, cached)
-    teacher = build_model(teacher_name, "pretrained", names, role="teacher").eval()
+    work.mkdir(parents=True, exist_ok=True)
+    corpus_file = work / f"ladder-{corpus}.pkl"
+    corpus_file.write_bytes(pickle.dumps({"ids": ids, "labels": labels}))
     recipes = ladder(kd_batch)
     trials: list[list[dict]] = [[] for _ in recipes]
-    for round_ in range(rounds):  # round-robin, so that a slow minute of the machine hits every recipe
+    for round_ in range(rounds):
         for recipe, recipe_trials in zip(recipes, trials):
-            torch.manual_seed(0)
-            student = build_model("bert-tiny", "random", names, role="student").train()
-            recipe_trials.append(time_recipe(recipe, dataset, tokenizer, student, teacher, seconds))
+            command = [sys.executable, __file__, "--trial", json.dumps(dataclasses.asdict(recipe)),
+                       "--corpus-file", str(corpus_file), "--teacher-name", teacher_name, "--seconds", str(seconds)]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            recipe_trials.append(json.loads(done.stdout.splitlines()[-1]))
             row = recipe_trials[-1]
             print(f"  round {round_ + 1} {recipe.name:42s} {row['samples_per_s']:8.0f} samples/s  ms/step: "
                   + " ".join(f"{k} {v:.1f}" for k, v in row["ms_per_step"].items()), flush=True)
@@ -194,6 +206,19 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: 
         row["epoch_s_estimate"] = len(texts) / row["samples_per_s"]
         rows.append(row)
     return {**corpus_stats, "rows": rows}
+
+
+def trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float) -> dict:
+    """One timed trial of `recipe`, in this (fresh) process."""
+    corpus = pickle.loads(corpus_file.read_bytes())
+    labels = corpus["labels"]
+    names = [f"label{j}" for j in range(labels.shape[1])]
+    cached = torch.randn(len(labels), labels.shape[1])  # speed does not depend on the values
+    dataset = EncodedDataset(corpus["ids"], labels, cached)
+    teacher = build_model(teacher_name, "pretrained", names, role="teacher").eval() if recipe.online_teacher else None
+    torch.manual_seed(0)
+    student = build_model("bert-tiny", "random", names, role="student").train()
+    return time_recipe(recipe, dataset, load_tokenizer("bert-tiny"), student, teacher, seconds)
 
 
 def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name: str,
@@ -295,7 +320,7 @@ def markdown(results: dict) -> str:
                 f"200. Tokenized once (Rust tokenizer) in {ladder_result['tokenize_s']:.1f} s before training. "
                 "Each row adds one technique to the row above; every row trains the same BERT-Tiny-shaped "
                 "student from the same init, timed over its first steps after 3 warm-up steps, in "
-                "round-robin rounds; the median round is shown.", "",
+                "round-robin rounds, each trial in a fresh process; the median round is shown.", "",
                 *ladder_table(rows), "",
                 f"In (c), real tokens are {rows[0]['real_token_share']:.0%} of those the model computes on: "
                 f"removing all padding can make the model's part of a step at most "
@@ -339,11 +364,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-end-to-end", action="store_true", help="part 1 only")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     p.add_argument("--render", action="store_true", help="only rewrite training.md from --out/training.json")
+    p.add_argument("--trial", help=argparse.SUPPRESS)  # internal: one ladder trial, a Recipe as JSON
+    p.add_argument("--corpus-file", type=Path, help=argparse.SUPPRESS)
     return p.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.trial:
+        hf_logging.set_verbosity_error()
+        print(json.dumps(trial(Recipe(**json.loads(args.trial)), args.corpus_file, args.teacher_name, args.seconds)))
+        return
     if args.render:
         (args.out / "training.md").write_text(markdown(json.loads((args.out / "training.json").read_text())))
         return
@@ -359,7 +390,7 @@ def main() -> None:
     for corpus, texts, labels in [("goemotions", train.texts, train.labels),
                                   ("jigsaw_synthetic", jigsaw_texts, jigsaw_labels)]:
         results["ladder"][corpus] = run_ladder(corpus, texts, labels, args.teacher_name,
-                                               args.seconds, args.rounds, kd_batch)
+                                               args.seconds, args.rounds, kd_batch, args.work)
     if not args.skip_end_to_end:
         if not (args.teacher / "config.json").is_file():
             sys.exit(f"no fine-tuned teacher at {args.teacher}: see docs/benchmarks/README.md")

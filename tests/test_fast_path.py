@@ -9,6 +9,7 @@ scripts/bench_train.py, never here; these tests check that the numbers are the s
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 
@@ -23,7 +24,8 @@ from kd.data import encode, read_labeled
 from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
 from kd.losses import distillation_loss
 from kd.models import build_model, load_classifier, load_tokenizer
-from kd.train import FastDropout, make_optimizer, use_fast_dropout
+from kd.dropout import ATTENTION, FastDropout, dropout_keep_mask, fast_dropout_attention, use_fast_dropout
+from kd.train import keep_freed_memory, make_optimizer
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():
@@ -131,8 +133,48 @@ def test_fast_dropout_is_bernoulli_dropout():
     assert torch.equal(dropout.eval()(x), x) and torch.equal(FastDropout(0.0)(x), x)
 
 
-def test_use_fast_dropout_replaces_every_dropout_module(models):
+def test_use_fast_dropout_replaces_every_dropout_and_the_attention(models, tmp_path):
     model = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")
+    inputs = {"input_ids": torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]),
+              "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
+    before = model.eval()(**inputs).logits
     use_fast_dropout(model)
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(type(m) is FastDropout and m.p == 0.1 for m in dropouts)
+    assert model.config._attn_implementation == ATTENTION
+    torch.testing.assert_close(model(**inputs).logits, before)  # eval: SDPA, no dropout
+    model.train()(**inputs).logits.sum().backward()
+    model.save_pretrained(tmp_path)
+    assert "kd_" not in (tmp_path / "config.json").read_text()  # the folder loads anywhere
+
+
+def test_fast_dropout_attention_is_masked_softmax_attention_with_bernoulli_dropout():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 7, 4, requires_grad=True) for _ in range(3))
+    keys = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    keys[1, ..., 5:] = False  # row 1 has two padding tokens
+    module = torch.nn.Module().train()
+    torch.manual_seed(1)
+    out, _ = fast_dropout_attention(module, q, k, v, keys, dropout=0.25, scaling=0.3)
+    torch.manual_seed(1)
+    keep = dropout_keep_mask(torch.Size([3, 2, 7, 7]), 0.25)
+    probs = (q @ k.transpose(2, 3) * 0.3).masked_fill(~keys, float("-inf")).softmax(-1)
+    expected = (probs * keep / 0.75) @ v
+    torch.testing.assert_close(out, expected.transpose(1, 2))
+    torch.testing.assert_close(torch.autograd.grad(out.sum(), q)[0],
+                               torch.autograd.grad(expected.sum(), q)[0])
+    assert keep.float().mean().item() == pytest.approx(0.75, abs=0.1)
+    plain, _ = fast_dropout_attention(module, q, k, v, keys, dropout=0.0, scaling=0.3)
+    torch.testing.assert_close(plain, (probs @ v).transpose(1, 2))
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_freed_memory_stops_page_faults_on_reused_activation_buffers():
+    def page_faults_of_one_step() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        buffers = [torch.ones(5 << 20) for _ in range(5)]  # five 20 MiB activations, then freed
+        del buffers
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    keep_freed_memory()
+    page_faults_of_one_step(), page_faults_of_one_step()  # the heap grows to its working size
+    assert page_faults_of_one_step() < 500  # glibc's default trims and faults them in again: ~25,000
