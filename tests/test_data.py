@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 import tiny
 from conftest import SHARED
@@ -150,14 +151,16 @@ def test_train_and_val_with_different_labels(tmp_path):
 
 
 def test_collator_pads_per_batch_and_adds_token_types_only_when_asked():
-    rows = EncodedDataset([[2, 5, 3], [2, 5, 6, 7, 3]], np.eye(2, dtype=np.float32),
-                          teacher_logits=__import__("torch").zeros(2, 2))
+    dataset = EncodedDataset([[2, 5, 3], [2, 5, 6, 7, 3], [2, 9, 3]], np.eye(3, dtype=np.float32),
+                             teacher_logits=torch.arange(6.0).view(3, 2))
     for with_types in (True, False):
-        batch = PadCollator(0, with_types)([rows[0], rows[1]])
-        assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0], [2, 5, 6, 7, 3]]
-        assert batch["attention_mask"].sum(dim=1).tolist() == [3, 5]
+        batch = PadCollator(0, with_types)(dataset.__getitems__([2, 1]))
+        assert batch["input_ids"].tolist() == [[2, 9, 3, 0, 0], [2, 5, 6, 7, 3]]
+        assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+        assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
         assert ("token_type_ids" in batch) is with_types
-        assert batch["teacher_logits"].shape == (2, 2) and batch["index"].tolist() == [0, 1]
+        assert batch["labels"].tolist() == [[0, 0, 1], [0, 1, 0]] and batch["index"].tolist() == [2, 1]
+        assert batch["teacher_logits"].tolist() == [[4, 5], [2, 3]]
 
 
 def test_tokenization_happens_once_per_distinct_tokenizer():

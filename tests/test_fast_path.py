@@ -25,7 +25,8 @@ from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
 from kd.losses import distillation_loss
 from kd.models import build_model, load_classifier, load_tokenizer
 from kd.dropout import ATTENTION, FastDropout, dropout_keep_mask, fast_dropout_attention, use_fast_dropout
-from kd.train import keep_freed_memory, make_optimizer
+from kd.optim import clip_grad_norm, make_optimizer
+from kd.train import keep_freed_memory
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():
@@ -178,3 +179,49 @@ def test_keep_freed_memory_stops_page_faults_on_reused_activation_buffers():
     keep_freed_memory()
     page_faults_of_one_step(), page_faults_of_one_step()  # the heap grows to its working size
     assert page_faults_of_one_step() < 500  # glibc's default trims and faults them in again: ~25,000
+
+
+def _embedding_model(sparse: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(6, 4, sparse=sparse), torch.nn.Linear(4, 1))
+    model.get_input_embeddings = lambda: model[0]
+    return model
+
+
+def _train(model, batches, clip=None):
+    optimizer = make_optimizer(model, 0.1, 0.01)
+    for ids in batches:
+        model(ids).pow(2).sum().backward()
+        if clip:
+            clip(model.parameters(), 0.5)
+        optimizer.step()
+        optimizer.zero_grad()
+    return optimizer
+
+
+def test_lazy_embedding_update_is_adamw_on_the_rows_a_batch_uses():
+    every_row = [torch.tensor([[0, 1, 2, 3, 4, 5, 5]])] * 3  # all rows used: lazy = dense AdamW
+    dense, lazy = _embedding_model(False), _embedding_model(True)
+    _train(dense, every_row, torch.nn.utils.clip_grad_norm_)
+    _train(lazy, every_row, clip_grad_norm)
+    for a, b in zip(dense.parameters(), lazy.parameters()):
+        torch.testing.assert_close(a, b)
+
+    lazy = _embedding_model(True)
+    before = lazy[0].weight.detach().clone()
+    optimizer = _train(lazy, [torch.tensor([[1, 2, 2]]), torch.tensor([[2, 4]])], clip_grad_norm)
+    moved = (lazy[0].weight != before).any(dim=1).tolist()
+    assert moved == [False, True, True, False, True, False]
+    state = optimizer.state[lazy[0].weight]
+    assert state["exp_avg"][[0, 3, 5]].abs().sum() == 0 and state["exp_avg"][[1, 2, 4]].abs().min(dim=1).values.all()
+    assert float(state["step"]) == 2
+
+
+def test_clip_grad_norm_counts_repeated_rows_of_a_sparse_gradient_once():
+    dense, lazy = _embedding_model(False), _embedding_model(True)
+    ids = torch.tensor([[1, 2, 2, 2]])
+    for model in (dense, lazy):
+        model(ids).pow(2).sum().mul(10).backward()
+    expected = torch.nn.utils.clip_grad_norm_(dense.parameters(), 0.5)
+    torch.testing.assert_close(clip_grad_norm(lazy.parameters(), 0.5), expected)
+    torch.testing.assert_close(lazy[0].weight.grad.to_dense(), dense[0].weight.grad)

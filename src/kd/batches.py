@@ -32,38 +32,36 @@ class EncodedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def __getitem__(self, index: int) -> dict:
-        item = {"index": index, "input_ids": self.input_ids[index], "labels": self.labels[index]}
+    def __getitems__(self, indices: list[int]) -> dict:
+        """The rows of a batch at once (DataLoader calls this rather than __getitem__ per row)."""
+        index = torch.tensor(indices)
+        rows = {"index": index, "input_ids": [self.input_ids[i] for i in indices], "labels": self.labels[index]}
         if self.teacher_logits is not None:
-            item["teacher_logits"] = self.teacher_logits[index]
+            rows["teacher_logits"] = self.teacher_logits[index]
         if self.labelled_rows is not None:
-            item["labelled"] = index < self.labelled_rows
-        return item
+            rows["labelled"] = index < self.labelled_rows
+        return rows
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])
 
 
 class PadCollator:
-    """Pad a list of rows to the batch's longest; add token_type_ids only for models that take them."""
+    """Pad a batch's token ids to its longest row; add token_type_ids only for models that take them."""
 
     def __init__(self, pad_token_id: int, token_type_ids: bool):
         self.pad_token_id = pad_token_id
         self.token_type_ids = token_type_ids
 
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(row["input_ids"]) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
-            attention_mask[i, : len(row["input_ids"])] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-                 "labels": torch.stack([row["labels"] for row in rows]),
-                 "index": torch.tensor([row["index"] for row in rows])}
+    def __call__(self, rows: dict) -> dict[str, torch.Tensor]:
+        lengths = np.array([len(ids) for ids in rows["input_ids"]])
+        input_ids = np.full((len(lengths), lengths.max()), self.pad_token_id, dtype=np.int64)
+        for i, ids in enumerate(rows["input_ids"]):
+            input_ids[i, : len(ids)] = ids
+        batch = {**rows, "input_ids": torch.from_numpy(input_ids),
+                 "attention_mask": torch.from_numpy(np.arange(input_ids.shape[1]) < lengths[:, None]).long()}
         if self.token_type_ids:
-            batch["token_type_ids"] = torch.zeros_like(input_ids)
-        if "teacher_logits" in rows[0]:
-            batch["teacher_logits"] = torch.stack([row["teacher_logits"] for row in rows])
-        if "labelled" in rows[0]:
-            batch["labelled"] = torch.tensor([row["labelled"] for row in rows])
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
         return batch
 
 

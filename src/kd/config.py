@@ -60,6 +60,7 @@ class TrainConfig:
     select_by: Literal["bce", "macro_auc"] = "bce"
     save_every_steps: int = 200  # resumable state every N batches (0: only after each epoch)
     group_by_length: bool = True  # batches of similar lengths: less padding
+    lazy_embedding_update: bool = False  # AdamW updates only the word-embedding rows a batch uses
 
     def validate(self, name: str) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:

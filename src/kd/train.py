@@ -29,6 +29,7 @@ from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid,
 from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss, scheduled_temperature
 from kd.models import default_lr, save_classifier
+from kd.optim import clip_grad_norm, make_optimizer, use_lazy_embedding_update
 from kd.report import Reporter
 
 
@@ -39,16 +40,6 @@ class FitResult:
     history: list[dict]
     train_time_s: float
     lr: float
-
-
-def make_optimizer(model, lr: float, weight_decay: float, fused: bool = True) -> torch.optim.Optimizer:
-    """AdamW without decay on biases and LayerNorms; `fused`: one kernel for all tensors
-    (CPU and GPU), several times faster than the per-tensor loop on a small model."""
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, fused=fused, foreach=None if fused else False)
 
 
 def keep_freed_memory() -> None:
@@ -85,6 +76,10 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
     use_fast_dropout(model)
     if accelerator.device.type == "cpu":
         keep_freed_memory()
+    lazy_rows = (cfg.lazy_embedding_update and accelerator.num_processes == 1
+                 and accelerator.mixed_precision != "fp16")  # DDP and fp16's scaler need dense gradients
+    use_lazy_embedding_update(model, lazy_rows)
+    clip = clip_grad_norm if lazy_rows else accelerator.clip_grad_norm_
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed())
     val_loader = make_loader(val_set, tokenizer, model, cfg.eval_batch_size, shuffle=False)
@@ -133,7 +128,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
                                                  batch.get("labelled")) + extra
                         accelerator.backward(loss)
                         if accelerator.sync_gradients and cfg.max_grad_norm:
-                            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                            clip(model.parameters(), cfg.max_grad_norm)
                         optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad()
