@@ -12,8 +12,8 @@ and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c
 technique added per row, in a step loop that splits each step into data, teacher, forward,
 backward and optimizer time. Part 2 runs `kd distill` (student stage, 3 epochs, GoEmotions,
 the fine-tuned teacher's cached logits) with kd's defaults, with the reference's numerics
-(batch 16, unsorted batches) and with the opt-in lazy embedding update, and compares time and
-dev quality at equal epochs.
+(batch 16, unsorted batches) and with the opt-in lazy embedding update, each over 3 seeds, and
+compares time and dev quality at equal epochs.
 
     HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_train.py \\
         --teacher checkpoints/bench-cache/runs/goemotions-teacher/teacher
@@ -228,26 +228,53 @@ def trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float) 
 
 
 def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name: str,
-               overrides: list[str], train_rows: int) -> dict:
+               overrides: list[str], train_rows: int, seed: int) -> dict:
     """`kd distill`'s student stage, 3 epochs on GoEmotions train, scored on dev after each."""
-    run_dir = work / name
+    run_dir = work / f"{name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = load_config(["configs/goemotions.yaml"], [
             f"data.train={data_dir}/goemotions/train.tsv", f"data.val={data_dir}/goemotions/dev.tsv",
             f"data.labels_file={data_dir}/goemotions/emotions.txt", f"teacher.path={teacher}",
             "student.name=bert-tiny", "student.init=random", "student.train.epochs=3",
-            f"cache_dir={cache_dir}", f"output_dir={work}", f"run_name={name}", *overrides])
+            f"cache_dir={cache_dir}", f"output_dir={work}", f"run_name={run_dir.name}", f"seed={seed}", *overrides])
     run(cfg)
     final = json.loads((run_dir / "final_metrics.json").read_text())["student"]
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [e for e in epochs if e["stage"] == "student"]
     batch = load_config([run_dir / "config.yaml"]).student.train.batch_size
     trained = 3 * (train_rows // batch) * batch  # each epoch drops its last incomplete batch
-    return {"overrides": overrides, "train_time_s": final["train_time_s"],
+    return {"seed": seed, "train_time_s": final["train_time_s"],
             "samples_per_s": trained / final["train_time_s"],
             "time_with_eval_s": sum(e["epoch_time_s"] for e in epochs),
             "dev_by_epoch": [{k: e["val"][k] for k in ("macro_auc", "macro_f1_tuned", "bce")} for e in epochs],
             "best_epoch": final["best_epoch"]}
+
+
+def end_to_end_runs(args: argparse.Namespace, train_rows: int) -> dict:
+    """Part 2: the reference's numerics, kd's defaults and the lazy embedding update, each over
+    --e2e-seeds seeds, round-robin by seed."""
+    runs = {"reference_numerics": ["student.train.batch_size=16", "student.train.group_by_length=false",
+                                   "student.train.lr=1e-3"],
+            "kd_default": [],
+            "lazy_embedding_update": ["student.train.lazy_embedding_update=true"]}
+    results = {name: {"overrides": overrides, "runs": []} for name, overrides in runs.items()}
+    for seed in range(args.e2e_seeds):
+        for name, overrides in runs.items():
+            results[name]["runs"].append(end_to_end(
+                args.data_dir, args.teacher, args.cache_dir, args.work, name.replace("_", "-"), overrides,
+                train_rows, seed))
+    return results
+
+
+def e2e_summary(result: dict) -> dict:
+    """Median times and the mean ± sample std of epoch-3 dev quality over a run's seeds."""
+    runs = result["runs"]
+    auc = np.array([r["dev_by_epoch"][-1]["macro_auc"] for r in runs])
+    return {"train_time_s": float(np.median([r["train_time_s"] for r in runs])),
+            "time_with_eval_s": float(np.median([r["time_with_eval_s"] for r in runs])),
+            "samples_per_s": float(np.median([r["samples_per_s"] for r in runs])),
+            "auc": auc, "auc_mean": float(auc.mean()), "auc_std": float(auc.std(ddof=1)) if len(auc) > 1 else 0.0,
+            "f1_mean": float(np.mean([r["dev_by_epoch"][-1]["macro_f1_tuned"] for r in runs]))}
 
 
 def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
@@ -302,17 +329,21 @@ def targets(results: dict) -> list[str]:
             lines.append(f"| {corpus}: (b)/{ref} >= {goal}x | {b / base:.1f}x | {'yes' if b / base >= goal else 'no'} |")
     e2e = results.get("end_to_end")
     if e2e:
-        t = e2e["kd_default"]["train_time_s"]
-        lines.append(f"| 3 distillation epochs, GoEmotions train, < 75 s | {t:.1f} s "
-                     f"({e2e['kd_default']['time_with_eval_s']:.1f} s with 3 dev evaluations) | {'yes' if t < 75 else 'no'} |")
-        gap = e2e["kd_default"]["dev_by_epoch"][-1]["macro_auc"] - e2e["reference_numerics"]["dev_by_epoch"][-1]["macro_auc"]
-        lines.append(f"| quality unchanged: dev macro AUC at epoch 3 within 0.003 of the reference | {gap:+.4f} | "
+        kd_run, ref = e2e_summary(e2e["kd_default"]), e2e_summary(e2e["reference_numerics"])
+        t = kd_run["train_time_s"]
+        lines.append(f"| 3 distillation epochs, GoEmotions train, < 75 s | {t:.1f} s, median of {len(kd_run['auc'])} seeds "
+                     f"({kd_run['time_with_eval_s']:.1f} s with 3 dev evaluations) | {'yes' if t < 75 else 'no'} |")
+        gap = kd_run["auc_mean"] - ref["auc_mean"]
+        lines.append(f"| quality unchanged: mean dev macro AUC at epoch 3 within 0.003 of the reference | {gap:+.4f} "
+                     f"(seed std {kd_run['auc_std']:.4f} and {ref['auc_std']:.4f}) | "
                      + ("yes |" if abs(gap) <= 0.003 else "better by more than 0.003 |" if gap > 0 else "no |"))
     return lines
 
 
 def markdown(results: dict) -> str:
-    out = ["# Training speed", "", f"Command: `{results['command']}`", "",
+    commands = f"`{results['command']}`" + (f", then part 2 again with `{results['end_to_end_command']}`"
+                                           if "end_to_end_command" in results else "")
+    out = ["# Training speed", "", f"Command: {commands}", "",
            f"Machine: {results['cpu']}, {results['threads']} torch threads, torch {results['torch']}, "
            "no GPU. Written by `scripts/bench_train.py`; its docstring says what (a), (b) and (c) are.",
            "", "## Targets", "", *targets(results), ""]
@@ -344,13 +375,16 @@ def markdown(results: dict) -> str:
                 "the teacher online change the numbers only by float rounding "
                 f"(measured on {eq['texts']} texts: teacher logits differ by at most "
                 f"{eq['max_abs_teacher_logit_diff']:.1e}, the loss by at most {eq['max_abs_loss_diff']:.1e}).", "",
-                "| run | overrides | train time | with evaluation | samples/s | dev macro AUC, epochs 1-3 "
-                "| dev macro F1 (tuned), epoch 3 |", "|---|---|---:|---:|---:|---|---:|"]
-        for name, r in e2e.items():
-            aucs = " / ".join(f"{e['macro_auc']:.4f}" for e in r["dev_by_epoch"])
-            out.append(f"| {name} | `{' '.join(r['overrides']) or '(none)'}` | {r['train_time_s']:.1f} s "
-                       f"| {r['time_with_eval_s']:.1f} s | {r['samples_per_s']:,.0f} | {aucs} "
-                       f"| {r['dev_by_epoch'][-1]['macro_f1_tuned']:.4f} |")
+                "Each run is repeated with seeds 0, 1, ... (student init, dropout and batch order); times are "
+                "medians over seeds, quality is at epoch 3.", "",
+                "| run | overrides | train time | with evaluation | samples/s | dev macro AUC per seed "
+                "| mean ± std | dev macro F1 (tuned), mean |", "|---|---|---:|---:|---:|---|---|---:|"]
+        for name, result in e2e.items():
+            summary = e2e_summary(result)
+            out.append(f"| {name} | `{' '.join(result['overrides']) or '(none)'}` | {summary['train_time_s']:.1f} s "
+                       f"| {summary['time_with_eval_s']:.1f} s | {summary['samples_per_s']:,.0f} "
+                       f"| {' / '.join(f'{a:.4f}' for a in summary['auc'])} "
+                       f"| {summary['auc_mean']:.4f} ± {summary['auc_std']:.4f} | {summary['f1_mean']:.4f} |")
         out.append("")
     out += ["## GPU", "", "Not measured: no GPU was available to this run.", ""]
     return "\n".join(out)
@@ -368,6 +402,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="part 1 times every recipe this often; median kept")
     p.add_argument("--jigsaw-rows", type=int, default=160_000)
     p.add_argument("--skip-end-to-end", action="store_true", help="part 1 only")
+    p.add_argument("--only-end-to-end", action="store_true",
+                   help="part 2 only; part 1 is kept from --out's training.json")
+    p.add_argument("--e2e-seeds", type=int, default=3, help="seeds of every part-2 run")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     p.add_argument("--render", action="store_true", help="only rewrite training.md from --out/training.json")
     p.add_argument("--trial", help=argparse.SUPPRESS)  # internal: one ladder trial, a Recipe as JSON
@@ -388,28 +425,23 @@ def main() -> None:
     kd_batch = load_config().student.train.batch_size
     train = read_labeled(args.data_dir / "goemotions/train.tsv", "goemotions",
                          labels_file=args.data_dir / "goemotions/emotions.txt")
-    words = " ".join(train.texts).split()
-    jigsaw_texts, jigsaw_labels = synthetic_jigsaw(words, args.jigsaw_rows, seed=0)
-    results = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(),
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "kd_batch": kd_batch,
-               "ladder": {}}
-    for corpus, texts, labels in [("goemotions", train.texts, train.labels),
-                                  ("jigsaw_synthetic", jigsaw_texts, jigsaw_labels)]:
-        results["ladder"][corpus] = run_ladder(corpus, texts, labels, args.teacher_name,
-                                               args.seconds, args.rounds, kd_batch, args.work)
+    command = "python " + " ".join(sys.argv)
+    if args.only_end_to_end:  # part 1 as --out's training.json has it
+        results = json.loads((args.out / "training.json").read_text())
+        results["end_to_end_command"] = command
+    else:
+        results = {"command": command, "cpu": cpu_name(), "threads": torch.get_num_threads(),
+                   "torch": torch.__version__, "kd_batch": kd_batch, "ladder": {}}
+        jigsaw_texts, jigsaw_labels = synthetic_jigsaw(" ".join(train.texts).split(), args.jigsaw_rows, seed=0)
+        for corpus, texts, labels in [("goemotions", train.texts, train.labels),
+                                      ("jigsaw_synthetic", jigsaw_texts, jigsaw_labels)]:
+            results["ladder"][corpus] = run_ladder(corpus, texts, labels, args.teacher_name,
+                                                   args.seconds, args.rounds, kd_batch, args.work)
     if not args.skip_end_to_end:
         if not (args.teacher / "config.json").is_file():
             sys.exit(f"no fine-tuned teacher at {args.teacher}: see docs/benchmarks/README.md")
         results["equivalence"] = padding_equivalence(args.teacher, train.texts[:512])
-        common = dict(data_dir=args.data_dir, teacher=args.teacher, cache_dir=args.cache_dir,
-                      work=args.work, train_rows=len(train))
-        results["end_to_end"] = {
-            "reference_numerics": end_to_end(name="reference-numerics", overrides=[
-                "student.train.batch_size=16", "student.train.group_by_length=false",
-                "student.train.lr=1e-3"], **common),
-            "kd_default": end_to_end(name="kd-default", overrides=[], **common),
-            "lazy_embedding_update": end_to_end(name="lazy-embedding-update", overrides=[
-                "student.train.lazy_embedding_update=true"], **common)}
+        results["end_to_end"] = end_to_end_runs(args, len(train))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "training.md").write_text(markdown(results))

@@ -114,3 +114,19 @@ def test_named_values_and_errors(models, csv_data, tmp_path):
     file = _write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.0]}, [0])
     assert main(["sweep", file]) == 0
     assert main(["sweep", file, "student.train.epochs=2"]) == 2  # a finished run with other settings
+    run_config = next((tmp_path / "sweeps").glob("*/runs/*/config.yaml"))
+    saved = yaml.safe_load(run_config.read_text())
+    del saved["student"]["train"]["lazy_embedding_update"]  # as written before kd had this setting
+    run_config.write_text(yaml.safe_dump(saved))
+    assert main(["sweep", file]) == 0  # a setting added since, at its default, is no change
+
+
+def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults():
+    base = distill.Config()
+    assert distill.teacher_key(base) == distill.hashlib.sha256(b"{}").hexdigest()[:16]
+    changed = distill.Config()
+    changed.teacher.train.lr = 1e-4
+    assert distill.teacher_key(changed) != distill.teacher_key(base)
+    changed.student.train.lr = 1e-2  # the student does not decide the teacher
+    changed.teacher.train.group_by_length = True  # set, but to its default
+    assert distill.teacher_key(changed) == distill.hashlib.sha256(b'{"teacher.train.lr": 0.0001}').hexdigest()[:16]

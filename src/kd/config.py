@@ -230,6 +230,17 @@ def nest(key: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: the inverse of nest."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """`a.b.c=value` -> {"a": {"b": {"c": value}}}, the value parsed as YAML."""
     if "=" not in text:

@@ -24,7 +24,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
 
 from kd.checkpoint import state_path
-from kd.config import Config, save_config
+from kd.config import Config, flatten, save_config
 from kd.batches import EncodedDataset
 from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
@@ -278,9 +278,14 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
 
 
 def teacher_key(cfg: Config) -> str:
-    """What decides the fine-tuned teacher: the data, the teacher's settings, seed and precision."""
-    parts = {"data": dataclasses.asdict(cfg.data), "teacher": dataclasses.asdict(cfg.teacher),
-             "seed": cfg.seed, "mixed_precision": cfg.mixed_precision}
+    """What decides the fine-tuned teacher: the data, the teacher's settings, seed and precision.
+    Only values that differ from kd's defaults are hashed, so that a setting added to kd later,
+    whose default keeps the old behaviour, leaves every cached teacher valid."""
+    def decisive(c: Config) -> dict:
+        return flatten({"data": dataclasses.asdict(c.data), "teacher": dataclasses.asdict(c.teacher),
+                        "seed": c.seed, "mixed_precision": c.mixed_precision})
+    defaults = decisive(Config())
+    parts = {k: v for k, v in decisive(cfg).items() if k not in defaults or defaults[k] != v}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

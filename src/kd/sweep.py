@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from kd.config import Config, load_config, nest, parse_override, read_yaml_mapping, save_config
+from kd.config import Config, flatten, load_config, nest, parse_override, read_yaml_mapping, save_config
 from kd.distill import run, shared_teacher, teacher_key
 from kd.errors import KDError
 from kd.sweep_report import METRICS, write_report
@@ -143,21 +142,12 @@ def plan(sweep: Sweep) -> list[SweepRun]:
     return runs
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _check_same_settings(sweep_run: SweepRun) -> None:
     saved = sweep_run.folder / "config.yaml"
     if not saved.is_file():
         return
-    before, now = _flatten(yaml.safe_load(saved.read_text())), _flatten(sweep_run.config.to_dict())
+    # the saved file read as a config: settings added to kd since then take their defaults
+    before, now = flatten(load_config([saved]).to_dict()), flatten(sweep_run.config.to_dict())
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
         raise KDError(f"run folder {sweep_run.folder} holds a run with other settings ({', '.join(changed)}); "

@@ -78,6 +78,8 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         keep_freed_memory()
     lazy_rows = (cfg.lazy_embedding_update and accelerator.num_processes == 1
                  and accelerator.mixed_precision != "fp16")  # DDP and fp16's scaler need dense gradients
+    if cfg.lazy_embedding_update and not lazy_rows:
+        reporter.print(f"{stage}: lazy_embedding_update needs one process and no fp16; the update stays dense")
     use_lazy_embedding_update(model, lazy_rows)
     clip = clip_grad_norm if lazy_rows else accelerator.clip_grad_norm_
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
