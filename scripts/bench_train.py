@@ -427,6 +427,8 @@ def main() -> None:
                          labels_file=args.data_dir / "goemotions/emotions.txt")
     command = "python " + " ".join(sys.argv)
     if args.only_end_to_end:  # part 1 as --out's training.json has it
+        if not (args.out / "training.json").is_file():
+            sys.exit(f"--only-end-to-end: no {args.out / 'training.json'} to take part 1 from; run without it first")
         results = json.loads((args.out / "training.json").read_text())
         results["end_to_end_command"] = command
     else:
