@@ -4,8 +4,8 @@
   (a) reference distillation:  (c) plus the teacher run online at every student step
   (b) kd's default pipeline:   cached teacher logits, batches padded to their longest row and
                                grouped by length, fused AdamW, fast dropout masks (hidden states
-                               and attention), freed memory kept by the allocator, batch and lr
-                               of configs/base.yaml
+                               and attention), freed memory kept by the allocator, the last
+                               layer run for the [CLS] row only, batch and lr of configs/base.yaml
 
 for the BERT-Tiny-shaped student (random init) and the MiniLM-L6 teacher, on GoEmotions train
 and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c) to (b), one
@@ -46,6 +46,7 @@ from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer
 from kd.report import cpu_name
 from kd.dropout import use_fast_dropout
+from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_lazy_embedding_update
 from kd.train import keep_freed_memory
 
@@ -63,6 +64,7 @@ class Recipe:
     fast_dropout: bool = False
     fast_attention_dropout: bool = False
     keep_freed_memory: bool = False
+    first_token_last_layer: bool = False
     lazy_embedding_update: bool = False
     batch_size: int = 16
     bf16: bool = False
@@ -83,6 +85,7 @@ def ladder(kd_batch: int) -> list[Recipe]:
              ("+ fast dropout masks", {"fast_dropout": True}),
              ("+ fast attention dropout", {"fast_attention_dropout": True}),
              ("+ freed memory kept", {"keep_freed_memory": True}),
+             ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
              (f"+ batch {kd_batch}: (b) kd default", {"batch_size": kd_batch})]
     recipes = [c, a]
     for name, change in steps:
@@ -125,6 +128,8 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
         use_fast_dropout(student, attention=recipe.fast_attention_dropout)
     if recipe.keep_freed_memory:
         keep_freed_memory()
+    if recipe.first_token_last_layer:
+        use_first_token_last_layer(student)
     use_lazy_embedding_update(student, recipe.lazy_embedding_update)
     student.get_input_embeddings().weight.requires_grad_(recipe.embedding_update)
     optimizer = make_optimizer(student, lr, 0.01, fused=recipe.fused_adamw)

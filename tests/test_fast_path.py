@@ -25,6 +25,7 @@ from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
 from kd.losses import distillation_loss
 from kd.models import build_model, load_classifier, load_tokenizer
 from kd.dropout import ATTENTION, FastDropout, dropout_keep_mask, fast_dropout_attention, use_fast_dropout
+from kd.first_token import FirstTokenBertLayer, use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer
 from kd.train import keep_freed_memory
 
@@ -167,6 +168,38 @@ def test_fast_dropout_attention_is_masked_softmax_attention_with_bernoulli_dropo
     assert keep.float().mean().item() == pytest.approx(0.75, abs=0.1)
     plain, _ = fast_dropout_attention(module, q, k, v, keys, dropout=0.0, scaling=0.3)
     torch.testing.assert_close(plain, (probs @ v).transpose(1, 2))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager", ATTENTION])
+def test_first_token_last_layer_gives_the_same_logits_and_gradients(models, tmp_path, attention):
+    """The last layer run for [CLS] alone: same logits and gradients on a padded batch (no
+    dropout, so both runs draw nothing), same weights and keys in the saved folder."""
+    torch.manual_seed(0)
+    full = build_model(str(models["bert_nodropout"]), "pretrained", tiny.LABELS, role="teacher")
+    full.set_attn_implementation(attention)
+    cut = build_model(str(models["bert_nodropout"]), "pretrained", tiny.LABELS, role="teacher")
+    cut.load_state_dict(full.state_dict())
+    cut.set_attn_implementation(attention)
+    assert use_first_token_last_layer(cut) and type(cut.bert.encoder.layer[-1]) is FirstTokenBertLayer
+    inputs = {"input_ids": torch.tensor([[2, 5, 6, 7, 9, 3], [2, 8, 3, 0, 0, 0], [2, 11, 12, 13, 3, 0]]),
+              "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])}
+    logits = [model.train()(**inputs).logits for model in (full, cut)]
+    torch.testing.assert_close(logits[1], logits[0])
+    for model, out in zip((full, cut), logits):
+        out.square().sum().backward()
+    for (name, a), b in zip(full.named_parameters(), cut.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, msg=name)
+    cut.save_pretrained(tmp_path)
+    reloaded = type(full).from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(reloaded(**inputs).logits, full.eval()(**inputs).logits)
+
+
+def test_first_token_last_layer_leaves_other_architectures_alone(models):
+    model = build_model(str(models["distilbert"]), "pretrained", tiny.LABELS, role="teacher")
+    assert not use_first_token_last_layer(model)
+    bert = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")
+    bert.config._attn_implementation = "flash_attention_2"  # 2-D padding masks: not cut
+    assert not use_first_token_last_layer(bert)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_keep_freed_memory_stops_page_faults_on_reused_activation_buffers():

@@ -23,6 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from kd.checkpoint import Progress, load_state, save_state
 from kd.config import TrainConfig
 from kd.dropout import use_fast_dropout
+from kd.first_token import use_first_token_last_layer
 from kd.batches import EncodedDataset, make_loader
 from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid, summary_line,
                          tune_thresholds)
@@ -74,6 +75,8 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
     train with the model)."""
     lr = cfg.lr or default_lr(model, cfg.batch_size)
     use_fast_dropout(model)
+    if matching is None:  # matching reads every token's hidden states
+        use_first_token_last_layer(model)
     if accelerator.device.type == "cpu":
         keep_freed_memory()
     lazy_rows = (cfg.lazy_embedding_update and accelerator.num_processes == 1
