@@ -5,7 +5,8 @@
   (b) kd's default pipeline:   cached teacher logits, batches padded to their longest row and
                                grouped by length, fused AdamW, fast dropout masks (hidden states
                                and attention), freed memory kept by the allocator, the last
-                               layer run for the [CLS] row only, batch and lr of configs/base.yaml
+                               layer run for the [CLS] row only, a sparse word-embedding
+                               gradient, batch and lr of configs/base.yaml
 
 for the BERT-Tiny-shaped student (random init) and the MiniLM-L6 teacher, on GoEmotions train
 and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c) to (b), one
@@ -47,7 +48,7 @@ from kd.models import build_model, default_lr, load_tokenizer
 from kd.report import cpu_name
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
-from kd.optim import clip_grad_norm, make_optimizer, use_lazy_embedding_update
+from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.train import keep_freed_memory
 
 JIGSAW_PRIORS = [0.096, 0.010, 0.053, 0.003, 0.049, 0.009]  # toxic .. identity_hate in train.csv
@@ -65,6 +66,7 @@ class Recipe:
     fast_attention_dropout: bool = False
     keep_freed_memory: bool = False
     first_token_last_layer: bool = False
+    sparse_embedding_gradient: bool = False
     lazy_embedding_update: bool = False
     batch_size: int = 16
     bf16: bool = False
@@ -86,6 +88,7 @@ def ladder(kd_batch: int) -> list[Recipe]:
              ("+ fast attention dropout", {"fast_attention_dropout": True}),
              ("+ freed memory kept", {"keep_freed_memory": True}),
              ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
+             ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
              (f"+ batch {kd_batch}: (b) kd default", {"batch_size": kd_batch})]
     recipes = [c, a]
     for name, change in steps:
@@ -130,9 +133,9 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
         keep_freed_memory()
     if recipe.first_token_last_layer:
         use_first_token_last_layer(student)
-    use_lazy_embedding_update(student, recipe.lazy_embedding_update)
+    use_sparse_embedding_gradient(student, recipe.sparse_embedding_gradient or recipe.lazy_embedding_update)
     student.get_input_embeddings().weight.requires_grad_(recipe.embedding_update)
-    optimizer = make_optimizer(student, lr, 0.01, fused=recipe.fused_adamw)
+    optimizer = make_optimizer(student, lr, 0.01, fused=recipe.fused_adamw, lazy=recipe.lazy_embedding_update)
     loader = make_loader(dataset, tokenizer, student, recipe.batch_size, shuffle=True,
                          group_by_length=recipe.group_by_length)
     phases = dict.fromkeys(["data", "teacher", "forward", "backward", "optimizer"], 0.0)

@@ -221,8 +221,8 @@ def _embedding_model(sparse: bool) -> torch.nn.Module:
     return model
 
 
-def _train(model, batches, clip=None):
-    optimizer = make_optimizer(model, 0.1, 0.01)
+def _train(model, batches, clip=None, lazy=False):
+    optimizer = make_optimizer(model, 0.1, 0.01, lazy=lazy)
     for ids in batches:
         model(ids).pow(2).sum().backward()
         if clip:
@@ -232,17 +232,31 @@ def _train(model, batches, clip=None):
     return optimizer
 
 
+def test_sparse_embedding_gradient_takes_the_dense_adamw_step():
+    """Rows a batch skips still move (momentum, weight decay), as in dense AdamW; the kept
+    buffer is zero again after every step."""
+    batches = [torch.tensor([[1, 2, 2]]), torch.tensor([[2, 4]]), torch.tensor([[0, 0, 5]])]
+    dense, sparse = _embedding_model(False), _embedding_model(True)
+    expected = _train(dense, batches, torch.nn.utils.clip_grad_norm_).state_dict()["state"]
+    optimizer = _train(sparse, batches, clip_grad_norm)
+    for a, b in zip(dense.parameters(), sparse.parameters()):
+        torch.testing.assert_close(b, a)
+    torch.testing.assert_close(optimizer.state_dict()["state"], expected)  # resumes like dense AdamW
+    assert all(not buffer.any() for buffer in optimizer._dense_grads.values())
+    assert sparse[0].weight.grad is None
+
+
 def test_lazy_embedding_update_is_adamw_on_the_rows_a_batch_uses():
     every_row = [torch.tensor([[0, 1, 2, 3, 4, 5, 5]])] * 3  # all rows used: lazy = dense AdamW
     dense, lazy = _embedding_model(False), _embedding_model(True)
     _train(dense, every_row, torch.nn.utils.clip_grad_norm_)
-    _train(lazy, every_row, clip_grad_norm)
+    _train(lazy, every_row, clip_grad_norm, lazy=True)
     for a, b in zip(dense.parameters(), lazy.parameters()):
         torch.testing.assert_close(a, b)
 
     lazy = _embedding_model(True)
     before = lazy[0].weight.detach().clone()
-    optimizer = _train(lazy, [torch.tensor([[1, 2, 2]]), torch.tensor([[2, 4]])], clip_grad_norm)
+    optimizer = _train(lazy, [torch.tensor([[1, 2, 2]]), torch.tensor([[2, 4]])], clip_grad_norm, lazy=True)
     moved = (lazy[0].weight != before).any(dim=1).tolist()
     assert moved == [False, True, True, False, True, False]
     state = optimizer.state[lazy[0].weight]

@@ -1,10 +1,12 @@
 """The optimizer and gradient clipping of the training loop.
 
-AdamW without decay on biases and LayerNorms, fused into one kernel. With a lazy embedding
-update, the word embedding table gets a sparse gradient and AdamW updates only the rows a
-batch used (as TensorFlow's LazyAdam and torch's SparseAdam do): on BERT-Tiny that table is
-3.9M of 4.4M parameters, and a dense step reads and writes all of it, its gradient and its
-two moments at every step, for the few hundred tokens a batch holds.
+AdamW without decay on biases and LayerNorms, fused into one kernel. On BERT-Tiny the word
+embedding table is 3.9M of 4.4M parameters, and a batch uses a few hundred of its rows; its
+dense gradient is a full table to zero-fill, clip and scale at every step, which on CPU costs
+more memory traffic than the rest of the model. With a sparse gradient (`use_sparse_embedding_gradient`)
+clipping touches only the used rows, and AdamW either takes the same dense step from a kept
+buffer the rows are scattered into (exact), or, `lazy`, updates only the rows a batch used
+(as TensorFlow's LazyAdam and torch's SparseAdam do).
 """
 
 from __future__ import annotations
@@ -12,22 +14,37 @@ from __future__ import annotations
 import torch
 
 
-class LazyRowsAdamW(torch.optim.AdamW):
-    """AdamW; a parameter with a sparse gradient moves only in the rows that gradient holds,
-    whose moments alone decay (the other rows keep their weights and moments)."""
+class SparseRowsAdamW(torch.optim.AdamW):
+    """AdamW that also takes row-sparse gradients. Not `lazy`: the exact dense AdamW step, the
+    gradient's rows written into a zero buffer kept for the purpose (and zeroed again after).
+    `lazy`: only the rows the gradient holds move, whose moments alone decay (the other rows
+    keep their weights and moments)."""
+
+    def __init__(self, params, lazy: bool = False, **kwargs):
+        super().__init__(params, **kwargs)
+        self.lazy = lazy
+        self._dense_grads: dict[torch.Tensor, torch.Tensor] = {}  # not state: zeros between steps
 
     def step(self, closure=None):
-        sparse = []
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is not None and param.grad.is_sparse:
-                    sparse.append((param, group, param.grad))
-                    param.grad = None  # AdamW's own step skips it
+        sparse = [(param, group, param.grad) for group in self.param_groups for param in group["params"]
+                  if param.grad is not None and param.grad.is_sparse]
+        for param, _, grad in sparse:  # lazy: AdamW's own step skips it
+            param.grad = None if self.lazy else self._scatter(param, grad.coalesce())
         loss = super().step(closure)
         for param, group, grad in sparse:
-            self._lazy_step(param, group, grad.coalesce())
+            if self.lazy:
+                self._lazy_step(param, group, grad.coalesce())
+            else:
+                param.grad.index_fill_(0, grad._indices()[0], 0.0)
             param.grad = grad
         return loss
+
+    @torch.no_grad()
+    def _scatter(self, param: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        dense = self._dense_grads.get(param)
+        if dense is None:
+            dense = self._dense_grads[param] = torch.zeros_like(param)
+        return dense.index_copy_(0, grad.indices()[0], grad.values())
 
     @torch.no_grad()
     def _lazy_step(self, param: torch.Tensor, group: dict, grad: torch.Tensor) -> None:
@@ -48,18 +65,19 @@ class LazyRowsAdamW(torch.optim.AdamW):
         param.index_copy_(0, rows, weights.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1 ** step)))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                   fused: bool = True) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = True,
+                   lazy: bool = False) -> torch.optim.Optimizer:
     """AdamW without decay on biases and LayerNorms; `fused`: one kernel for all dense tensors
-    (CPU and GPU), several times faster than the per-tensor loop on a small model."""
+    (CPU and GPU), several times faster than the per-tensor loop on a small model; `lazy`: a
+    sparse gradient moves only its own rows (SparseRowsAdamW)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return LazyRowsAdamW(groups, lr=lr, fused=fused, foreach=None if fused else False)
+    return SparseRowsAdamW(groups, lazy=lazy, lr=lr, fused=fused, foreach=None if fused else False)
 
 
-def use_lazy_embedding_update(model: torch.nn.Module, enabled: bool = True) -> None:
+def use_sparse_embedding_gradient(model: torch.nn.Module, enabled: bool = True) -> None:
     """Give the word embedding table of `model` a sparse gradient (or, not `enabled`, a dense one)."""
     model.get_input_embeddings().sparse = enabled
 

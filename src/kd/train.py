@@ -30,7 +30,7 @@ from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid,
 from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss, scheduled_temperature
 from kd.models import default_lr, save_classifier
-from kd.optim import clip_grad_norm, make_optimizer, use_lazy_embedding_update
+from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.report import Reporter
 
 
@@ -79,17 +79,20 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         use_first_token_last_layer(model)
     if accelerator.device.type == "cpu":
         keep_freed_memory()
-    lazy_rows = (cfg.lazy_embedding_update and accelerator.num_processes == 1
-                 and accelerator.mixed_precision != "fp16")  # DDP and fp16's scaler need dense gradients
-    if cfg.lazy_embedding_update and not lazy_rows:
+    # A sparse word-embedding gradient (cheaper on CPU, and needed by the lazy update); DDP and
+    # fp16's scaler need dense gradients.
+    sparse_ok = accelerator.num_processes == 1 and accelerator.mixed_precision != "fp16"
+    if cfg.lazy_embedding_update and not sparse_ok:
         reporter.print(f"{stage}: lazy_embedding_update needs one process and no fp16; the update stays dense")
-    use_lazy_embedding_update(model, lazy_rows)
-    clip = clip_grad_norm if lazy_rows else accelerator.clip_grad_norm_
+    lazy = cfg.lazy_embedding_update and sparse_ok
+    sparse = sparse_ok and (lazy or accelerator.device.type == "cpu")
+    use_sparse_embedding_gradient(model, sparse)
+    clip = clip_grad_norm if sparse else accelerator.clip_grad_norm_
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed())
     val_loader = make_loader(val_set, tokenizer, model, cfg.eval_batch_size, shuffle=False)
     trained = model if matching is None else torch.nn.ModuleList([model, matching])
-    optimizer = make_optimizer(trained, lr, cfg.weight_decay)
+    optimizer = make_optimizer(trained, lr, cfg.weight_decay, lazy=lazy)
     updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
