@@ -201,6 +201,7 @@ def test_first_token_last_layer_leaves_other_architectures_alone(models):
     bert.config._attn_implementation = "flash_attention_2"  # 2-D padding masks: not cut
     assert not use_first_token_last_layer(bert)
 
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_keep_freed_memory_stops_page_faults_on_reused_activation_buffers():
     def page_faults_of_one_step() -> int:
