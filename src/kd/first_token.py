@@ -3,7 +3,7 @@
 A sequence classifier reads one row of the last layer's output: the first ([CLS]) token's,
 through BERT's pooler. That row needs the keys and values of every token, but the query,
 the attention output, the feed-forward block and their norms and dropouts of that one row
-only: for BERT-Tiny (two layers) that is about 40% of the model's work per token. The
+only: for BERT-Tiny (two layers) that is about 40% of the multiply-adds per token. The
 logits are the same; only what no head reads is left uncomputed. Weights, state-dict keys
 and saved folders are unchanged.
 """

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from kd.config import Config, flatten, load_config, nest, parse_override, read_yaml_mapping, save_config
 from kd.distill import run, shared_teacher, teacher_key
 from kd.errors import KDError

@@ -56,6 +56,17 @@ def keep_freed_memory() -> None:
     mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 
+def _embedding_update(cfg: TrainConfig, accelerator, reporter: Reporter, stage: str) -> tuple[bool, bool]:
+    """(sparse, lazy): whether the word embedding table gets a sparse gradient (on CPU it is
+    cheaper; the lazy update needs it) and whether AdamW updates only the rows a batch used.
+    DDP and fp16's scaler need dense gradients."""
+    possible = accelerator.num_processes == 1 and accelerator.mixed_precision != "fp16"
+    if cfg.lazy_embedding_update and not possible:
+        reporter.print(f"{stage}: lazy_embedding_update needs one process and no fp16; the update stays dense")
+    lazy = cfg.lazy_embedding_update and possible
+    return possible and (lazy or accelerator.device.type == "cpu"), lazy
+
+
 def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
     if best is None:
         return True
@@ -79,13 +90,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         use_first_token_last_layer(model)
     if accelerator.device.type == "cpu":
         keep_freed_memory()
-    # A sparse word-embedding gradient (cheaper on CPU, and needed by the lazy update); DDP and
-    # fp16's scaler need dense gradients.
-    sparse_ok = accelerator.num_processes == 1 and accelerator.mixed_precision != "fp16"
-    if cfg.lazy_embedding_update and not sparse_ok:
-        reporter.print(f"{stage}: lazy_embedding_update needs one process and no fp16; the update stays dense")
-    lazy = cfg.lazy_embedding_update and sparse_ok
-    sparse = sparse_ok and (lazy or accelerator.device.type == "cpu")
+    sparse, lazy = _embedding_update(cfg, accelerator, reporter, stage)
     use_sparse_embedding_gradient(model, sparse)
     clip = clip_grad_norm if sparse else accelerator.clip_grad_norm_
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
