@@ -76,8 +76,12 @@ def test_evaluate_and_predict_commands(run_dir, csv_data, capsys):
     for key in ("macro_auc", "micro_f1", "macro_f1", "macro_f1_tuned", "bce", "exact_match", "per_label", "n"):
         assert key in metrics
     final = json.loads((run_dir / "final_metrics.json").read_text())
-    assert metrics["macro_auc"] == pytest.approx(final["student"]["val"]["macro_auc"], abs=1e-6)
-    assert metrics["macro_f1_tuned"] == pytest.approx(final["student"]["val"]["macro_f1_tuned"], abs=1e-6)
+    # the same probabilities to float rounding: BCE is continuous in them, so it must agree closely.
+    # Half of this tiny model's sorted val probabilities lie under 5e-8 apart, so rounding (other
+    # CPU kernels, the [CLS]-only last layer in training) reorders near ties: rank metrics agree loosely.
+    assert metrics["bce"] == pytest.approx(final["student"]["val"]["bce"], abs=1e-6)
+    assert metrics["macro_auc"] == pytest.approx(final["student"]["val"]["macro_auc"], abs=0.005)
+    assert metrics["macro_f1_tuned"] == pytest.approx(final["student"]["val"]["macro_f1_tuned"], abs=0.02)
     assert main(["predict", "--model", str(run_dir / "student"), "furious rage", "happy great"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["text"] for r in rows] == ["furious rage", "happy great"]
