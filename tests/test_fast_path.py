@@ -116,7 +116,9 @@ def test_bf16_training_evaluates_in_fp32(models, csv_data, tmp_path):
     val = read_labeled(csv_data["val"], "csv", text_column="text", label_columns=tiny.LABELS)
     metrics, _ = evaluate_model(model, tokenizer, val, Accelerator(cpu=True), 32, 32)
     assert metrics["bce"] == pytest.approx(reported["bce"], abs=1e-6)
-    assert metrics["macro_auc"] == pytest.approx(reported["macro_auc"], abs=1e-9)
+    # rounding can reorder near ties (see test_pipeline); bf16 logits would tie them all (AUC 0.5
+    # here, against 0.73) and move the BCE by ~3e-5
+    assert metrics["macro_auc"] == pytest.approx(reported["macro_auc"], abs=0.005)
 
 
 
