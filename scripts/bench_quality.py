@@ -74,6 +74,7 @@ def parse_args() -> argparse.Namespace:
                    help="also score every chosen model on this labelled file (dev still picks)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = p.parse_args()
+    args.reused = []  # finished runs found in --cache-dir instead of trained
     args.test = dict(item.split("=", 1) for item in args.test)
     args.grid = [tuple(float(v) for v in point.split(":")) for point in args.grid]
     unknown = set(args.test) - set(DATASETS)
@@ -92,7 +93,9 @@ def dataset_config(name: str, data_dir: Path, cache_dir: Path, overrides: list[s
 def teacher_folder(name: str, args) -> Path:
     """kd distill's teacher stage, once per dataset (the run's own 1-epoch student is ignored)."""
     run_dir = args.cache_dir / "runs" / f"{name}-teacher"
-    if not (run_dir / "final_metrics.json").exists():
+    if (run_dir / "final_metrics.json").exists():
+        args.reused.append(run_dir.name)
+    else:
         run(dataset_config(name, args.data_dir, args.cache_dir, [
             *STUDENTS["tiny"], "student.train.epochs=1", f"run_name={run_dir.name}"]), resume=run_dir.exists())
     return run_dir / "teacher"
@@ -104,7 +107,9 @@ def student_run(name: str, student: str, alpha: float, temperature: float, seed:
                  f"distill.temperature={temperature}", f"seed={seed}", *extra]
     key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]  # other settings, other run
     run_dir = args.cache_dir / "runs" / f"{name}-{student}-a{alpha:g}-t{temperature:g}-s{seed}-{key}"
-    if not (run_dir / "final_metrics.json").exists():
+    if (run_dir / "final_metrics.json").exists():
+        args.reused.append(run_dir.name)
+    else:
         run(dataset_config(name, args.data_dir, args.cache_dir, [*overrides, f"run_name={run_dir.name}"]),
             resume=run_dir.exists())
     return run_dir
@@ -248,7 +253,10 @@ def markdown(results: dict) -> str:
     out = ["# Quality on real data", "", f"Command: `{results['command']}`", "",
            f"Machine: {results['cpu']}, {results['threads']} torch threads. Means ± std over "
            f"{results['seeds']} seeds for the students; train time in seconds on this CPU; inference "
-           "ms per text: PyTorch, batches of 64, 1,000 dev texts.", ""]
+           "ms per text: PyTorch, batches of 64, 1,000 dev texts.", "",
+           f"Wall time of this invocation: {results['wall_time_s'] / 60:.1f} min, "
+           + (f"reusing {len(results['reused'])} finished runs from the cache: {', '.join(results['reused'])}."
+              if results["reused"] else "training every model (no finished run in the cache)."), ""]
     for name, data in results["datasets"].items():
         test = "test" in data["teacher"]
         head = "| model | parameters | dev macro AUC | dev macro F1 (tuned) | dev BCE |"
@@ -293,8 +301,10 @@ def main() -> None:
     results = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "threads": torch.get_num_threads(),
                "seeds": args.seeds, "datasets": {}}
     args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     for name in args.datasets:  # the files are rewritten after each dataset
         results["datasets"][name] = bench_dataset(name, args)
+        results.update(wall_time_s=time.perf_counter() - started, reused=args.reused)
         (args.out / "quality.json").write_text(json.dumps(results["datasets"], indent=2) + "\n")
         (args.out / "quality.md").write_text(markdown(results))
         plot(results, args.out / "quality.png")
