@@ -51,7 +51,7 @@ DATASETS = {
         "data.val": "hateval2019-en/hateval2019_en_dev.csv"}),
 }
 STUDENTS = {  # issue 3's reference loop: the l2 student's labels-only dev AUC peaks after 2 epochs
-    "l2": ["student.name=minilm-l6", "student.init=teacher-layers", "student.num_layers=2", "student.layers=null",
+    "l2": ["student.name=minilm-l6", "student.init=teacher-layers", "student.num_layers=2",
            "student.train.batch_size=32", "student.train.lr=1.5e-4", "student.train.epochs=2"],
     "tiny": ["student.name=bert-tiny", "student.init=random", "student.num_layers=null", "student.train.lr=null",
              "student.train.batch_size=64", "student.train.epochs=3"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -130,3 +131,10 @@ def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults():
     changed.student.train.lr = 1e-2  # the student does not decide the teacher
     changed.teacher.train.group_by_length = True  # set, but to its default
     assert distill.teacher_key(changed) == distill.hashlib.sha256(b'{"teacher.train.lr": 0.0001}').hexdigest()[:16]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs/sweeps").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_committed_sweep_file_plans(path):
+    """Each sweep in configs/sweeps resolves to valid run configs with today's config files."""
+    assert sweep.plan(sweep.load_sweep(path))
