@@ -90,14 +90,19 @@ def dataset_config(name: str, data_dir: Path, cache_dir: Path, overrides: list[s
                        [*paths, f"cache_dir={cache_dir}", f"output_dir={cache_dir / 'runs'}", *overrides])
 
 
-def teacher_folder(name: str, args) -> Path:
-    """kd distill's teacher stage, once per dataset (the run's own 1-epoch student is ignored)."""
-    run_dir = args.cache_dir / "runs" / f"{name}-teacher"
+def run_once(name: str, run_dir: Path, overrides: list[str], args) -> None:
+    """kd distill into run_dir, resuming an interrupted run; a finished one is reused (and counted)."""
     if (run_dir / "final_metrics.json").exists():
         args.reused.append(run_dir.name)
     else:
-        run(dataset_config(name, args.data_dir, args.cache_dir, [
-            *STUDENTS["tiny"], "student.train.epochs=1", f"run_name={run_dir.name}"]), resume=run_dir.exists())
+        run(dataset_config(name, args.data_dir, args.cache_dir, [*overrides, f"run_name={run_dir.name}"]),
+            resume=run_dir.exists())
+
+
+def teacher_folder(name: str, args) -> Path:
+    """kd distill's teacher stage, once per dataset (the run's own 1-epoch student is ignored)."""
+    run_dir = args.cache_dir / "runs" / f"{name}-teacher"
+    run_once(name, run_dir, [*STUDENTS["tiny"], "student.train.epochs=1"], args)
     return run_dir / "teacher"
 
 
@@ -107,11 +112,7 @@ def student_run(name: str, student: str, alpha: float, temperature: float, seed:
                  f"distill.temperature={temperature}", f"seed={seed}", *extra]
     key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]  # other settings, other run
     run_dir = args.cache_dir / "runs" / f"{name}-{student}-a{alpha:g}-t{temperature:g}-s{seed}-{key}"
-    if (run_dir / "final_metrics.json").exists():
-        args.reused.append(run_dir.name)
-    else:
-        run(dataset_config(name, args.data_dir, args.cache_dir, [*overrides, f"run_name={run_dir.name}"]),
-            resume=run_dir.exists())
+    run_once(name, run_dir, overrides, args)
     return run_dir
 
 
