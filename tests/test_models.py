@@ -39,6 +39,32 @@ def test_teacher_layers_needs_equal_hidden_sizes(models):
         build_model(str(models["student"]), "teacher-layers", tiny.LABELS, teacher_name=str(models["bert"]))
 
 
+@pytest.mark.parametrize("teacher", ["bert", "distilbert"])
+def test_teacher_embeddings_are_the_teachers_projected_by_pca(models, teacher):
+    """A hidden-16 student of a hidden-32 teacher: each table is the teacher's times one
+    orthonormal 32x16 map onto the word table's top principal directions; the layers stay random."""
+    source = build_model(str(models[teacher]), "pretrained", tiny.LABELS, role="teacher")
+    student = build_model(str(models["student"]), "teacher-embeddings", tiny.LABELS, teacher_name=str(models[teacher]))
+    words = source.base_model.embeddings.word_embeddings.weight.detach()
+    projection = torch.linalg.lstsq(words, student.base_model.embeddings.word_embeddings.weight.detach()).solution
+    assert projection.shape == (32, 16)
+    torch.testing.assert_close(projection.T @ projection, torch.eye(16), atol=1e-4, rtol=0)
+    top = torch.linalg.svd(words - words.mean(dim=0), full_matrices=False).Vh[:16]
+    torch.testing.assert_close((top @ projection).abs(), torch.eye(16), atol=1e-4, rtol=0)  # up to sign
+    positions = source.base_model.embeddings.position_embeddings.weight.detach()
+    torch.testing.assert_close(student.base_model.embeddings.position_embeddings.weight, positions @ projection)
+    untouched = build_model(str(models["student"]), "random", tiny.LABELS)
+    assert student.config.hidden_size == untouched.config.hidden_size == 16
+    assert student.config.num_hidden_layers == untouched.config.num_hidden_layers == 2
+
+
+def test_teacher_embeddings_need_a_teacher_at_least_as_wide(models):
+    with pytest.raises(KDError, match="width up to the teacher's"):
+        build_model(str(models["bert"]), "teacher-embeddings", tiny.LABELS, teacher_name=str(models["student"]))
+    with pytest.raises(KDError, match="needs a teacher"):
+        build_model(str(models["student"]), "teacher-embeddings", tiny.LABELS)
+
+
 def test_missing_weights_name_the_alternatives(tmp_path):
     folder = tiny.make_model(tmp_path / "m", "bert")
     (folder / "model.safetensors").unlink()

@@ -116,13 +116,15 @@ def test_distilbert_teacher_to_bert_student_with_labels_only(models, csv_data, t
     assert final["soft_targets_cache_hit"] is None and not (tmp_path / "cache").exists()
 
 
-def test_teacher_layers_student(models, csv_data, tmp_path):
+@pytest.mark.parametrize("init,student", [("teacher-layers", "bert"), ("teacher-embeddings", "student")])
+def test_students_built_from_the_pretrained_teacher(models, csv_data, tmp_path, init, student):
     overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
-        "student.name": models["bert"], "student.init": "teacher-layers", "student.num_layers": 1,
+        "student.name": models[student], "student.init": init, "student.num_layers": 1,
         "teacher.train.epochs": 1, "student.train.epochs": 1})
     assert main(["distill", *overrides]) == 0
     model, _, _ = load_classifier(tmp_path / "runs/run/student")
     assert model.config.num_hidden_layers == 1
+    assert model.config.hidden_size == {"bert": 32, "student": 16}[student]
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(models, csv_data, tmp_path):

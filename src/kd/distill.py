@@ -158,7 +158,7 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                    teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, teacher,
                    accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool) -> dict:
     student = cfg.student
-    uses_teacher_tokenizer = student.init == "teacher-layers"
+    uses_teacher_tokenizer = student.init in ("teacher-layers", "teacher-embeddings")
     tokenizer = load_tokenizer(cfg.teacher.name if uses_teacher_tokenizer else student.name)
     model = build_model(student.name, student.init, train.label_names, role="student",
                         num_layers=student.num_layers, layers=student.layers,

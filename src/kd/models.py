@@ -1,9 +1,11 @@
-"""Model names, tokenizers and the three ways to initialise a classifier.
+"""Model names, tokenizers and the four ways to initialise a classifier.
 
 `pretrained` loads hub (or local) weights; `random` builds the architecture from its
 config; `teacher-layers` keeps K layers of the pretrained (not fine-tuned) teacher,
-as DistilBERT was initialised from BERT. Known aliases also work offline with
-`random` init: their architectures are listed here and their vocab ships with kd.
+as DistilBERT was initialised from BERT; `teacher-embeddings` is `random` with the
+pretrained teacher's embedding tables reduced to the student's width by PCA, for a
+narrower student. Known aliases also work offline with `random` init: their
+architectures are listed here and their vocab ships with kd.
 """
 
 from __future__ import annotations
@@ -146,6 +148,31 @@ def _teacher_layers_model(teacher_name: str, label_names: list[str], keep: list[
     return student
 
 
+def _projected_embeddings_model(name: str, teacher_name: str, label_names: list[str],
+                                num_layers: int | None):
+    """A random-init `name` whose word, position and token-type embeddings are the pretrained
+    teacher's, mapped to its narrower width by the top principal directions of the teacher's word
+    table. One linear map for all three keeps their sum the projection of the teacher's."""
+    student = _random_model(name, label_names, num_layers)
+    teacher = _from_pretrained(teacher_name, label_names, "teacher (for teacher-embeddings)")
+    s_emb, t_emb = student.base_model.embeddings, teacher.base_model.embeddings
+    words = t_emb.word_embeddings.weight.detach()
+    width = student.config.hidden_size
+    if words.shape[0] != s_emb.word_embeddings.weight.shape[0] or width > words.shape[1]:
+        raise KDError(f"init=teacher-embeddings needs the teacher's vocab and a width up to the teacher's: "
+                      f"student '{name}' has {s_emb.word_embeddings.weight.shape[0]} tokens x {width}, "
+                      f"teacher '{teacher_name}' {words.shape[0]} x {words.shape[1]}")
+    _, _, directions = torch.linalg.svd(words - words.mean(dim=0), full_matrices=False)
+    projection = directions[:width].T  # [teacher width, student width]
+    with torch.no_grad():
+        for key, table in s_emb.named_children():
+            source = getattr(t_emb, key, None)
+            if isinstance(table, torch.nn.Embedding) and isinstance(source, torch.nn.Embedding):
+                rows = min(table.num_embeddings, source.num_embeddings)
+                table.weight[:rows] = source.weight[:rows] @ projection
+    return student
+
+
 def build_model(name: str, init: str, label_names: list[str], role: str = "student",
                 num_layers: int | None = None, layers: list[int] | None = None,
                 teacher_name: str | None = None):
@@ -156,9 +183,11 @@ def build_model(name: str, init: str, label_names: list[str], role: str = "stude
         return _from_pretrained(name, label_names, role)
     if init == "random":
         return _random_model(name, label_names, num_layers)
+    if init in ("teacher-layers", "teacher-embeddings") and teacher_name is None:
+        raise KDError(f"init={init} needs a teacher")
+    if init == "teacher-embeddings":
+        return _projected_embeddings_model(name, teacher_name, label_names, num_layers)
     if init == "teacher-layers":
-        if teacher_name is None:
-            raise KDError("init=teacher-layers needs a teacher")
         teacher_config = load_model_config(teacher_name)
         student_config = load_model_config(name)
         if student_config.hidden_size != teacher_config.hidden_size:
@@ -169,7 +198,7 @@ def build_model(name: str, init: str, label_names: list[str], role: str = "stude
         keep = layers or evenly_spaced_layers(teacher_config.num_hidden_layers,
                                               num_layers or student_config.num_hidden_layers)
         return _teacher_layers_model(teacher_name, label_names, keep)
-    raise KDError(f"unknown init {init!r}: use pretrained, teacher-layers or random")
+    raise KDError(f"unknown init {init!r}: use pretrained, teacher-layers, teacher-embeddings or random")
 
 
 def classifier_head(model) -> torch.nn.Linear:
