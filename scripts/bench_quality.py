@@ -72,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=["hateval", "goemotions"], choices=list(DATASETS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--students", nargs="+", default=["l2", "tiny"], choices=list(STUDENTS))
-    p.add_argument("--grid", nargs="+", default=["0.5:2", "0.9:4"], metavar="ALPHA:T",
+    p.add_argument("--grid", nargs="+", default=["0.5:1", "0.5:2"], metavar="ALPHA:T",
                    help="distillation settings tried with seed 0; the best on dev runs all seeds")
     p.add_argument("--augment-copies", type=int, default=0,
                    help="also distill each student with this many augmented copies of train as a transfer set")
