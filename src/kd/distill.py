@@ -30,7 +30,7 @@ from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
 from kd.layer_matching import LayerMatching, check_shapes
-from kd.models import (build_model, count_parameters, folder_size_mb, init_prior_bias,
+from kd.models import (TEACHER_INITS, build_model, count_parameters, folder_size_mb, init_prior_bias,
                        label_names, load_classifier, load_model_config, load_tokenizer)
 from kd.report import Reporter, write_json
 from kd.teacher import cached_metrics, soft_targets, transfer_soft_targets
@@ -158,8 +158,7 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                    teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, teacher,
                    accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool) -> dict:
     student = cfg.student
-    uses_teacher_tokenizer = student.init in ("teacher-layers", "teacher-embeddings")
-    tokenizer = load_tokenizer(cfg.teacher.name if uses_teacher_tokenizer else student.name)
+    tokenizer = load_tokenizer(cfg.teacher.name if student.init in TEACHER_INITS else student.name)
     model = build_model(student.name, student.init, train.label_names, role="student",
                         num_layers=student.num_layers, layers=student.layers,
                         teacher_name=cfg.teacher.name)

@@ -148,6 +148,9 @@ def _teacher_layers_model(teacher_name: str, label_names: list[str], keep: list[
     return student
 
 
+TEACHER_INITS = ("teacher-layers", "teacher-embeddings")  # built from the pretrained teacher, read with its tokenizer
+
+
 def _projected_embeddings_model(name: str, teacher_name: str, label_names: list[str],
                                 num_layers: int | None):
     """A random-init `name` whose word, position and token-type embeddings are the pretrained
@@ -183,7 +186,7 @@ def build_model(name: str, init: str, label_names: list[str], role: str = "stude
         return _from_pretrained(name, label_names, role)
     if init == "random":
         return _random_model(name, label_names, num_layers)
-    if init in ("teacher-layers", "teacher-embeddings") and teacher_name is None:
+    if init in TEACHER_INITS and teacher_name is None:
         raise KDError(f"init={init} needs a teacher")
     if init == "teacher-embeddings":
         return _projected_embeddings_model(name, teacher_name, label_names, num_layers)
