@@ -10,6 +10,9 @@ For GoEmotions (28 labels) and HatEval 2019 (HS, TR, AG), on their dev splits:
   tiny_kd      the same, distilled
   tiny_emb_*   with --students ... tiny_emb: the tiny student with the pretrained teacher's embedding
                tables reduced to its width by PCA (student.init=teacher-embeddings), labels only and distilled
+  tiny_pre_*   with --students ... tiny_pre: tiny_emb pre-trained first by `kd pretrain`
+               (configs/pretrain-tiny.yaml) on the unlabelled train texts of every dataset here, matching
+               the pretrained teacher's hidden states; one pre-trained student serves every run
 Students run over several seeds (mean and std). alpha and T are picked on dev with seed 0 from a
 small grid, by dev macro AUC; thresholds are tuned on dev. With `--test NAME=FILE` every chosen
 model is also scored on that file with its dev-tuned thresholds.
@@ -43,6 +46,7 @@ from kd.data import LabeledTexts, load_splits, read_labeled
 from kd.distill import run
 from kd.evaluate import compute_metrics, evaluate_model, tune_thresholds
 from kd.models import load_classifier
+from kd.pretrain import pretrain
 from kd.report import cpu_name
 
 DATASETS = {
@@ -62,6 +66,7 @@ STUDENTS = {  # l2: configs/minilm.yaml's recipe (2 epochs, lr 3e-4) with the te
              "student.train.batch_size=64", "student.train.epochs=3"],
 }
 STUDENTS["tiny_emb"] = [*STUDENTS["tiny"], "student.init=teacher-embeddings"]
+STUDENTS["tiny_pre"] = [*STUDENTS["tiny"], "student.init=pretrained"]  # student.name: pretrained_student()
 STUDENT_DELTAS = {  # per dataset: on HatEval (9k rows) a 3rd epoch brought the distilled l2 student from
     # 0.0064 to 0.0008 dev AUC under its teacher over 3 seeds (ablations.md, hateval_l2)
     "hateval": {"l2": ["student.train.epochs=3"]},
@@ -117,8 +122,28 @@ def teacher_folder(name: str, args) -> Path:
     return run_dir / "teacher"
 
 
+def pretrained_student(args) -> Path:
+    """kd pretrain once (configs/pretrain-tiny.yaml) on the train texts of every dataset, without
+    their labels (never a dev text); reused from --cache-dir when done."""
+    run_dir = args.cache_dir / "pretrain" / "tiny"
+    if (run_dir / "final_metrics.json").exists():
+        args.reused.append(f"pretrain/{run_dir.name}")
+    else:
+        texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
+            dataset_config(name, args.data_dir, args.cache_dir, []).data)[0].texts]
+        texts_file = args.cache_dir / "pretrain" / "train-texts.txt"
+        texts_file.parent.mkdir(parents=True, exist_ok=True)
+        texts_file.write_text("\n".join(texts) + "\n")
+        pretrain(load_config(["configs/pretrain-tiny.yaml"], [f"pretrain.files=[{texts_file}]", f"run_name=tiny",
+                                                             f"output_dir={run_dir.parent}"]),
+                 resume=(run_dir / "config.yaml").exists())
+    return run_dir / "student"
+
+
 def student_run(name: str, student: str, alpha: float, temperature: float, seed: int, teacher: Path,
                 args, extra: tuple[str, ...] = ()) -> Path:
+    if student == "tiny_pre":
+        extra = (f"student.name={pretrained_student(args)}", *extra)
     overrides = [*STUDENTS[student], *STUDENT_DELTAS.get(name, {}).get(student, []), f"teacher.path={teacher}",
                  f"distill.alpha={alpha}", f"distill.temperature={temperature}", f"seed={seed}", *extra]
     key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]  # other settings, other run

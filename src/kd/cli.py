@@ -1,4 +1,4 @@
-"""The `kd` command: distill, sweep, evaluate, predict, export, serve.
+"""The `kd` command: distill, pretrain, sweep, evaluate, predict, export, serve.
 
 Errors a user can fix print as one line on stderr with exit code 2; `--debug`
 shows the traceback instead.
@@ -14,9 +14,9 @@ from pathlib import Path
 from kd.errors import KDError
 
 
-def _distill_parser(sub) -> None:
-    p = sub.add_parser("distill", help="fine-tune a teacher and distill it into a student",
-                       description="Fine-tune the teacher, cache its soft targets, train the student.")
+def _run_parser(sub, name: str, help: str, description: str) -> None:
+    """kd distill and kd pretrain: the same config, CLI overrides and --resume."""
+    p = sub.add_parser(name, help=help, description=description)
     p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="YAML config (repeatable; later files override earlier ones)")
     p.add_argument("--teacher", help="teacher model: alias, hub id or folder (= teacher.name)")
@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kd", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    _distill_parser(sub)
+    _run_parser(sub, "distill", "fine-tune a teacher and distill it into a student",
+                "Fine-tune the teacher, cache its soft targets, train the student.")
+    _run_parser(sub, "pretrain", "pre-train a student on unlabelled text by matching the teacher's hidden states",
+                "Before any task: the student learns the pretrained teacher's hidden states on the texts of "
+                "pretrain.files; then distill with student.name=RUN_FOLDER/student student.init=pretrained.")
     _sweep_parser(sub)
     _evaluate_parser(sub)
     _predict_parser(sub)
@@ -104,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _distill(args) -> None:
+def _run_config(args):
+    """(config, resume) of kd distill or kd pretrain: from --resume's run folder, or the arguments."""
     from kd.config import load_config
-    from kd.distill import run
 
     if args.resume:
         folder = Path(args.resume)
@@ -114,16 +118,26 @@ def _distill(args) -> None:
             raise KDError("--resume takes the run's own config.yaml; give no other settings")
         if not (folder / "config.yaml").is_file():
             raise KDError(f"not a run folder (no config.yaml): {folder}")
-        cfg = load_config([str(folder / "config.yaml")],
-                          [f"run_name={folder.name}", f"output_dir={folder.parent}"])
-        run(cfg, resume=True)
-        return
+        return load_config([str(folder / "config.yaml")],
+                           [f"run_name={folder.name}", f"output_dir={folder.parent}"]), True
     overrides = list(args.overrides)
     if args.teacher:
         overrides.insert(0, f"teacher.name={args.teacher}")
     if args.student:
         overrides.insert(0, f"student.name={args.student}")
-    run(load_config(args.config, overrides))
+    return load_config(args.config, overrides), False
+
+
+def _distill(args) -> None:
+    from kd.distill import run
+
+    run(*_run_config(args))
+
+
+def _pretrain(args) -> None:
+    from kd.pretrain import pretrain
+
+    pretrain(*_run_config(args))
 
 
 def _sweep(args) -> None:
@@ -206,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        commands = {"distill": _distill, "sweep": _sweep, "evaluate": _evaluate, "predict": _predict,
-                    "export": _export, "serve": _serve}
+        commands = {"distill": _distill, "pretrain": _pretrain, "sweep": _sweep, "evaluate": _evaluate,
+                    "predict": _predict, "export": _export, "serve": _serve}
         commands[args.command](args)
     except KDError as err:
         if args.debug:

@@ -90,6 +90,13 @@ class StudentConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=64))
 
 
+def check_layer_map(layer_map: list[list[int]] | None, key: str) -> None:
+    for pair in layer_map or []:
+        if len(pair) != 2 or min(pair) < 0:
+            raise KDError(f"{key} holds [student_layer, teacher_layer] pairs of layer numbers >= 0 "
+                          f"(0: the embeddings), got {pair}")
+
+
 @dataclass
 class DistillConfig:
     alpha: float = 0.5
@@ -132,10 +139,21 @@ class DistillConfig:
                           f"then {len(self.extra_teachers)} extra), not all 0; got {self.teacher_weights}")
         if self.hidden_weight < 0 or self.attention_weight < 0:
             raise KDError("distill.hidden_weight and distill.attention_weight must be 0 or more")
-        for pair in self.layer_map or []:
-            if len(pair) != 2 or min(pair) < 0:
-                raise KDError(f"distill.layer_map holds [student_layer, teacher_layer] pairs of layer "
-                              f"numbers >= 0 (0: the embeddings), got {pair}")
+        check_layer_map(self.layer_map, "distill.layer_map")
+
+
+@dataclass
+class PretrainConfig:
+    """`kd pretrain`: the student's layers learn, on unlabelled text and before any task, to
+    reproduce the pretrained teacher's hidden states (general distillation)."""
+    files: list[str] = field(default_factory=list)  # unlabelled texts, one per line
+    layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None: evenly spaced
+    hidden_loss: Literal["mse", "cosine"] = "mse"
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=64))
+
+    def validate(self) -> None:
+        self.train.validate("pretrain.train")
+        check_layer_map(self.layer_map, "pretrain.layer_map")
 
 
 @dataclass
@@ -149,12 +167,14 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def validate(self) -> Config:
         self.data.validate()
         self.teacher.train.validate("teacher.train")
         self.student.train.validate("student.train")
         self.distill.validate()
+        self.pretrain.validate()
         if self.student.num_layers is not None and self.student.num_layers < 1:
             raise KDError("student.num_layers must be positive")
         if self.student.layers is not None:

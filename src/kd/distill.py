@@ -73,7 +73,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
     return accelerator
 
 
-def _run_dir(cfg: Config, accelerator: Accelerator, resume: bool) -> Path:
+def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Path:
     """checkpoints/<run_name>, the same on every process; a finished run is never overwritten."""
     name = cfg.run_name or "{}-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), cfg.teacher.name, cfg.student.name)
     name = broadcast_object_list([re.sub(r"[^\w.-]+", "_", name)])[0]
@@ -239,7 +239,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
     _check_layer_matching_early(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
-    run_dir = _run_dir(cfg, accelerator, resume)
+    run_dir = run_folder(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}")

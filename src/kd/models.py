@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
+from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
                           BertTokenizer, DistilBertTokenizer, PretrainedConfig)
 
 from kd.classifier import read_thresholds, write_thresholds
@@ -100,16 +100,19 @@ def label_kwargs(label_names: list[str]) -> dict:
             "label2id": {name: i for i, name in enumerate(label_names)}}
 
 
-def _from_pretrained(name: str, label_names: list[str], role: str):
+def _from_pretrained(name: str, label_names: list[str] | None, role: str):
+    """The pretrained weights of `name`: a classifier for `label_names`, or with None the bare encoder."""
     model_id = resolve_name(name)
     try:
+        if label_names is None:
+            return AutoModel.from_pretrained(model_id)
         return AutoModelForSequenceClassification.from_pretrained(model_id, **label_kwargs(label_names))
     except OSError as err:
-        alternatives = ("teacher.init=random" if role == "teacher"
-                        else "student.init=random or student.init=teacher-layers")
+        alternatives = ("" if label_names is None else ", or use teacher.init=random" if role == "teacher"
+                        else ", or use student.init=random or student.init=teacher-layers")
         raise KDError(f"cannot load pretrained weights of {role} '{name}' ({model_id}): "
                       f"{str(err).splitlines()[0]} Offline, point HF_HUB_CACHE at a cache that has "
-                      f"them, or use {alternatives}.") from None
+                      f"them{alternatives}.") from None
 
 
 def _random_model(name: str, label_names: list[str], num_layers: int | None):
@@ -257,6 +260,19 @@ def save_classifier(model, tokenizer, thresholds: np.ndarray, folder: Path) -> N
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_thresholds(staging, names, thresholds)
+
+
+def load_encoder(name: str):
+    """The pretrained encoder of `name` without a head (alias, hub id, or a folder, a classifier's too)."""
+    return _from_pretrained(name, None, "teacher (for kd pretrain)")
+
+
+def save_encoder(model, tokenizer, folder: Path) -> None:
+    """A classifier's encoder without its head, with the tokenizer, as a save_pretrained folder
+    that `init=pretrained` starts a classifier from; written whole or not at all."""
+    with staged_folder(Path(folder)) as staging:
+        model.base_model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
 
 def load_classifier(folder: str | Path, **model_kwargs):

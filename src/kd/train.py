@@ -2,7 +2,8 @@
 
 Under Accelerate: one `prepare`, `accumulate`, `gather_for_metrics`; AdamW with linear
 warm-up and decay; evaluation on val after every epoch; the best epoch (by val BCE
-or macro AUC) saved as a save_pretrained folder with its tuned thresholds. With a state
+or macro AUC) saved as a save_pretrained folder with its tuned thresholds. Without a val
+set (`kd pretrain`: no labels, only the layer-matching loss) each epoch's encoder is saved. With a state
 file, where training stands is saved every `save_every_steps` batches, after every epoch
 and on Ctrl-C; `resume` continues from it exactly: same weights, optimizer, scheduler,
 data order (the epoch's shuffle, its done batches skipped) and dropout RNG.
@@ -29,7 +30,7 @@ from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid,
                          tune_thresholds)
 from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss, scheduled_temperature
-from kd.models import default_lr, save_classifier
+from kd.models import default_lr, save_classifier, save_encoder
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.report import Reporter
 
@@ -37,7 +38,7 @@ from kd.report import Reporter
 @dataclass
 class FitResult:
     best_epoch: int
-    metrics: dict  # val metrics of the best epoch
+    metrics: dict | None  # val metrics of the best epoch (None without a val set)
     history: list[dict]
     train_time_s: float
     lr: float
@@ -75,7 +76,7 @@ def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
     return metrics["bce"] < best["bce"]
 
 
-def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
+def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None,
         label_names: list[str], cfg: TrainConfig, accelerator, reporter: Reporter,
         out_dir: Path, stage: str, alpha: float = 0.0, temperature: float = 1.0,
         final_temperature: float | None = None, matching: LayerMatching | None = None,
@@ -95,13 +96,15 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
     clip = clip_grad_norm if sparse else accelerator.clip_grad_norm_
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed())
-    val_loader = make_loader(val_set, tokenizer, model, cfg.eval_batch_size, shuffle=False)
     trained = model if matching is None else torch.nn.ModuleList([model, matching])
     optimizer = make_optimizer(trained, lr, cfg.weight_decay, lazy=lazy)
     updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
-    model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, val_loader, scheduler)
+    val_loader = None if val_set is None else make_loader(val_set, tokenizer, model, cfg.eval_batch_size,
+                                                          shuffle=False)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if val_loader is not None:
+        val_loader = accelerator.prepare(val_loader)
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # mixed precision in training steps only
     if matching is not None:
         matching.teacher.to(accelerator.device)
@@ -157,25 +160,37 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset,
         progress.train_time_s += time.perf_counter() - started
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / len(train_loader)
 
-        with reporter.task(f"{stage} eval", len(val_loader)) as advance:
-            logits, labels = predict_logits(model, val_loader, accelerator, advance)
-        thresholds = tune_thresholds(sigmoid(logits), labels)
-        metrics = compute_metrics(logits, labels, thresholds, label_names)
+        metrics, thresholds = _evaluate(model, val_loader, label_names, accelerator, reporter, stage)
         record = {"stage": stage, "epoch": epoch, "train_loss": train_loss,
                   "epoch_time_s": time.perf_counter() - started, "lr": lr, "val": metrics}
         progress.history.append(record)
-        if _improved(metrics, progress.best, cfg.select_by):
+        if metrics is None or _improved(metrics, progress.best, cfg.select_by):
             progress.best, progress.best_epoch = metrics, epoch
             if accelerator.is_main_process:
-                save_classifier(accelerator.unwrap_model(model), tokenizer, thresholds, out_dir)
+                if metrics is None:
+                    save_encoder(accelerator.unwrap_model(model), tokenizer, out_dir)
+                else:
+                    save_classifier(accelerator.unwrap_model(model), tokenizer, thresholds, out_dir)
         progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
         save()
         reporter.log_epoch(record)
-        reporter.print(f"[bold]{stage}[/] epoch {epoch}: train loss {train_loss:.4f} | "
-                       f"{summary_line(metrics)}{' *' if progress.best_epoch == epoch else ''}")
+        scores = "" if metrics is None else f" | {summary_line(metrics)}"
+        reporter.print(f"[bold]{stage}[/] epoch {epoch}: train loss {train_loss:.4f}{scores}"
+                       f"{' *' if progress.best_epoch == epoch and metrics else ''}")
         accelerator.wait_for_everyone()
     accelerator.free_memory()
     return FitResult(progress.best_epoch, progress.best, progress.history, progress.train_time_s, lr)
+
+
+def _evaluate(model, val_loader, label_names: list[str], accelerator, reporter: Reporter,
+              stage: str) -> tuple[dict | None, object]:
+    """(val metrics, tuned thresholds); (None, None) without a val set."""
+    if val_loader is None:
+        return None, None
+    with reporter.task(f"{stage} eval", len(val_loader)) as advance:
+        logits, labels = predict_logits(model, val_loader, accelerator, advance)
+    thresholds = tune_thresholds(sigmoid(logits), labels)
+    return compute_metrics(logits, labels, thresholds, label_names), thresholds
 
 
 class _deferred_ctrl_c:

@@ -16,16 +16,16 @@ import numpy as np
 from kd.errors import KDError
 
 
-def read_texts(paths: list[str]) -> list[str]:
-    """The non-empty lines of UTF-8 text files."""
+def read_texts(paths: list[str], key: str = "distill.transfer_files") -> list[str]:
+    """The non-empty lines of UTF-8 text files; `key` (the config key that names them) goes into errors."""
     texts: list[str] = []
     for path in map(Path, paths):
         if not path.is_file():
-            raise KDError(f"transfer file not found: {path}")
+            raise KDError(f"text file not found: {path} ({key})")
         try:
             texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError as err:
-            raise KDError(f"transfer file is not UTF-8: {path} ({err.reason} at byte {err.start})") from None
+            raise KDError(f"text file is not UTF-8: {path} ({key}: {err.reason} at byte {err.start})") from None
     return texts
 
 

@@ -1,0 +1,73 @@
+"""`kd pretrain`: pre-training a student by distillation on unlabelled text, before any task.
+
+The student's layers learn to reproduce the pretrained teacher's hidden states on plain texts
+(`pretrain.files`, one per line), through a learned projection where the widths differ: the
+general distillation of TinyBERT, in the spirit of "Well-Read Students Learn Better" (Turc et
+al., 2019), where a compact model pre-trained before distillation beat one distilled from
+scratch. The teacher is `teacher.name`'s pretrained encoder (not a fine-tuned classifier); the
+student is built as `kd distill` builds it (`student.name`, `student.init`, `student.num_layers`)
+and reads the teacher's tokenizer. One loop trains it: `train.fit` without labels or a val set.
+
+The run folder holds `student/` (the encoder and tokenizer, a save_pretrained folder: start a
+task from it with `student.name=<that folder> student.init=pretrained`), `config.yaml`,
+`metrics.jsonl` and `final_metrics.json`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from accelerate.utils import set_seed
+
+from kd.batches import EncodedDataset
+from kd.checkpoint import state_path
+from kd.config import Config
+from kd.data import encode
+from kd.distill import make_accelerator, run_folder
+from kd.errors import KDError
+from kd.layer_matching import LayerMatching
+from kd.models import build_model, count_parameters, load_encoder, load_tokenizer
+from kd.report import Reporter, write_json
+from kd.train import fit
+from kd.transfer import read_texts
+
+UNLABELLED = ["unlabelled"]  # the student is built as a classifier; its one-label head is never trained or saved
+
+
+def pretrain(cfg: Config, resume: bool = False) -> Path:
+    """Pre-train cfg.student on cfg.pretrain.files; returns the run folder (its `student/` folder
+    is the pre-trained encoder). `resume` continues an interrupted run from its saved state."""
+    if not cfg.pretrain.files:
+        raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
+    texts = read_texts(cfg.pretrain.files, "pretrain.files")
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.teacher.name)
+    teacher = load_encoder(cfg.teacher.name)
+    student = build_model(cfg.student.name, cfg.student.init, UNLABELLED, num_layers=cfg.student.num_layers,
+                          layers=cfg.student.layers, teacher_name=cfg.teacher.name)
+    if student.config.vocab_size < len(tokenizer):
+        raise KDError(f"student '{cfg.student.name}' has {student.config.vocab_size} token embeddings, the "
+                      f"teacher's tokenizer {len(tokenizer)} tokens: kd pretrain needs the teacher's vocab")
+    matching = LayerMatching(student.config, teacher, cfg.pretrain.layer_map, 1.0, 0.0, cfg.pretrain.hidden_loss)
+    run_dir = run_folder(cfg, accelerator, resume)
+    with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
+        reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({cfg.student.init}), "
+                       f"{count_parameters(student.base_model):,} parameters, matching the hidden states of "
+                       f"{cfg.teacher.name} at layer pairs {matching.layer_map} ({cfg.pretrain.hidden_loss})")
+        train_set = EncodedDataset(encode(tokenizer, texts, cfg.data.max_length),
+                                   np.zeros((len(texts), 1), np.float32), labelled_rows=0)
+        result = fit(student, tokenizer, train_set, None, UNLABELLED, cfg.pretrain.train, accelerator, reporter,
+                     run_dir / "student", stage="pretrain", matching=matching,
+                     state_file=state_path(run_dir, "pretrain"), resume=resume)
+        if accelerator.is_main_process:
+            write_json(run_dir / "final_metrics.json", {"student": {
+                "path": str(run_dir / "student"), "texts": len(texts), "parameters": count_parameters(student.base_model),
+                "train_time_s": result.train_time_s, "lr": result.lr,
+                "train_loss": [record["train_loss"] for record in result.history]}})
+            shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
+        reporter.print(f"pre-trained student: {run_dir / 'student'} (use student.name=<it> student.init=pretrained)")
+    accelerator.end_training()
+    return run_dir

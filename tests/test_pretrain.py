@@ -1,0 +1,83 @@
+"""kd pretrain on tiny models: the student learns the teacher's hidden states on unlabelled text,
+and a task run starts from the encoder it writes."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+import tiny
+from kd.cli import main
+from kd.config import load_config
+from kd.errors import KDError
+from kd.models import build_model
+from kd.pretrain import pretrain
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def texts_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("unlabelled") / "texts.txt"
+    path.write_text("\n".join(tiny.make_texts(384, seed=5)[0]) + "\n")
+    return path
+
+
+def pretrain_overrides(models, texts_file, tmp_path, **extra) -> list[str]:
+    values = {"teacher.name": models["bert"], "student.name": models["student"], "student.init": "random",
+              "pretrain.files": f"[{texts_file}]", "pretrain.train.epochs": EPOCHS,
+              "pretrain.train.lr": "5e-3", "data.max_length": 32, "output_dir": tmp_path / "runs",
+              "run_name": "pre", **extra}
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture(scope="module")
+def pretrained(models, texts_file, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pretrain")
+    assert main(["pretrain", *pretrain_overrides(models, texts_file, tmp)]) == 0
+    return tmp / "runs" / "pre"
+
+
+def test_writes_an_encoder_folder_and_the_run_record(pretrained):
+    written = {str(p.relative_to(pretrained)) for p in pretrained.rglob("*") if p.is_file()}
+    assert {"config.yaml", "metrics.jsonl", "final_metrics.json", "student/config.json",
+            "student/model.safetensors", "student/tokenizer.json"} <= written
+    assert not (pretrained / "state").exists()
+    assert AutoConfig.from_pretrained(pretrained / "student").architectures == ["BertModel"]  # no head
+    records = [json.loads(line) for line in (pretrained / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"], r["val"]) for r in records] == [("pretrain", e, None) for e in range(1, 5)]
+    final = json.loads((pretrained / "final_metrics.json").read_text())["student"]
+    assert final["texts"] == 384 and final["parameters"] == sum(
+        p.numel() for p in AutoModel.from_pretrained(pretrained / "student").parameters())
+
+
+def test_the_student_learns_the_teachers_hidden_states(pretrained):
+    loss = json.loads((pretrained / "final_metrics.json").read_text())["student"]["train_loss"]
+    assert all(later < earlier for earlier, later in zip(loss, loss[1:])) and loss[-1] < 0.7 * loss[0], loss
+
+
+def test_a_task_run_starts_from_the_pretrained_encoder(pretrained, models, csv_data, tmp_path):
+    encoder = AutoModel.from_pretrained(pretrained / "student")
+    classifier = build_model(str(pretrained / "student"), "pretrained", tiny.LABELS)
+    for name, weight in encoder.state_dict().items():
+        assert torch.equal(classifier.base_model.state_dict()[name], weight), name
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "student.name": pretrained / "student", "student.init": "pretrained",
+        "teacher.train.epochs": 1, "student.train.epochs": 1})
+    assert main(["distill", *overrides]) == 0
+    assert (tmp_path / "runs/run/student/thresholds.json").is_file()
+
+
+def test_errors(models, texts_file, tmp_path):
+    with pytest.raises(KDError, match="pretrain.files"):
+        pretrain(load_config([], pretrain_overrides(models, texts_file, tmp_path, **{"pretrain.files": "[]"})))
+    with pytest.raises(KDError, match=r"not found: .*nope.txt \(pretrain.files\)"):
+        pretrain(load_config([], pretrain_overrides(models, texts_file, tmp_path,
+                                                    **{"pretrain.files": f"[{tmp_path / 'nope.txt'}]"})))
+    other_vocab = tiny.make_model(tmp_path / "small_vocab", "bert", hidden=16, vocab=tiny.VOCAB[:20])
+    with pytest.raises(KDError, match="teacher's vocab"):
+        pretrain(load_config([], pretrain_overrides(models, texts_file, tmp_path,
+                                                    **{"student.name": other_vocab})))
+    with pytest.raises(KDError, match="pretrain.layer_map"):
+        load_config([], ["pretrain.layer_map=[[1]]"])
