@@ -3,10 +3,10 @@
 Under Accelerate: one `prepare`, `accumulate`, `gather_for_metrics`; AdamW with linear
 warm-up and decay; evaluation on val after every epoch; the best epoch (by val BCE
 or macro AUC) saved as a save_pretrained folder with its tuned thresholds. Without a val
-set (`kd pretrain`: no labels, only the layer-matching loss) each epoch's encoder is saved. With a state
-file, where training stands is saved every `save_every_steps` batches, after every epoch
-and on Ctrl-C; `resume` continues from it exactly: same weights, optimizer, scheduler,
-data order (the epoch's shuffle, its done batches skipped) and dropout RNG.
+set (`kd pretrain`: no labels, only the layer-matching loss) each epoch's encoder is saved.
+With a state file, where training stands is saved every `save_every_steps` batches, after
+every epoch and on Ctrl-C; `resume` continues from it exactly: same weights, optimizer,
+scheduler, data order (the epoch's shuffle, its done batches skipped) and dropout RNG.
 """
 
 from __future__ import annotations
@@ -167,10 +167,11 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
         if metrics is None or _improved(metrics, progress.best, cfg.select_by):
             progress.best, progress.best_epoch = metrics, epoch
             if accelerator.is_main_process:
+                unwrapped = accelerator.unwrap_model(model)
                 if metrics is None:
-                    save_encoder(accelerator.unwrap_model(model), tokenizer, out_dir)
+                    save_encoder(unwrapped, tokenizer, out_dir)
                 else:
-                    save_classifier(accelerator.unwrap_model(model), tokenizer, thresholds, out_dir)
+                    save_classifier(unwrapped, tokenizer, thresholds, out_dir)
         progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
         save()
         reporter.log_epoch(record)
