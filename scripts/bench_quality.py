@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from joblib import Parallel, delayed
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
@@ -91,6 +92,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = p.parse_args()
     args.reused = []  # finished runs found in --cache-dir instead of trained
+    args.pretrained = False  # the pre-trained student of tiny_pre is ready
     args.test = dict(item.split("=", 1) for item in args.test)
     args.grid = [tuple(float(v) for v in point.split(":")) for point in args.grid]
     unknown = set(args.test) - set(DATASETS)
@@ -106,19 +108,19 @@ def dataset_config(name: str, data_dir: Path, cache_dir: Path, overrides: list[s
                        [*paths, f"cache_dir={cache_dir}", f"output_dir={cache_dir / 'runs'}", *overrides])
 
 
-def run_once(name: str, run_dir: Path, overrides: list[str], args) -> None:
+def run_once(name: str, run_dir: Path, overrides: list[str], args, teacher_only: bool = False) -> None:
     """kd distill into run_dir, resuming an interrupted run; a finished one is reused (and counted)."""
     if (run_dir / "final_metrics.json").exists():
         args.reused.append(run_dir.name)
     else:
         run(dataset_config(name, args.data_dir, args.cache_dir, [*overrides, f"run_name={run_dir.name}"]),
-            resume=run_dir.exists())
+            resume=run_dir.exists(), teacher_only=teacher_only)
 
 
 def teacher_folder(name: str, args) -> Path:
-    """kd distill's teacher stage, once per dataset (the run's own 1-epoch student is ignored)."""
+    """kd distill's teacher stage and soft targets, once per dataset."""
     run_dir = args.cache_dir / "runs" / f"{name}-teacher"
-    run_once(name, run_dir, [*STUDENTS["tiny"], "student.train.epochs=1"], args)
+    run_once(name, run_dir, [], args, teacher_only=True)
     return run_dir / "teacher"
 
 
@@ -126,17 +128,19 @@ def pretrained_student(args) -> Path:
     """kd pretrain once (configs/pretrain-tiny.yaml) on the train texts of every dataset, without
     their labels (never a dev text); reused from --cache-dir when done."""
     run_dir = args.cache_dir / "pretrain" / "tiny"
-    if (run_dir / "final_metrics.json").exists():
-        args.reused.append(f"pretrain/{run_dir.name}")
-    else:
-        texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
-            dataset_config(name, args.data_dir, args.cache_dir, []).data)[0].texts]
-        texts_file = args.cache_dir / "pretrain" / "train-texts.txt"
-        texts_file.parent.mkdir(parents=True, exist_ok=True)
-        texts_file.write_text("\n".join(texts) + "\n")
-        pretrain(load_config(["configs/pretrain-tiny.yaml"], [f"pretrain.files=[{texts_file}]", f"run_name=tiny",
-                                                             f"output_dir={run_dir.parent}"]),
-                 resume=(run_dir / "config.yaml").exists())
+    if not args.pretrained:  # first call of this invocation
+        if (run_dir / "final_metrics.json").exists():
+            args.reused.append(f"pretrain/{run_dir.name}")
+        else:
+            texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
+                dataset_config(name, args.data_dir, args.cache_dir, []).data)[0].texts]
+            texts_file = run_dir.parent / "train-texts.txt"
+            texts_file.parent.mkdir(parents=True, exist_ok=True)
+            texts_file.write_text("\n".join(texts) + "\n")
+            pretrain(load_config(["configs/pretrain-tiny.yaml"], [
+                f"pretrain.files=[{texts_file}]", f"run_name={run_dir.name}", f"output_dir={run_dir.parent}"]),
+                resume=(run_dir / "config.yaml").exists())
+        args.pretrained = True
     return run_dir / "student"
 
 
@@ -183,8 +187,9 @@ def tfidf_lr(train: LabeledTexts, dev: LabeledTexts, test: LabeledTexts | None) 
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=3, max_features=200_000,
                         sublinear_tf=True))
     x_train = features.fit_transform(train.texts)
-    models = [LogisticRegression(C=4.0, max_iter=2000, solver="liblinear").fit(x_train, train.labels[:, j])
-              for j in range(train.labels.shape[1])]
+    models = Parallel(n_jobs=2, prefer="threads")(  # liblinear frees the GIL while it fits
+        delayed(LogisticRegression(C=4.0, max_iter=2000, solver="liblinear").fit)(x_train, train.labels[:, j])
+        for j in range(train.labels.shape[1]))
     train_time = time.perf_counter() - started
 
     def logits(texts: list[str]) -> np.ndarray:
@@ -237,7 +242,11 @@ def bench_dataset(name: str, args) -> dict:
     results["teacher"] = aggregate([run_summary(teacher.parent, dev, test, length, "teacher")])
     for student in args.students:
         labels_only = [student_run(name, student, 0.0, 1.0, seed, teacher, args) for seed in range(args.seeds)]
-        results[f"{student}_labels"] = aggregate([run_summary(r, dev, test, length) for r in labels_only])
+        pretrained = {} if student != "tiny_pre" else {"pretrain": {k: v for k, v in json.loads(
+            (pretrained_student(args).parent / "final_metrics.json").read_text())["student"].items()
+            if k in ("texts", "train_time_s", "train_loss")}}
+        results[f"{student}_labels"] = aggregate([run_summary(r, dev, test, length) for r in labels_only],
+                                                 **pretrained)
         grid = {(a, t): student_run(name, student, a, t, 0, teacher, args) for a, t in args.grid}
         grid_auc = {key: json.loads((r / "final_metrics.json").read_text())["student"]["val"]["macro_auc"]
                     for key, r in grid.items()}
@@ -246,7 +255,7 @@ def bench_dataset(name: str, args) -> dict:
                                                     for seed in range(1, args.seeds)]
         results[f"{student}_kd"] = aggregate(
             [run_summary(r, dev, test, length) for r in distilled], alpha=alpha, temperature=temperature,
-            grid_dev_macro_auc={f"alpha={a:g} T={t:g}": v for (a, t), v in grid_auc.items()})
+            grid_dev_macro_auc={f"alpha={a:g} T={t:g}": v for (a, t), v in grid_auc.items()}, **pretrained)
         print(f"  {student}: picked alpha {alpha:g}, T {temperature:g} (dev macro AUC by grid point: "
               f"{results[f'{student}_kd']['grid_dev_macro_auc']})", flush=True)
         if args.augment_copies:  # the picked setting again, with a transfer set of augmented copies
@@ -283,6 +292,12 @@ def findings(data: dict) -> list[str]:
                      f"({'more' if gain > spread else 'not more'} than the spread); picked alpha "
                      f"{kd_row['alpha']:g}, T {kd_row['temperature']:g} by dev macro AUC over "
                      + ", ".join(f"{k}: {v:.4f}" for k, v in kd_row["grid_dev_macro_auc"].items()))
+        if "pretrain" in kd_row:
+            pre = kd_row["pretrain"]
+            lines.append(f"- {student}: pre-trained once, shared by all its runs and not in their train s: "
+                         f"`kd pretrain` (configs/pretrain-tiny.yaml) on {pre['texts']:,} unlabelled train texts "
+                         f"of every dataset, {len(pre['train_loss'])} epochs, {pre['train_time_s']:.0f} s, "
+                         f"hidden-state loss by epoch " + ", ".join(f"{v:.4f}" for v in pre["train_loss"]))
         if f"{student}_kd_aug" in data:
             aug = data[f"{student}_kd_aug"]
             lines.append(f"- {student}: {aug['augment_copies']} augmented copies as a transfer set move dev "

@@ -13,7 +13,8 @@ def test_base_yaml_equals_the_defaults():
     assert yaml.safe_load((ROOT / "configs/base.yaml").read_text()) == Config().to_dict()
 
 
-@pytest.mark.parametrize("name", ["base", "jigsaw", "goemotions", "hateval", "sample", "minilm"])
+@pytest.mark.parametrize("name", ["base", "jigsaw", "goemotions", "hateval", "sample", "minilm",
+                                  "pretrain-tiny", "tiny-pretrained"])
 def test_shipped_configs_load(name):
     load_config([ROOT / f"configs/{name}.yaml"])
 
