@@ -188,7 +188,7 @@ def tfidf_lr(train: LabeledTexts, dev: LabeledTexts, test: LabeledTexts | None) 
                         sublinear_tf=True))
     x_train = features.fit_transform(train.texts)
     models = Parallel(n_jobs=2, prefer="threads")(  # liblinear frees the GIL while it fits
-        delayed(LogisticRegression(C=4.0, max_iter=2000, solver="liblinear").fit)(x_train, train.labels[:, j])
+        delayed(LogisticRegression(C=4.0, max_iter=2000, solver="liblinear", random_state=0).fit)(x_train, train.labels[:, j])
         for j in range(train.labels.shape[1]))
     train_time = time.perf_counter() - started
 
