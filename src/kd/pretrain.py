@@ -33,7 +33,7 @@ from kd.report import Reporter, write_json
 from kd.train import fit
 from kd.transfer import read_texts
 
-UNLABELLED = ["unlabelled"]  # the student is built as a classifier; its one-label head is never trained or saved
+UNLABELLED = ["unlabelled"]  # the student is built as a classifier; its 1-label head is not trained or saved
 
 
 def pretrain(cfg: Config, resume: bool = False) -> Path:
@@ -64,10 +64,11 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
                      state_file=state_path(run_dir, "pretrain"), resume=resume)
         if accelerator.is_main_process:
             write_json(run_dir / "final_metrics.json", {"student": {
-                "path": str(run_dir / "student"), "texts": len(texts), "parameters": count_parameters(student.base_model),
-                "train_time_s": result.train_time_s, "lr": result.lr,
-                "train_loss": [record["train_loss"] for record in result.history]}})
+                "path": str(run_dir / "student"), "texts": len(texts),
+                "parameters": count_parameters(student.base_model), "train_time_s": result.train_time_s,
+                "lr": result.lr, "train_loss": [record["train_loss"] for record in result.history]}})
             shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
-        reporter.print(f"pre-trained student: {run_dir / 'student'} (use student.name=<it> student.init=pretrained)")
+        reporter.print(f"pre-trained student: {run_dir / 'student'} "
+                       "(a task run starts from it with student.name=<it> student.init=pretrained)")
     accelerator.end_training()
     return run_dir
