@@ -72,6 +72,7 @@ STUDENT_DELTAS = {  # per dataset: on HatEval (9k rows) a 3rd epoch brought the 
     "hateval": {"l2": ["student.train.epochs=3"]},
 }
 METRICS = ("macro_auc", "macro_f1_tuned", "bce")
+PRETRAIN_CONFIG = "configs/pretrain-tiny.yaml"  # tiny_pre's kd pretrain
 
 
 def parse_args() -> argparse.Namespace:
@@ -125,8 +126,9 @@ def teacher_folder(name: str, args) -> Path:
 
 def pretrained_student(args) -> Path:
     """kd pretrain once (configs/pretrain-tiny.yaml) on the train texts of every dataset, without
-    their labels (never a dev text); reused from --cache-dir when done."""
-    run_dir = args.cache_dir / "pretrain" / "tiny"
+    their labels (never a dev text); reused from --cache-dir when done, keyed by that config file."""
+    key = hashlib.sha256(Path(PRETRAIN_CONFIG).read_bytes()).hexdigest()[:8]
+    run_dir = args.cache_dir / "pretrain" / f"tiny-{key}"
     if not args.pretrained:  # first call of this invocation
         if (run_dir / "final_metrics.json").exists():
             args.reused.append(f"pretrain/{run_dir.name}")
@@ -136,7 +138,7 @@ def pretrained_student(args) -> Path:
             texts_file = run_dir.parent / "train-texts.txt"
             texts_file.parent.mkdir(parents=True, exist_ok=True)
             texts_file.write_text("\n".join(texts) + "\n")
-            pretrain(load_config(["configs/pretrain-tiny.yaml"], [
+            pretrain(load_config([PRETRAIN_CONFIG], [
                 f"pretrain.files=[{texts_file}]", f"run_name={run_dir.name}", f"output_dir={run_dir.parent}"]),
                 resume=(run_dir / "config.yaml").exists())
         args.pretrained = True
@@ -293,7 +295,7 @@ def findings(data: dict) -> list[str]:
         if "pretrain" in kd_row:
             pre = kd_row["pretrain"]
             lines.append(f"- {student}: pre-trained once, shared by all its runs and not in their train s: "
-                         f"`kd pretrain` (configs/pretrain-tiny.yaml) on {pre['texts']:,} unlabelled train texts "
+                         f"`kd pretrain` ({PRETRAIN_CONFIG}) on {pre['texts']:,} unlabelled train texts "
                          f"of every dataset, {len(pre['train_loss'])} epochs, {pre['train_time_s']:.0f} s, "
                          f"hidden-state loss by epoch " + ", ".join(f"{v:.4f}" for v in pre["train_loss"]))
         if f"{student}_kd_aug" in data:
