@@ -92,7 +92,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = p.parse_args()
     args.reused = []  # finished runs found in --cache-dir instead of trained
-    args.pretrained = False  # the pre-trained student of tiny_pre is ready
     args.test = dict(item.split("=", 1) for item in args.test)
     args.grid = [tuple(float(v) for v in point.split(":")) for point in args.grid]
     unknown = set(args.test) - set(DATASETS)
@@ -129,26 +128,24 @@ def pretrained_student(args) -> Path:
     their labels (never a dev text); reused from --cache-dir when done, keyed by that config file."""
     key = hashlib.sha256(Path(PRETRAIN_CONFIG).read_bytes()).hexdigest()[:8]
     run_dir = args.cache_dir / "pretrain" / f"tiny-{key}"
-    if not args.pretrained:  # first call of this invocation
-        if (run_dir / "final_metrics.json").exists():
-            args.reused.append(f"pretrain/{run_dir.name}")
-        else:
-            texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
-                dataset_config(name, args.data_dir, args.cache_dir, []).data)[0].texts]
-            texts_file = run_dir.parent / "train-texts.txt"
-            texts_file.parent.mkdir(parents=True, exist_ok=True)
-            texts_file.write_text("\n".join(texts) + "\n")
-            pretrain(load_config([PRETRAIN_CONFIG], [
-                f"pretrain.files=[{texts_file}]", f"run_name={run_dir.name}", f"output_dir={run_dir.parent}"]),
-                resume=(run_dir / "config.yaml").exists())
-        args.pretrained = True
+    if (run_dir / "final_metrics.json").exists():
+        args.reused.append(f"pretrain/{run_dir.name}")
+    else:
+        texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
+            dataset_config(name, args.data_dir, args.cache_dir, []).data)[0].texts]
+        texts_file = run_dir.parent / "train-texts.txt"
+        texts_file.parent.mkdir(parents=True, exist_ok=True)
+        texts_file.write_text("\n".join(texts) + "\n")
+        pretrain(load_config([PRETRAIN_CONFIG], [
+            f"pretrain.files=[{texts_file}]", f"run_name={run_dir.name}", f"output_dir={run_dir.parent}"]),
+            resume=(run_dir / "config.yaml").exists())
     return run_dir / "student"
 
 
 def student_run(name: str, student: str, alpha: float, temperature: float, seed: int, teacher: Path,
                 args, extra: tuple[str, ...] = ()) -> Path:
     if student == "tiny_pre":
-        extra = (f"student.name={pretrained_student(args)}", *extra)
+        extra = (f"student.name={args.pretrained}", *extra)
     overrides = [*STUDENTS[student], *STUDENT_DELTAS.get(name, {}).get(student, []), f"teacher.path={teacher}",
                  f"distill.alpha={alpha}", f"distill.temperature={temperature}", f"seed={seed}", *extra]
     key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]  # other settings, other run
@@ -243,7 +240,7 @@ def bench_dataset(name: str, args) -> dict:
     for student in args.students:
         labels_only = [student_run(name, student, 0.0, 1.0, seed, teacher, args) for seed in range(args.seeds)]
         pretrained = {} if student != "tiny_pre" else {"pretrain": {k: v for k, v in json.loads(
-            (pretrained_student(args).parent / "final_metrics.json").read_text())["student"].items()
+            (args.pretrained.parent / "final_metrics.json").read_text())["student"].items()
             if k in ("texts", "train_time_s", "train_loss")}}
         results[f"{student}_labels"] = aggregate([run_summary(r, dev, test, length) for r in labels_only],
                                                  **pretrained)
@@ -358,6 +355,7 @@ def main() -> None:
                "seeds": args.seeds, "datasets": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    args.pretrained = pretrained_student(args) if "tiny_pre" in args.students else None  # tiny_pre's start
     for name in args.datasets:  # the files are rewritten after each dataset
         results["datasets"][name] = bench_dataset(name, args)
         results.update(wall_time_s=time.perf_counter() - started, reused=args.reused)

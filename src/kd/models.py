@@ -160,8 +160,8 @@ def _projected_embeddings_model(name: str, teacher_name: str, label_names: list[
     teacher's, mapped to its narrower width by the top principal directions of the teacher's word
     table. One linear map for all three keeps their sum the projection of the teacher's."""
     student = _random_model(name, label_names, num_layers)
-    teacher = _from_pretrained(teacher_name, label_names, "teacher (for teacher-embeddings)")
-    s_emb, t_emb = student.base_model.embeddings, teacher.base_model.embeddings
+    t_emb = _from_pretrained(teacher_name, None, "teacher (for teacher-embeddings)").embeddings
+    s_emb = student.base_model.embeddings
     words = t_emb.word_embeddings.weight.detach()
     width = student.config.hidden_size
     if words.shape[0] != s_emb.word_embeddings.weight.shape[0] or width > words.shape[1]:
