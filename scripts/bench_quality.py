@@ -297,8 +297,12 @@ def findings(data: dict) -> list[str]:
                          f"hidden-state loss by epoch " + ", ".join(f"{v:.4f}" for v in pre["train_loss"]))
         if f"{student}_kd_aug" in data:
             aug = data[f"{student}_kd_aug"]
-            lines.append(f"- {student}: {aug['augment_copies']} augmented copies as a transfer set move dev "
-                         f"macro AUC by {aug['dev']['macro_auc'] - kd_row['dev']['macro_auc']:+.4f} over {student}_kd")
+
+            def delta(other: dict) -> str:
+                return " / ".join(f"{aug['dev'][m] - other[m]:+.4f}" for m in ("macro_auc", "macro_f1_tuned"))
+            lines.append(f"- {student}: with augment_copies={aug['augment_copies']} as a transfer set, dev macro "
+                         f"AUC / F1 move by {delta(kd_row['dev'])} over {student}_kd; {student}_kd_aug vs "
+                         f"teacher: {delta(t)}")
     return lines
 
 
