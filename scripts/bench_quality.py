@@ -271,6 +271,11 @@ def fmt(row: dict, split: str, metric: str) -> str:
     return f"{value:.4f} ± {std:.4f}" if row["seeds"] > 1 else f"{value:.4f}"
 
 
+def auc_f1_gap(row: dict, other: dict) -> str:
+    """Dev macro AUC / macro F1 of row minus other's, e.g. "+0.0043 / -0.0063"."""
+    return " / ".join(f"{row[m] - other[m]:+.4f}" for m in ("macro_auc", "macro_f1_tuned"))
+
+
 def findings(data: dict) -> list[str]:
     t, tf = data["teacher"]["dev"], data["tfidf_lr"]["dev"]
     lines = []
@@ -297,12 +302,9 @@ def findings(data: dict) -> list[str]:
                          f"hidden-state loss by epoch " + ", ".join(f"{v:.4f}" for v in pre["train_loss"]))
         if f"{student}_kd_aug" in data:
             aug = data[f"{student}_kd_aug"]
-
-            def delta(other: dict) -> str:
-                return " / ".join(f"{aug['dev'][m] - other[m]:+.4f}" for m in ("macro_auc", "macro_f1_tuned"))
             lines.append(f"- {student}: with augment_copies={aug['augment_copies']} as a transfer set, dev macro "
-                         f"AUC / F1 move by {delta(kd_row['dev'])} over {student}_kd; {student}_kd_aug vs "
-                         f"teacher: {delta(t)}")
+                         f"AUC / F1 move by {auc_f1_gap(aug['dev'], kd_row['dev'])} over {student}_kd; "
+                         f"{student}_kd_aug vs teacher: {auc_f1_gap(aug['dev'], t)}")
     return lines
 
 
