@@ -2,16 +2,12 @@
 and a task run starts from the encoder it writes."""
 
 import json
-import os
-import signal
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
 import tiny
-from kd import train
 from kd.cli import main
 from kd.config import load_config
 from kd.errors import KDError
@@ -75,26 +71,15 @@ def test_a_task_run_starts_from_the_pretrained_encoder(pretrained, models, csv_d
 
 def test_ctrl_c_then_resume_ends_where_an_uninterrupted_run_ends(pretrained, models, texts_file, tmp_path,
                                                                   monkeypatch):
-    calls = {"n": 0}
-    original = train.distillation_loss
-
-    def interrupted(*args):
-        calls["n"] += 1
-        if calls["n"] == 9:  # epoch 2 of 6 batches, mid-batch
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*args)
-
-    monkeypatch.setattr(train, "distillation_loss", interrupted)
+    restore_loss = tiny.ctrl_c_at_loss_call(monkeypatch, 9)  # epoch 2 of 6 batches
     assert main(["pretrain", *pretrain_overrides(models, texts_file, tmp_path)]) == 130
     assert not (tmp_path / "runs/pre/final_metrics.json").exists()
-    monkeypatch.setattr(train, "distillation_loss", original)
+    restore_loss()
     assert main(["pretrain", "--resume", str(tmp_path / "runs/pre")]) == 0
     final, expected = (json.loads((d / "final_metrics.json").read_text())["student"]
                        for d in (tmp_path / "runs/pre", pretrained))
     assert final["train_loss"] == pytest.approx(expected["train_loss"], abs=1e-6)
-    weights, reference = (load_file(d / "student/model.safetensors") for d in (tmp_path / "runs/pre", pretrained))
-    assert weights.keys() == reference.keys()
-    assert all(torch.allclose(weights[k], reference[k], atol=1e-6) for k in weights)
+    tiny.assert_same_weights(tmp_path / "runs/pre/student/model.safetensors", pretrained / "student/model.safetensors")
 
 
 def test_errors(models, texts_file, tmp_path):

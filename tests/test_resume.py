@@ -11,12 +11,9 @@ import sys
 import time
 
 import pytest
-import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 import tiny
-from kd import train
 from kd.checkpoint import state_path
 from kd.cli import main
 
@@ -41,8 +38,7 @@ def _same_run(run_dir, reference):
         for key in ("bce", "macro_auc", "macro_f1_tuned"):
             assert final[stage]["val"][key] == pytest.approx(expected[stage]["val"][key], abs=1e-6)
     assert not (run_dir / "state").exists()  # a finished run leaves no state behind
-    weights, expected_weights = (load_file(d / "student/model.safetensors") for d in (run_dir, reference))
-    assert all(torch.allclose(weights[k], expected_weights[k], atol=1e-6) for k in weights)
+    tiny.assert_same_weights(run_dir / "student/model.safetensors", reference / "student/model.safetensors")
 
 
 def _progress(path):
@@ -72,21 +68,12 @@ def test_sigkill_mid_epoch_then_resume(models, csv_data, tmp_path, reference):
 
 
 def test_ctrl_c_saves_a_resumable_state(models, csv_data, tmp_path, reference, monkeypatch, capsys):
-    calls = {"n": 0}
-    original = train.distillation_loss
-
-    def interrupted(*args):
-        calls["n"] += 1
-        if calls["n"] == 20:  # in the teacher's second epoch, in the middle of a batch
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*args)
-
-    monkeypatch.setattr(train, "distillation_loss", interrupted)
+    restore_loss = tiny.ctrl_c_at_loss_call(monkeypatch, 20)  # in the teacher's second epoch
     assert main(["distill", *_overrides(models, csv_data, tmp_path, "run")]) == 130
     assert "interrupted" in capsys.readouterr().err
     progress = _progress(state_path(tmp_path / "runs/run", "teacher"))
     assert (progress["epoch"], progress["step"]) == (2, 4)  # the batch under way was finished
-    monkeypatch.setattr(train, "distillation_loss", original)
+    restore_loss()
     assert main(["distill", "--resume", str(tmp_path / "runs/run")]) == 0
     _same_run(tmp_path / "runs/run", reference)
 

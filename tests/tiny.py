@@ -103,3 +103,34 @@ def make_classifier(folder: Path, source: Path, steps: int = 150, seed: int = 0)
         optimizer.zero_grad()
     save_classifier(model.eval(), tokenizer, np.array([0.4, 0.5, 0.6]), folder)
     return folder
+
+
+def ctrl_c_at_loss_call(monkeypatch, n: int):
+    """Make the n-th training loss computation send this process SIGINT (Ctrl-C) in the middle
+    of its batch; returns a function that puts the real loss back."""
+    import os
+    import signal
+
+    from kd import train
+
+    original, calls = train.distillation_loss, 0
+
+    def interrupted(*args):
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args)
+
+    monkeypatch.setattr(train, "distillation_loss", interrupted)
+    return lambda: monkeypatch.setattr(train, "distillation_loss", original)
+
+
+def assert_same_weights(file: Path, reference: Path) -> None:
+    """Two safetensors files hold the same tensors, to float rounding."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights, expected = load_file(file), load_file(reference)
+    assert weights.keys() == expected.keys()
+    assert all(torch.allclose(weights[k], expected[k], atol=1e-6) for k in weights)
