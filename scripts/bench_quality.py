@@ -239,9 +239,7 @@ def bench_dataset(name: str, args) -> dict:
     results["teacher"] = aggregate([run_summary(teacher.parent, dev, test, length, "teacher")])
     for student in args.students:
         labels_only = [student_run(name, student, 0.0, 1.0, seed, teacher, args) for seed in range(args.seeds)]
-        pretrained = {} if student != "tiny_pre" else {"pretrain": {k: v for k, v in json.loads(
-            (args.pretrained.parent / "final_metrics.json").read_text())["student"].items()
-            if k in ("texts", "train_time_s", "train_loss")}}
+        pretrained = {"pretrain": args.pretrain_summary} if student == "tiny_pre" else {}
         results[f"{student}_labels"] = aggregate([run_summary(r, dev, test, length) for r in labels_only],
                                                  **pretrained)
         grid = {(a, t): student_run(name, student, a, t, 0, teacher, args) for a, t in args.grid}
@@ -361,7 +359,10 @@ def main() -> None:
                "seeds": args.seeds, "datasets": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    args.pretrained = pretrained_student(args) if "tiny_pre" in args.students else None  # tiny_pre's start
+    if "tiny_pre" in args.students:  # tiny_pre's start, and what findings() says of it
+        args.pretrained = pretrained_student(args)
+        final = json.loads((args.pretrained.parent / "final_metrics.json").read_text())["student"]
+        args.pretrain_summary = {key: final[key] for key in ("texts", "train_time_s", "train_loss")}
     for name in args.datasets:  # the files are rewritten after each dataset
         results["datasets"][name] = bench_dataset(name, args)
         results.update(wall_time_s=time.perf_counter() - started, reused=args.reused)
