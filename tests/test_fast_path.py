@@ -152,17 +152,26 @@ def test_use_fast_dropout_replaces_every_dropout_and_the_attention(models, tmp_p
     assert "kd_" not in (tmp_path / "config.json").read_text()  # the folder loads anywhere
 
 
-def test_fast_dropout_attention_is_masked_softmax_attention_with_bernoulli_dropout():
+def padding_mask(rows: int) -> torch.Tensor:
+    """(3, 1, rows, 7) booleans: sequence 1 has two padding tokens, the others none."""
+    keys = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    keys[1, ..., 5:] = False
+    return keys.expand(-1, -1, rows, -1)
+
+
+@pytest.mark.parametrize("keys", [padding_mask(1), padding_mask(7), padding_mask(7).tril(), None],
+                         ids=["one row", "expanded rows", "per row", "none"])
+def test_fast_dropout_attention_is_masked_softmax_attention_with_bernoulli_dropout(keys):
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 2, 7, 4, requires_grad=True) for _ in range(3))
-    keys = torch.ones(3, 1, 1, 7, dtype=torch.bool)
-    keys[1, ..., 5:] = False  # row 1 has two padding tokens
     module = torch.nn.Module().train()
+    module.is_causal = False  # as BERT's; SDPA (dropout 0) would take a missing mask as causal
     torch.manual_seed(1)
     out, _ = fast_dropout_attention(module, q, k, v, keys, dropout=0.25, scaling=0.3)
     torch.manual_seed(1)
     keep = dropout_keep_mask(torch.Size([3, 2, 7, 7]), 0.25)
-    probs = (q @ k.transpose(2, 3) * 0.3).masked_fill(~keys, float("-inf")).softmax(-1)
+    scores = q @ k.transpose(2, 3) * 0.3
+    probs = (scores if keys is None else scores.masked_fill(~keys, float("-inf"))).softmax(-1)
     expected = (probs * keep / 0.75) @ v
     torch.testing.assert_close(out, expected.transpose(1, 2))
     torch.testing.assert_close(torch.autograd.grad(out.sum(), q)[0],
