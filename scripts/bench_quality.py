@@ -92,7 +92,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--grid", nargs="+", default=["0.5:1", "0.5:2"], metavar="ALPHA:T",
                    help="distillation settings tried with seed 0; the best on dev runs all seeds")
     p.add_argument("--augment-copies", type=int, default=0,
-                   help="also distill each student with this many augmented copies of train as a transfer set")
+                   help="also distill each student with this many augmented copies of train as a transfer set, "
+                        "in an extra row (<student>_kd_aug) at the picked setting")
     p.add_argument("--test", action="append", default=[], metavar="NAME=FILE",
                    help="also score every chosen model on this labelled file (dev still picks)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
