@@ -6,7 +6,7 @@ For GoEmotions (28 labels) and HatEval 2019 (HS, TR, AG), on their dev splits:
   l2_labels    the teacher's first and last pretrained layers (hidden 384), trained on the labels only (alpha 0);
                2 epochs, 3 on HatEval (STUDENT_DELTAS); AdamW moves only the embedding rows a batch uses
   l2_kd        the same student distilled from the teacher (alpha, T picked on dev); on HatEval with one
-               augmented copy of each train text as a transfer set (DISTILL_DELTAS)
+               augmented copy of each train text as a transfer set, 2 epochs (DISTILL_DELTAS)
   tiny_labels  a BERT-Tiny-shaped student (2 layers, hidden 128) from random init, labels only
   tiny_kd      the same, distilled
   tiny_emb_*   with --students ... tiny_emb: the tiny student with the pretrained teacher's embedding
@@ -74,8 +74,9 @@ STUDENT_DELTAS = {  # per dataset: on HatEval (9k rows) a 3rd epoch brought the 
 }
 DISTILL_DELTAS = {  # per dataset, for the distilled runs only (grid and seeds): on HatEval one augmented
     # copy of each train text as a transfer set lifted the l2 student from 0.0115 to 0.0063 dev macro F1
-    # under its teacher over 3 seeds (hateval_l2_augmented), at 1.8x its training time
-    "hateval": {"l2": ["distill.augment_copies=1"]},
+    # under its teacher over 3 seeds (hateval_l2_augmented); 2 epochs over the doubled set gave the
+    # same mean dev AUC / F1 as 3 (0.8792 / 0.6959 against 0.8792 / 0.6956) in 2/3 of the time
+    "hateval": {"l2": ["distill.augment_copies=1", "student.train.epochs=2"]},
 }
 METRICS = ("macro_auc", "macro_f1_tuned", "bce")
 PRETRAIN_CONFIG = "configs/pretrain-tiny.yaml"  # tiny_pre's kd pretrain
