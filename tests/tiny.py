@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
-from kd.models import wordpiece_tokenizer
+from kd import train
+from kd.models import build_model, load_tokenizer, save_classifier, wordpiece_tokenizer
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LABEL_WORDS = {"anger": ["furious", "rage", "hate"], "joy": ["happy", "great", "love"],
@@ -84,10 +89,6 @@ def tiny_overrides(models: dict, csv_data: dict, tmp_path: Path, **extra) -> lis
 
 def make_classifier(folder: Path, source: Path, steps: int = 150, seed: int = 0) -> Path:
     """A kd classifier folder: the tiny `source` encoder trained briefly on label-word texts."""
-    import torch
-
-    from kd.models import build_model, load_tokenizer, save_classifier
-
     torch.manual_seed(seed)
     model = build_model(str(source), "pretrained", LABELS, role="teacher")
     tokenizer = load_tokenizer(str(source))
@@ -108,11 +109,6 @@ def make_classifier(folder: Path, source: Path, steps: int = 150, seed: int = 0)
 def ctrl_c_at_loss_call(monkeypatch, n: int):
     """Make the n-th training loss computation send this process SIGINT (Ctrl-C) in the middle
     of its batch; returns a function that puts the real loss back."""
-    import os
-    import signal
-
-    from kd import train
-
     original, calls = train.distillation_loss, 0
 
     def interrupted(*args):
@@ -128,9 +124,6 @@ def ctrl_c_at_loss_call(monkeypatch, n: int):
 
 def assert_same_weights(file: Path, reference: Path) -> None:
     """Two safetensors files hold the same tensors, to float rounding."""
-    import torch
-    from safetensors.torch import load_file
-
     weights, expected = load_file(file), load_file(reference)
     assert weights.keys() == expected.keys()
     assert all(torch.allclose(weights[k], expected[k], atol=1e-6) for k in weights)
