@@ -74,7 +74,7 @@ STUDENT_DELTAS = {  # per dataset: on HatEval (9k rows) a 3rd epoch brought the 
 }
 DISTILL_DELTAS = {  # per dataset, for the distilled runs only (grid and seeds): on HatEval one augmented
     # copy of each train text as a transfer set lifted the l2 student from 0.0115 to 0.0063 dev macro F1
-    # under its teacher over 3 seeds (hateval_l2_augmented); 2 epochs over the doubled set gave the
+    # under its teacher over 3 seeds (quality.md at 224f25c); 2 epochs over the doubled set gave the
     # same mean dev AUC / F1 as 3 (0.8792 / 0.6959 against 0.8792 / 0.6956) in 2/3 of the time
     "hateval": {"l2": ["distill.augment_copies=1", "student.train.epochs=2"]},
 }
@@ -150,12 +150,17 @@ def pretrained_student(args) -> Path:
     return run_dir / "student"
 
 
+def deltas(table: dict, name: str, student: str) -> list[str]:
+    """The overrides that STUDENT_DELTAS or DISTILL_DELTAS give `student` on dataset `name`."""
+    return table.get(name, {}).get(student, [])
+
+
 def student_run(name: str, student: str, alpha: float, temperature: float, seed: int, teacher: Path,
                 args, extra: tuple[str, ...] = ()) -> Path:
     if student == "tiny_pre":
         extra = (f"student.name={args.pretrained}", *extra)
-    distilled = DISTILL_DELTAS.get(name, {}).get(student, []) if alpha else []
-    overrides = [*STUDENTS[student], *STUDENT_DELTAS.get(name, {}).get(student, []), *distilled,
+    distilled = deltas(DISTILL_DELTAS, name, student) if alpha else []
+    overrides = [*STUDENTS[student], *deltas(STUDENT_DELTAS, name, student), *distilled,
                  f"teacher.path={teacher}", f"distill.alpha={alpha}", f"distill.temperature={temperature}",
                  f"seed={seed}", *extra]
     key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]  # other settings, other run
@@ -261,7 +266,7 @@ def bench_dataset(name: str, args) -> dict:
         results[f"{student}_kd"] = aggregate(
             [run_summary(r, dev, test, length) for r in distilled], alpha=alpha, temperature=temperature,
             grid_dev_macro_auc={f"alpha={a:g} T={t:g}": v for (a, t), v in grid_auc.items()},
-            distill_overrides=DISTILL_DELTAS.get(name, {}).get(student, []), **pretrained)
+            distill_overrides=deltas(DISTILL_DELTAS, name, student), **pretrained)
         print(f"  {student}: picked alpha {alpha:g}, T {temperature:g} (dev macro AUC by grid point: "
               f"{results[f'{student}_kd']['grid_dev_macro_auc']})", flush=True)
         if args.augment_copies:  # the picked setting again, with a transfer set of augmented copies
