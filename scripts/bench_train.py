@@ -6,15 +6,18 @@
                                grouped by length, fused AdamW, fast dropout masks (hidden states
                                and attention), freed memory kept by the allocator, the last
                                layer run for the [CLS] row only, a sparse word-embedding
-                               gradient, batch and lr of configs/base.yaml
+                               gradient, bf16 autocast where the CPU computes bf16 natively
+                               (mixed_precision=auto) with every batch shape's oneDNN kernels
+                               kept (`import kd` sizes the cache), batch and lr of configs/base.yaml
 
 for the BERT-Tiny-shaped student (random init) and the MiniLM-L6 teacher, on GoEmotions train
 and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c) to (b), one
 technique added per row, in a step loop that splits each step into data, teacher, forward,
-backward and optimizer time. Part 2 runs `kd distill` (student stage, 3 epochs, GoEmotions,
+backward and optimizer time; then (b) over one whole epoch, every batch shape's first use
+included. Part 2 runs `kd distill` (student stage, 3 epochs, GoEmotions,
 the fine-tuned teacher's cached logits) with kd's defaults, with the reference's numerics
-(batch 16, unsorted batches) and with the opt-in lazy embedding update, each over 3 seeds, and
-compares time and dev quality at equal epochs.
+(batch 16, unsorted batches, fp32), in fp32 where kd's default is bf16, and with the opt-in
+lazy embedding update, each over 3 seeds, and compares time and dev quality at equal epochs.
 
     HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_train.py \\
         --teacher checkpoints/bench-cache/runs/goemotions-teacher/teacher
@@ -25,6 +28,7 @@ Writes docs/benchmarks/training.{md,json}.
 import argparse
 import dataclasses
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -46,10 +50,11 @@ from kd.evaluate import MODEL_INPUTS
 from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer
 from kd.report import cpu_name
+from kd.runtime import resolve_mixed_precision
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
-from kd.train import keep_freed_memory
+from kd.runtime import keep_freed_memory
 
 JIGSAW_PRIORS = [0.096, 0.010, 0.053, 0.003, 0.049, 0.009]  # toxic .. identity_hate in train.csv
 
@@ -70,14 +75,15 @@ class Recipe:
     lazy_embedding_update: bool = False
     batch_size: int = 16
     bf16: bool = False
+    kernel_cache: bool = False  # oneDNN keeps kd's number of kernels, not its default 1,024
     embedding_update: bool = True  # False: the word embedding table is frozen
 
 
-def ladder(kd_batch: int) -> list[Recipe]:
-    """(c), (a), then one technique at a time up to kd's default (b); then variants of (b) that
-    kd does not use by default: bf16 autocast, the lazy embedding update (opt-in: it costs dev
-    AUC, see part 2), and no update of the word embedding table at all (the floor for any
-    embedding update)."""
+def ladder(kd_batch: int, bf16: bool) -> list[Recipe]:
+    """(c), (a), then one technique at a time up to kd's default (b), in bf16 autocast where `bf16`;
+    then variants of (b) that kd does not use by default: bf16 where kd's default is fp32, the
+    lazy embedding update (opt-in: it costs dev AUC, see part 2), and no update of the word
+    embedding table at all (the floor for any embedding update)."""
     c = Recipe("(c) reference fine-tuning", distill=False, online_teacher=False)
     a = dataclasses.replace(c, name="(a) reference distillation", distill=True, online_teacher=True)
     steps = [("+ teacher logits cached", {"online_teacher": False}),
@@ -89,14 +95,19 @@ def ladder(kd_batch: int) -> list[Recipe]:
              ("+ freed memory kept", {"keep_freed_memory": True}),
              ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
              ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
-             (f"+ batch {kd_batch}: (b) kd default", {"batch_size": kd_batch})]
+             (f"+ batch {kd_batch}", {"batch_size": kd_batch}),
+             *([("+ bf16 autocast", {"bf16": True}), ("+ oneDNN kernels kept", {"kernel_cache": True})]
+               if bf16 else [])]
     recipes = [c, a]
-    for name, change in steps:
+    for i, (name, change) in enumerate(steps):
+        name += ": (b) kd default" if i == len(steps) - 1 else ""
         recipes.append(dataclasses.replace(recipes[-1], name=name, **change))
     b = recipes[-1]
-    return recipes + [dataclasses.replace(b, name="(b) with bf16 autocast", bf16=True),
-                      dataclasses.replace(b, name="(b) with the lazy embedding update", lazy_embedding_update=True),
-                      dataclasses.replace(b, name="(b) without the embedding update", embedding_update=False)]
+    other_precision = [] if bf16 else [dataclasses.replace(b, name="(b) with bf16 autocast", bf16=True,
+                                                           kernel_cache=True)]
+    return recipes + other_precision + [
+        dataclasses.replace(b, name="(b) with the lazy embedding update", lazy_embedding_update=True),
+        dataclasses.replace(b, name="(b) without the embedding update", embedding_update=False)]
 
 
 def synthetic_jigsaw(words: list[str], rows: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -123,7 +134,7 @@ def pad_to(batch: dict, width: int | None, pad_id: int) -> dict:
 
 def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, teacher,
                 seconds: float | None) -> dict:
-    """Train `student` with `recipe` for `seconds` (None: one whole epoch); samples/s and ms per step
+    """Train `student` with `recipe` for `seconds` (0 or None: one whole epoch); samples/s and ms per step
     in each phase. The loop keeps the loss on the device, as kd's does: no host sync per step."""
     torch.manual_seed(0)
     lr = default_lr(student, recipe.batch_size)
@@ -188,10 +199,21 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
             "mean_loss": float(loss_sum) / steps}
 
 
+def run_trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float) -> dict:
+    """One trial in a fresh process (a recipe may change process-wide settings); oneDNN's kernel
+    cache as `import kd` sizes it, or at oneDNN's default."""
+    command = [sys.executable, __file__, "--trial", json.dumps(dataclasses.asdict(recipe)),
+               "--corpus-file", str(corpus_file), "--teacher-name", teacher_name, "--seconds", str(seconds)]
+    env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY":
+           os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] if recipe.kernel_cache else "1024"}
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: str,
-               seconds: float, rounds: int, kd_batch: int, work: Path) -> dict:
+               seconds: float, rounds: int, kd_batch: int, bf16: bool, work: Path) -> dict:
     """Time every recipe `rounds` times, round-robin so that a slow minute of the machine hits
-    every recipe, each trial in a fresh process (a recipe may change process-wide settings)."""
+    every recipe; then (b) over one whole epoch."""
     started = time.perf_counter()
     ids = encode(load_tokenizer("bert-tiny"), texts, 200)
     lengths = np.array([len(i) for i in ids])
@@ -202,14 +224,11 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: 
     work.mkdir(parents=True, exist_ok=True)
     corpus_file = work / f"ladder-{corpus}.pkl"
     corpus_file.write_bytes(pickle.dumps({"ids": ids, "labels": labels}))
-    recipes = ladder(kd_batch)
+    recipes = ladder(kd_batch, bf16)
     trials: list[list[dict]] = [[] for _ in recipes]
     for round_ in range(rounds):
         for recipe, recipe_trials in zip(recipes, trials):
-            command = [sys.executable, __file__, "--trial", json.dumps(dataclasses.asdict(recipe)),
-                       "--corpus-file", str(corpus_file), "--teacher-name", teacher_name, "--seconds", str(seconds)]
-            done = subprocess.run(command, check=True, capture_output=True, text=True)
-            recipe_trials.append(json.loads(done.stdout.splitlines()[-1]))
+            recipe_trials.append(run_trial(recipe, corpus_file, teacher_name, seconds))
             row = recipe_trials[-1]
             print(f"  round {round_ + 1} {recipe.name:42s} {row['samples_per_s']:8.0f} samples/s  ms/step: "
                   + " ".join(f"{k} {v:.1f}" for k, v in row["ms_per_step"].items()), flush=True)
@@ -219,7 +238,9 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, teacher_name: 
         row["trials_samples_per_s"] = [r["samples_per_s"] for r in recipe_trials]
         row["epoch_s_estimate"] = len(texts) / row["samples_per_s"]
         rows.append(row)
-    return {**corpus_stats, "rows": rows}
+    whole_epoch = run_trial(next(r for r in recipes if "(b) kd default" in r.name), corpus_file, teacher_name, 0.0)
+    print(f"  (b) over one whole epoch: {whole_epoch['samples_per_s']:.0f} samples/s", flush=True)
+    return {**corpus_stats, "rows": rows, "trial_seconds": seconds, "whole_epoch": whole_epoch}
 
 
 def trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float) -> dict:
@@ -258,12 +279,13 @@ def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name:
             "best_epoch": final["best_epoch"]}
 
 
-def end_to_end_runs(args: argparse.Namespace, train_rows: int) -> dict:
-    """Part 2: the reference's numerics, kd's defaults and the lazy embedding update, each over
-    --e2e-seeds seeds, round-robin by seed."""
+def end_to_end_runs(args: argparse.Namespace, train_rows: int, bf16: bool) -> dict:
+    """Part 2: the reference's numerics, kd's defaults (and, where they train in bf16, the same in
+    fp32) and the lazy embedding update, each over --e2e-seeds seeds, round-robin by seed."""
     runs = {"reference_numerics": ["student.train.batch_size=16", "student.train.group_by_length=false",
-                                   "student.train.lr=1e-3"],
+                                   "student.train.lr=1e-3", "mixed_precision=no"],
             "kd_default": [],
+            **({"kd_default_in_fp32": ["mixed_precision=no"]} if bf16 else {}),
             "lazy_embedding_update": ["student.train.lazy_embedding_update=true"]}
     results = {name: {"overrides": overrides, "runs": []} for name, overrides in runs.items()}
     for seed in range(args.e2e_seeds):
@@ -335,6 +357,10 @@ def targets(results: dict) -> list[str]:
         for ref, goal in (("(a)", 20), ("(c)", 8)):
             base = next(r for r in rows if r["recipe"]["name"].startswith(ref))["samples_per_s"]
             lines.append(f"| {corpus}: (b)/{ref} >= {goal}x | {b / base:.1f}x | {'yes' if b / base >= goal else 'no'} |")
+        epoch_rate = ladder_result["whole_epoch"]["samples_per_s"]
+        c = next(r for r in rows if r["recipe"]["name"].startswith("(c)"))["samples_per_s"]
+        lines.append(f"| {corpus}: (b) over one whole epoch / (c) >= 8x | {epoch_rate / c:.1f}x "
+                     f"| {'yes' if epoch_rate / c >= 8 else 'no'} |")
     e2e = results.get("end_to_end")
     if e2e:
         kd_run, ref = e2e_summary(e2e["kd_default"]), e2e_summary(e2e["reference_numerics"])
@@ -353,7 +379,7 @@ def markdown(results: dict) -> str:
                                            if "end_to_end_command" in results else "")
     out = ["# Training speed", "", f"Command: {commands}", "",
            f"Machine: {results['cpu']}, {results['threads']} torch threads, torch {results['torch']}, "
-           "no GPU. Written by `scripts/bench_train.py`; its docstring says what (a), (b) and (c) are.",
+           f"no GPU; kd's default precision here (mixed_precision=auto): {results['kd_precision']}. Written by `scripts/bench_train.py`; its docstring says what (a), (b) and (c) are.",
            "", "## Targets", "", *targets(results), ""]
     for corpus, ladder_result in results["ladder"].items():
         rows, b = ladder_result["rows"], kd_row(ladder_result["rows"])
@@ -370,6 +396,10 @@ def markdown(results: dict) -> str:
                 f"In (c), real tokens are {rows[0]['real_token_share']:.0%} of those the model computes on: "
                 f"removing all padding can make the model's part of a step at most "
                 f"{1 / rows[0]['real_token_share']:.1f}x faster, since on a CPU its cost grows with the tokens.", "",
+                f"(b) over one whole epoch ({ladder_result['whole_epoch']['steps']:,} steps after the 3 warm-up "
+                f"steps, the first use of every batch shape included): "
+                f"{ladder_result['whole_epoch']['samples_per_s']:,.0f} samples/s. The rows above time an epoch's "
+                f"first {ladder_result['trial_seconds']:.0f} seconds only, where most batch shapes are new.", "",
                 f"Where a step of (b) goes ({step:.1f} ms at batch {b['recipe']['batch_size']}): {shares}. "
                 "Host syncs: none per step (the loss is summed on the device; kd reads it once per epoch). "
                 "On a CPU they cost nothing anyway: the ops run synchronously.", ""]
@@ -430,7 +460,9 @@ def main() -> None:
         (args.out / "training.md").write_text(markdown(json.loads((args.out / "training.json").read_text())))
         return
     hf_logging.set_verbosity_error()
-    kd_batch = load_config().student.train.batch_size
+    defaults = load_config()
+    kd_batch = defaults.student.train.batch_size
+    bf16 = resolve_mixed_precision(defaults.mixed_precision, torch.device("cpu")) == "bf16"
     train = read_labeled(args.data_dir / "goemotions/train.tsv", "goemotions",
                          labels_file=args.data_dir / "goemotions/emotions.txt")
     command = "python " + " ".join(sys.argv)
@@ -441,17 +473,18 @@ def main() -> None:
         results["end_to_end_command"] = command
     else:
         results = {"command": command, "cpu": cpu_name(), "threads": torch.get_num_threads(),
-                   "torch": torch.__version__, "kd_batch": kd_batch, "ladder": {}}
+                   "torch": torch.__version__, "kd_batch": kd_batch, "ladder": {},
+                   "kd_precision": "bf16 autocast" if bf16 else "fp32"}
         jigsaw_texts, jigsaw_labels = synthetic_jigsaw(" ".join(train.texts).split(), args.jigsaw_rows, seed=0)
         for corpus, texts, labels in [("goemotions", train.texts, train.labels),
                                       ("jigsaw_synthetic", jigsaw_texts, jigsaw_labels)]:
             results["ladder"][corpus] = run_ladder(corpus, texts, labels, args.teacher_name,
-                                                   args.seconds, args.rounds, kd_batch, args.work)
+                                                   args.seconds, args.rounds, kd_batch, bf16, args.work)
     if not args.skip_end_to_end:
         if not (args.teacher / "config.json").is_file():
             sys.exit(f"no fine-tuned teacher at {args.teacher}: see docs/benchmarks/README.md")
         results["equivalence"] = padding_equivalence(args.teacher, train.texts[:512])
-        results["end_to_end"] = end_to_end_runs(args, len(train))
+        results["end_to_end"] = end_to_end_runs(args, len(train), bf16)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "training.md").write_text(markdown(results))

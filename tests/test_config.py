@@ -30,6 +30,7 @@ def test_precedence_defaults_then_files_in_order_then_overrides(tmp_path):
     assert cfg.student.train.epochs == 7      # first file beats defaults
     assert cfg.student.train.lr == 1e-3       # YAML 1.1 reads 1e-3 as a string: still a float
     assert cfg.teacher.train.epochs == 3      # untouched default
+    assert load_config([], ["mixed_precision=no"]).mixed_precision == "no"  # YAML 1.1: a bare no is false
 
 
 @pytest.mark.parametrize("override, message", [

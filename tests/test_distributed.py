@@ -36,6 +36,7 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
         root = tmp_path / f"p{processes}"
         overrides = tiny.tiny_overrides(
             {"bert": models["bert_nodropout"], "student": models["student_nodropout"]}, data, root, **{
+                "mixed_precision": "no",  # fp32: bf16 would round the two processes' sums apart
                 "teacher.train.batch_size": 16, "student.train.batch_size": 16,
                 "teacher.train.eval_batch_size": 16, "student.train.eval_batch_size": 16})
         _launch(processes, overrides, root / "audit")
@@ -69,7 +70,7 @@ def test_a_single_cpu_process_under_accelerate_launch_uses_every_core(monkeypatc
 
     import torch
 
-    from kd.distill import _use_all_cores_under_accelerate_launch
+    from kd.runtime import use_all_cores_under_accelerate_launch
 
     cores = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()
@@ -77,7 +78,7 @@ def test_a_single_cpu_process_under_accelerate_launch_uses_every_core(monkeypatc
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     try:
         torch.set_num_threads(1)
-        _use_all_cores_under_accelerate_launch()
+        use_all_cores_under_accelerate_launch()
         assert torch.get_num_threads() == cores
         assert ("using all" in capsys.readouterr().err) is (cores > 1)
     finally:

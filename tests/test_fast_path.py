@@ -27,7 +27,7 @@ from kd.models import build_model, load_classifier, load_tokenizer
 from kd.dropout import ATTENTION, FastDropout, dropout_keep_mask, fast_dropout_attention, use_fast_dropout
 from kd.first_token import FirstTokenBertLayer, use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer
-from kd.train import keep_freed_memory
+from kd.runtime import keep_freed_memory, resolve_mixed_precision
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():
@@ -224,6 +224,43 @@ def test_keep_freed_memory_stops_page_faults_on_reused_activation_buffers():
     keep_freed_memory()
     page_faults_of_one_step(), page_faults_of_one_step()  # the heap grows to its working size
     assert page_faults_of_one_step() < 500  # glibc's default trims and faults them in again: ~25,000
+
+
+BF16_SHAPES = """
+import kd, torch
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    for p in range(2):
+        print(f"PASS {p}", flush=True)
+        for rows in range(1, 1201):  # 1,200 matmul shapes, each met twice
+            torch.ones(rows, 8) @ torch.ones(8, 8)
+"""
+
+
+@pytest.mark.parametrize("user_capacity", [None, "1024"])
+def test_import_kd_keeps_the_bf16_kernel_of_every_shape(user_capacity, monkeypatch):
+    """On CPU a bf16 matmul runs a oneDNN kernel compiled for its shape; after `import kd` a shape
+    met again reuses it even 1,200 shapes later (oneDNN's default keeps 1,024, as a user's
+    own setting does, which kd leaves alone)."""
+    monkeypatch.setenv("ONEDNN_VERBOSE", "profile_create")
+    if user_capacity:
+        monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", user_capacity)
+    else:
+        monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    out = subprocess.run([sys.executable, "-c", BF16_SHAPES], check=True, capture_output=True, text=True).stdout
+    first, second = out.split("PASS 1")
+    if "cache_miss" not in first:
+        pytest.skip("this torch build runs CPU bf16 matmuls without oneDNN")
+    assert second.count("cache_miss") == (first.count("cache_miss") if user_capacity else 0)
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch):
+    cpu, capabilities = torch.device("cpu"), {"avx512_bf16": False, "amx_bf16": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert resolve_mixed_precision("auto", cpu) == "no"  # emulated bf16 is slower than fp32
+    capabilities["avx512_bf16"] = True
+    assert resolve_mixed_precision("auto", cpu) == "bf16"
+    assert resolve_mixed_precision("auto", torch.device("mps")) == "no"
+    assert [resolve_mixed_precision(s, cpu) for s in ("no", "bf16", "fp16")] == ["no", "bf16", "fp16"]
 
 
 def _embedding_model(sparse: bool) -> torch.nn.Module:

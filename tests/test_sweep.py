@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 import tiny
@@ -122,9 +123,14 @@ def test_named_values_and_errors(models, csv_data, tmp_path):
     assert main(["sweep", file]) == 0  # a setting added since, at its default, is no change
 
 
-def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults():
-    base = distill.Config()
+def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults(monkeypatch):
+    monkeypatch.setattr(distill, "training_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False})
+    base = distill.Config()  # mixed_precision=auto trains this teacher in fp32 here
     assert distill.teacher_key(base) == distill.hashlib.sha256(b"{}").hexdigest()[:16]
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})  # in bf16
+    assert distill.teacher_key(base) == distill.hashlib.sha256(b'{"mixed_precision": "bf16"}').hexdigest()[:16]
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False})
     changed = distill.Config()
     changed.teacher.train.lr = 1e-4
     assert distill.teacher_key(changed) != distill.teacher_key(base)

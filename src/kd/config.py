@@ -162,7 +162,7 @@ class Config:
     output_dir: str = "checkpoints"
     run_name: str | None = None
     cache_dir: str = "checkpoints/cache"
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -204,6 +204,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 pass
         raise KDError(f"config key {key}: expected {hint}, got {value!r}")
     if origin is Literal:
+        if value is False and "no" in typing.get_args(hint):
+            value = "no"  # YAML 1.1 reads a bare `no` as false: mixed_precision=no
         if value not in typing.get_args(hint):
             raise KDError(f"config key {key}: expected one of {list(typing.get_args(hint))}, got {value!r}")
         return value

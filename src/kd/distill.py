@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -33,20 +32,10 @@ from kd.layer_matching import LayerMatching, check_shapes
 from kd.models import (TEACHER_INITS, build_model, count_parameters, folder_size_mb, init_prior_bias,
                        label_names, load_classifier, load_model_config, load_tokenizer)
 from kd.report import Reporter, write_json
+from kd.runtime import resolve_mixed_precision, training_device, use_all_cores_under_accelerate_launch
 from kd.teacher import cached_metrics, soft_targets, transfer_soft_targets
 from kd.transfer import augmented_copies, read_texts
 from kd.train import fit
-
-
-def _use_all_cores_under_accelerate_launch() -> None:
-    """`accelerate launch` without a config sets OMP_NUM_THREADS=1 (its default
-    --num_cpu_threads_per_process), which leaves a single CPU process one core."""
-    cores = len(os.sched_getaffinity(0))
-    launched = "ACCELERATE_MIXED_PRECISION" in os.environ
-    if launched and os.environ.get("OMP_NUM_THREADS") == "1" and torch.get_num_threads() == 1 and cores > 1:
-        torch.set_num_threads(cores)
-        print(f"kd: accelerate launch left torch 1 thread; using all {cores} cores of this single "
-              f"CPU process", file=sys.stderr)
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
@@ -57,9 +46,9 @@ def make_accelerator(cfg: Config) -> Accelerator:
     """
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not several and not torch.accelerator.is_available():
-        _use_all_cores_under_accelerate_launch()
+        use_all_cores_under_accelerate_launch()
     accelerator = Accelerator(cpu=several and not torch.accelerator.is_available(),
-                              mixed_precision=cfg.mixed_precision,
+                              mixed_precision=resolve_mixed_precision(cfg.mixed_precision, training_device()),
                               dataloader_config=DataLoaderConfiguration(split_batches=True,
                                                                         use_seedable_sampler=True,
                                                                         data_seed=cfg.seed))
@@ -242,7 +231,8 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     run_dir = run_folder(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
-                       f"{accelerator.num_processes} process(es) on {accelerator.device}")
+                       f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
+                       f"{'fp32' if accelerator.mixed_precision == 'no' else accelerator.mixed_precision + ' autocast'}")
         _warn_about(train, val, reporter)
         tokens = TokenCache(cfg.data.max_length)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
@@ -277,13 +267,14 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
 
 
 def teacher_key(cfg: Config) -> str:
-    """What decides the fine-tuned teacher: the data, the teacher's settings, seed and precision.
-    Only values that differ from kd's defaults are hashed, so that a setting added to kd later,
-    whose default keeps the old behaviour, leaves every cached teacher valid."""
+    """What decides the fine-tuned teacher: the data, the teacher's settings, seed and the
+    precision it trains in here (`auto` resolved). Only values that differ from kd's defaults
+    (for the precision, from fp32) are hashed, so that a setting added to kd later, whose
+    default keeps the old behaviour, leaves every cached teacher valid."""
     def decisive(c: Config) -> dict:
-        return flatten({"data": dataclasses.asdict(c.data), "teacher": dataclasses.asdict(c.teacher),
-                        "seed": c.seed, "mixed_precision": c.mixed_precision})
-    defaults = decisive(Config())
+        return flatten({"data": dataclasses.asdict(c.data), "teacher": dataclasses.asdict(c.teacher), "seed": c.seed,
+                        "mixed_precision": resolve_mixed_precision(c.mixed_precision, training_device())})
+    defaults = decisive(Config(mixed_precision="no"))
     parts = {k: v for k, v in decisive(cfg).items() if k not in defaults or defaults[k] != v}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

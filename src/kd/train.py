@@ -11,7 +11,6 @@ scheduler, data order (the epoch's shuffle, its done batches skipped) and dropou
 
 from __future__ import annotations
 
-import ctypes
 import math
 import signal
 import time
@@ -33,6 +32,7 @@ from kd.losses import distillation_loss, scheduled_temperature
 from kd.models import default_lr, save_classifier, save_encoder
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.report import Reporter
+from kd.runtime import keep_freed_memory
 
 
 @dataclass
@@ -42,19 +42,6 @@ class FitResult:
     history: list[dict]
     train_time_s: float
     lr: float
-
-
-def keep_freed_memory() -> None:
-    """Make glibc keep freed memory for reuse (up to 1 GiB) and serve blocks of up to 32 MiB
-    from its heap. By default it hands freed memory above a trim threshold back to the OS, so
-    each CPU training step faults its large activation buffers in again. Process-wide and
-    only on glibc; elsewhere a no-op."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-    mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 
 def _embedding_update(cfg: TrainConfig, accelerator, reporter: Reporter, stage: str) -> tuple[bool, bool]:

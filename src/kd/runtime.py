@@ -1,0 +1,61 @@
+"""How a training process uses its hardware: precision, CPU threads and CPU memory.
+
+`mixed_precision: auto` (the default) trains in bf16 autocast where the hardware computes bf16
+natively (a CUDA GPU from Ampere on; a CPU with AVX512-BF16 or AMX), else in fp32: where bf16
+is emulated it is slower than fp32. oneDNN's kernel cache, which CPU bf16 training needs, is
+sized on `import kd` (see kd/__init__.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+import torch
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 matrix products in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
+
+
+def training_device() -> torch.device:
+    """The device Accelerate trains on in this process: the accelerator if any, else the CPU."""
+    return torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+
+
+def resolve_mixed_precision(setting: str, device: torch.device) -> str:
+    """`auto` -> `bf16` where `device` has native bf16, else `no`; other settings unchanged."""
+    if setting != "auto":
+        return setting
+    return "bf16" if native_bf16(device) else "no"
+
+
+def use_all_cores_under_accelerate_launch() -> None:
+    """`accelerate launch` without a config sets OMP_NUM_THREADS=1 (its default
+    --num_cpu_threads_per_process), which leaves a single CPU process one core."""
+    cores = len(os.sched_getaffinity(0))
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ
+    if launched and os.environ.get("OMP_NUM_THREADS") == "1" and torch.get_num_threads() == 1 and cores > 1:
+        torch.set_num_threads(cores)
+        print(f"kd: accelerate launch left torch 1 thread; using all {cores} cores of this single "
+              f"CPU process", file=sys.stderr)
+
+
+def keep_freed_memory() -> None:
+    """Make glibc keep freed memory for reuse (up to 1 GiB) and serve blocks of up to 32 MiB
+    from its heap. By default it hands freed memory above a trim threshold back to the OS, so
+    each CPU training step faults its large activation buffers in again. Process-wide and
+    only on glibc; elsewhere a no-op."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+    mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
