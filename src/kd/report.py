@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+import torch
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
@@ -80,9 +81,13 @@ def write_json(path: Path, content: dict) -> None:
 
 
 def cpu_name() -> str:
-    """The CPU model, for benchmark reports."""
+    """The CPU model and the vector instructions torch uses on it, for benchmark reports:
+    VMs of one model name can differ in those, and with them in speed."""
     info = Path("/proc/cpuinfo")
-    for line in info.read_text().splitlines() if info.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    lines = info.read_text().splitlines() if info.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    capabilities = torch.cpu.get_capabilities()
+    extras = [name for key, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+              if capabilities.get(key)]
+    return f"{model} ({', '.join([torch.backends.cpu.get_cpu_capability(), *extras])})"
