@@ -49,6 +49,7 @@ from kd.evaluate import compute_metrics, evaluate_model, tune_thresholds
 from kd.models import load_classifier
 from kd.pretrain import pretrain
 from kd.report import cpu_name
+from kd.runtime import precision_name, training_device
 
 DATASETS = {
     "goemotions": ("configs/goemotions.yaml", {
@@ -325,7 +326,8 @@ def findings(data: dict) -> list[str]:
 
 def markdown(results: dict) -> str:
     out = ["# Quality on real data", "", f"Command: `{results['command']}`", "",
-           f"Machine: {results['cpu']}, {results['threads']} torch threads. Means ± std over "
+           f"Machine: {results['cpu']}, {results['threads']} torch threads; every model trained in "
+           f"{results['precision']} (kd's default here, mixed_precision=auto). Means ± std over "
            f"{results['seeds']} seeds for the students; train time in seconds on this CPU; inference "
            "ms per text: PyTorch, batches of 64, 1,000 dev texts.", "",
            f"Wall time of this invocation: {results['wall_time_s'] / 60:.1f} min, "
@@ -373,6 +375,7 @@ def main() -> None:
     if not args.data_dir.is_dir():
         sys.exit(f"data dir not found: {args.data_dir} (--data-dir)")
     results = {"command": "python " + " ".join(sys.argv), "cpu": cpu_name(), "threads": torch.get_num_threads(),
+               "precision": precision_name(load_config().mixed_precision, training_device()),
                "seeds": args.seeds, "datasets": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -50,7 +50,7 @@ from kd.evaluate import MODEL_INPUTS
 from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer
 from kd.report import cpu_name
-from kd.runtime import resolve_mixed_precision
+from kd.runtime import precision_name, resolve_mixed_precision
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
@@ -474,7 +474,7 @@ def main() -> None:
     else:
         results = {"command": command, "cpu": cpu_name(), "threads": torch.get_num_threads(),
                    "torch": torch.__version__, "kd_batch": kd_batch, "ladder": {},
-                   "kd_precision": "bf16 autocast" if bf16 else "fp32"}
+                   "kd_precision": precision_name(defaults.mixed_precision, torch.device("cpu"))}
         jigsaw_texts, jigsaw_labels = synthetic_jigsaw(" ".join(train.texts).split(), args.jigsaw_rows, seed=0)
         for corpus, texts, labels in [("goemotions", train.texts, train.labels),
                                       ("jigsaw_synthetic", jigsaw_texts, jigsaw_labels)]:

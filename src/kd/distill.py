@@ -32,7 +32,8 @@ from kd.layer_matching import LayerMatching, check_shapes
 from kd.models import (TEACHER_INITS, build_model, count_parameters, folder_size_mb, init_prior_bias,
                        label_names, load_classifier, load_model_config, load_tokenizer)
 from kd.report import Reporter, write_json
-from kd.runtime import resolve_mixed_precision, training_device, use_all_cores_under_accelerate_launch
+from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
+                        use_all_cores_under_accelerate_launch)
 from kd.teacher import cached_metrics, soft_targets, transfer_soft_targets
 from kd.transfer import augmented_copies, read_texts
 from kd.train import fit
@@ -232,7 +233,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
-                       f"{'fp32' if accelerator.mixed_precision == 'no' else accelerator.mixed_precision + ' autocast'}")
+                       f"{precision_name(accelerator.mixed_precision, accelerator.device)}")
         _warn_about(train, val, reporter)
         tokens = TokenCache(cfg.data.max_length)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(

@@ -37,6 +37,12 @@ def resolve_mixed_precision(setting: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "no"
 
 
+def precision_name(setting: str, device: torch.device) -> str:
+    """What `setting` trains in on `device`, for logs and reports: fp32, bf16 autocast, ..."""
+    resolved = resolve_mixed_precision(setting, device)
+    return "fp32" if resolved == "no" else f"{resolved} autocast"
+
+
 def use_all_cores_under_accelerate_launch() -> None:
     """`accelerate launch` without a config sets OMP_NUM_THREADS=1 (its default
     --num_cpu_threads_per_process), which leaves a single CPU process one core."""
