@@ -27,7 +27,7 @@ from kd.models import build_model, load_classifier, load_tokenizer
 from kd.dropout import ATTENTION, FastDropout, dropout_keep_mask, fast_dropout_attention, use_fast_dropout
 from kd.first_token import FirstTokenBertLayer, use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer
-from kd.runtime import keep_freed_memory, resolve_mixed_precision
+from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():
@@ -257,8 +257,10 @@ def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch)
     cpu, capabilities = torch.device("cpu"), {"avx512_bf16": False, "amx_bf16": False}
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
     assert resolve_mixed_precision("auto", cpu) == "no"  # emulated bf16 is slower than fp32
+    assert precision_name("auto", cpu) == "fp32"
     capabilities["avx512_bf16"] = True
     assert resolve_mixed_precision("auto", cpu) == "bf16"
+    assert precision_name("auto", cpu) == "bf16 autocast"
     assert resolve_mixed_precision("auto", torch.device("mps")) == "no"
     assert [resolve_mixed_precision(s, cpu) for s in ("no", "bf16", "fp16")] == ["no", "bf16", "fp16"]
 
