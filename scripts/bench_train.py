@@ -87,6 +87,7 @@ class Recipe:
     model: str = "bert-tiny"  # what trains: the student, or (its own training timed) the teacher
 
 
+WARMUP_STEPS = {"cpu": 3, "cuda": 20}  # untimed steps before a trial's clock starts: a GPU's kernels warm up slower
 CPU_ONLY = {"fast_dropout", "fast_attention_dropout", "keep_freed_memory", "sparse_embedding_gradient",
             "kernel_cache"}  # kd uses these on CPU alone; elsewhere its training leaves them out
 
@@ -127,12 +128,12 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
         dataclasses.replace(b, name="(b) without the embedding update", embedding_update=False)]
 
 
-def teacher_recipes(bf16: bool) -> list[Recipe]:
+def teacher_recipes(kd_batch: int, bf16: bool) -> list[Recipe]:
     """The MiniLM-L6 teacher's own fine-tuning (alpha = 0): the reference's way (pad to 200, fp32,
-    batch 16, AdamW for-loop) and kd's (batch 32 as configs/base.yaml, its techniques)."""
+    batch 16, AdamW for-loop) and kd's (its teacher batch `kd_batch`, its techniques)."""
     reference = Recipe("teacher: reference fine-tuning", distill=False, online_teacher=False, model="minilm-l6")
     kd_teacher = dataclasses.replace(reference, name="teacher: kd default", pad_to=None, group_by_length=True,
-                                     fused_adamw=True, batch_size=load_config().teacher.train.batch_size, bf16=bf16)
+                                     fused_adamw=True, batch_size=kd_batch, bf16=bf16)
     return [reference, kd_teacher]
 
 
@@ -207,17 +208,16 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
                          group_by_length=recipe.group_by_length)
     clock = PhaseClock(device)
     steps = samples = 0
-    tokens = torch.zeros((), dtype=torch.int64)
+    tokens = torch.zeros((), dtype=torch.int64, device=device)
     loss_sum = torch.zeros((), device=device)
     batches = (batch for epoch in range(epochs) for batch in _epoch(loader, epoch))
-    warmup, started = 3 if device.type == "cpu" else 20, None  # a GPU's kernels warm up slower
+    warmup, started = WARMUP_STEPS[device.type], None
     while True:
         t0 = clock.mark()
         batch = next(batches, None)
         if batch is None or (seconds and started and time.perf_counter() - started > seconds):
             break
         batch = pad_to(batch, recipe.pad_to, tokenizer.pad_token_id)
-        tokens += batch["attention_mask"].sum() if steps >= warmup else 0
         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
         t1 = clock.mark()
@@ -248,6 +248,7 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
         elif steps > warmup:
             clock.steps.append([t0, t1, t2, t3, t4, t5])
             samples += len(batch["labels"])
+            tokens += batch["attention_mask"].sum()
     clock.sync()
     wall = time.perf_counter() - started
     phases = dict(zip(["data", "teacher", "forward", "backward", "optimizer"], clock.mean_ms()))
@@ -296,10 +297,10 @@ def run_rounds(recipes: list[Recipe], corpus_file: Path, texts: int, args: argpa
     return rows
 
 
-def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, kd_batch: int, bf16: bool,
+def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, batches: tuple[int, int], bf16: bool,
                args: argparse.Namespace) -> dict:
     """The ladder's rounds, then (b) over whole epochs: one on a CPU, three on a GPU, where the
-    teacher's own training is timed too."""
+    teacher's own training is timed too. `batches`: kd's student and teacher batch sizes."""
     started = time.perf_counter()
     ids = encode(load_tokenizer("bert-tiny"), texts, 200)
     lengths = np.array([len(i) for i in ids])
@@ -310,10 +311,10 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, kd_batch: int,
     args.work.mkdir(parents=True, exist_ok=True)
     corpus_file = args.work / f"ladder-{corpus}.pkl"
     corpus_file.write_bytes(pickle.dumps({"ids": ids, "labels": labels}))
-    recipes = ladder(kd_batch, bf16, args.device)
+    recipes = ladder(batches[0], bf16, args.device)
     rows = run_rounds(recipes, corpus_file, len(texts), args)
     gpu = args.device != "cpu"
-    teacher_rows = run_rounds(teacher_recipes(bf16), corpus_file, len(texts), args) if gpu else []
+    teacher_rows = run_rounds(teacher_recipes(batches[1], bf16), corpus_file, len(texts), args) if gpu else []
     epochs = 3 if gpu else 1
     whole_epoch = run_trial(next(r for r in recipes if "(b) kd default" in r.name), corpus_file, args.teacher_name,
                             0.0, args.device, epochs)
@@ -412,16 +413,21 @@ def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
     return {"texts": len(texts), "max_abs_teacher_logit_diff": logit_gap, "max_abs_loss_diff": loss_gap}
 
 
+def rate(rows: list[dict], prefix: str) -> float:
+    """Samples/s of the row whose recipe name starts with `prefix`."""
+    return next(r for r in rows if r["recipe"]["name"].startswith(prefix))["samples_per_s"]
+
+
 def ladder_table(rows: list[dict], bases: tuple[str, ...] = ("(a)", "(c)")) -> list[str]:
     """One row per recipe, its rate against each base (the row whose name starts so)."""
-    rates = [next(r for r in rows if r["recipe"]["name"].startswith(base))["samples_per_s"] for base in bases]
+    rates = [rate(rows, base) for base in bases]
     lines = [f"| recipe | samples/s (median) | trials | {' | '.join(f'vs {base}' for base in bases)} "
              "| epoch (s, from the rate) | ms/step: data | teacher | forward | backward | optimizer |",
              f"|---|---:|---|{'---:|' * len(bases)}---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ms = r["ms_per_step"]
         trials = " / ".join(f"{t:,.0f}" for t in r["trials_samples_per_s"])
-        ratios = " | ".join(f"{r['samples_per_s'] / rate:.1f}x" for rate in rates)
+        ratios = " | ".join(f"{r['samples_per_s'] / base:.1f}x" for base in rates)
         lines.append(f"| {r['recipe']['name']} | {r['samples_per_s']:,.0f} | {trials} | {ratios} "
                      f"| {r['epoch_s_estimate']:,.0f} | "
                      + " | ".join(f"{ms[k]:.1f}" for k in ("data", "teacher", "forward", "backward", "optimizer"))
@@ -440,10 +446,10 @@ def targets(results: dict) -> list[str]:
         rows = ladder_result["rows"]
         b = kd_row(rows)["samples_per_s"]
         for ref, goal in (("(a)", 20), ("(c)", 8)):
-            base = next(r for r in rows if r["recipe"]["name"].startswith(ref))["samples_per_s"]
+            base = rate(rows, ref)
             lines.append(f"| {corpus}: (b)/{ref} >= {goal}x | {b / base:.1f}x | {'yes' if b / base >= goal else 'no'} |")
         epoch_rate = ladder_result["whole_epoch"]["samples_per_s"]
-        c = next(r for r in rows if r["recipe"]["name"].startswith("(c)"))["samples_per_s"]
+        c = rate(rows, "(c)")
         lines.append(f"| {corpus}: (b) over one whole epoch / (c) >= 8x | {epoch_rate / c:.1f}x "
                      f"| {'yes' if epoch_rate / c >= 8 else 'no'} |")
     e2e = results.get("end_to_end")
@@ -473,11 +479,9 @@ def gpu_summary(results: dict) -> list[str]:
     for corpus, ladder_result in results["ladder"].items():
         rows, epochs = ladder_result["rows"], ladder_result["whole_epoch"]
         b = kd_row(rows)
-        base = {ref: next(r for r in rows if r["recipe"]["name"].startswith(ref))["samples_per_s"]
-                for ref in ("(a)", "(c)")}
         teacher = " / ".join(f"{r['samples_per_s']:,.0f}" for r in ladder_result["teacher_rows"])
-        lines.append(f"| {corpus} | {b['samples_per_s']:,.0f} | {b['samples_per_s'] / base['(a)']:.1f}x "
-                     f"| {b['samples_per_s'] / base['(c)']:.1f}x | {outside_model_share(b):.0%} | {teacher} "
+        lines.append(f"| {corpus} | {b['samples_per_s']:,.0f} | {b['samples_per_s'] / rate(rows, '(a)'):.1f}x "
+                     f"| {b['samples_per_s'] / rate(rows, '(c)'):.1f}x | {outside_model_share(b):.0%} | {teacher} "
                      f"| {epochs['seconds']:.1f} s ({epochs['samples_per_s']:,.0f} samples/s) |")
     return lines + ["", "The reference needed 432 s for 3 student epochs on the 160k corpus on a 2021 Colab GPU. "
                     "Phases are GPU time between CUDA events recorded at their boundaries (no host sync per "
@@ -489,7 +493,7 @@ def markdown(results: dict) -> str:
     commands = f"`{results['command']}`" + (f", then part 2 again with `{results['end_to_end_command']}`"
                                            if "end_to_end_command" in results else "")
     gpu = results.get("gpu")
-    warmup = 20 if gpu else 3
+    warmup = WARMUP_STEPS["cuda" if gpu else "cpu"]
     machine = (f"{gpu}, host CPU {results['cpu']}" if gpu else f"{results['cpu']}, {results['threads']} torch "
                "threads, no GPU")
     out = ["# Training speed", "", f"Command: {commands}", "",
@@ -609,7 +613,8 @@ def main() -> None:
         for corpus in args.corpora:
             texts, labels = ((train.texts, train.labels) if corpus == "goemotions" else
                              synthetic_jigsaw(" ".join(train.texts).split(), args.jigsaw_rows, seed=0))
-            results["ladder"][corpus] = run_ladder(corpus, texts, labels, kd_batch, bf16, args)
+            results["ladder"][corpus] = run_ladder(corpus, texts, labels, (kd_batch, defaults.teacher.train.batch_size),
+                                                   bf16, args)
     if not args.skip_end_to_end:
         if not (args.teacher / "config.json").is_file():
             sys.exit(f"no fine-tuned teacher at {args.teacher}: see docs/benchmarks/README.md")

@@ -17,6 +17,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Table
 
+from kd.runtime import native_bf16
+
 
 class Reporter:
     def __init__(self, is_main: bool, metrics_file: Path | None = None):
@@ -87,7 +89,5 @@ def cpu_name() -> str:
     lines = info.read_text().splitlines() if info.exists() else []
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
                  platform.processor() or platform.machine())
-    capabilities = torch.cpu.get_capabilities()
-    extras = [name for key, name in (("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
-              if capabilities.get(key)]
-    return f"{model} ({', '.join([torch.backends.cpu.get_cpu_capability(), *extras])})"
+    bf16 = ", native bf16" if native_bf16(torch.device("cpu")) else ""
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}{bf16})"
