@@ -21,6 +21,9 @@ Part 2 runs `kd distill` (student stage, 3 epochs, GoEmotions,
 the fine-tuned teacher's cached logits) with kd's defaults, with the reference's numerics
 (batch 16, unsorted batches, fp32), in fp32 where kd's default is bf16, and with the opt-in
 lazy embedding update, each over 3 seeds, and compares time and dev quality at equal epochs.
+Where kd's default is fp32, `--e2e-runs kd_default_in_bf16` measures its defaults in bf16
+autocast too: on a CPU without native bf16 that is emulated, slow, but numerically what a CPU
+with AVX512-BF16 trains (the report is in bench_train_report.py).
 
     HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_train.py \\
         --teacher checkpoints/bench-cache/runs/goemotions-teacher/teacher
@@ -62,6 +65,8 @@ from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.runtime import keep_freed_memory
+
+from bench_train_report import markdown
 
 JIGSAW_PRIORS = [0.096, 0.010, 0.053, 0.003, 0.049, 0.009]  # toxic .. identity_hate in train.csv
 
@@ -362,14 +367,24 @@ def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name:
             "best_epoch": final["best_epoch"]}
 
 
-def end_to_end_runs(args: argparse.Namespace, train_rows: int, bf16: bool) -> dict:
-    """Part 2: the reference's numerics, kd's defaults (and, where they train in bf16, the same in
-    fp32) and the lazy embedding update, each over --e2e-seeds seeds, round-robin by seed."""
-    runs = {"reference_numerics": ["student.train.batch_size=16", "student.train.group_by_length=false",
+def part2_runs(bf16: bool) -> dict[str, list[str]]:
+    """Part 2's runs by name, with their overrides: the reference's numerics, kd's defaults, kd's
+    defaults in the other precision (fp32 where the default is bf16; bf16 where it is fp32, which
+    on a CPU without native bf16 is emulated: slow, but with the same numbers) and the lazy
+    embedding update."""
+    return {"reference_numerics": ["student.train.batch_size=16", "student.train.group_by_length=false",
                                    "student.train.lr=1e-3", "mixed_precision=no"],
             "kd_default": [],
-            **({"kd_default_in_fp32": ["mixed_precision=no"]} if bf16 else {}),
+            **({"kd_default_in_fp32": ["mixed_precision=no"]} if bf16 else
+               {"kd_default_in_bf16": ["mixed_precision=bf16"]}),
             "lazy_embedding_update": ["student.train.lazy_embedding_update=true"]}
+
+
+def end_to_end_runs(args: argparse.Namespace, train_rows: int, bf16: bool) -> dict:
+    """Part 2: the runs --e2e-runs names (by default all but emulated bf16), each over
+    --e2e-seeds seeds, round-robin by seed."""
+    runs = {name: overrides for name, overrides in part2_runs(bf16).items()
+            if name in args.e2e_runs or (not args.e2e_runs and name != "kd_default_in_bf16")}
     results = {name: {"overrides": overrides, "runs": []} for name, overrides in runs.items()}
     for seed in range(args.e2e_seeds):
         for name, overrides in runs.items():
@@ -377,17 +392,6 @@ def end_to_end_runs(args: argparse.Namespace, train_rows: int, bf16: bool) -> di
                 args.data_dir, args.teacher, args.cache_dir, args.work, name.replace("_", "-"), overrides,
                 train_rows, seed))
     return results
-
-
-def e2e_summary(result: dict) -> dict:
-    """Median times and the mean ± sample std of epoch-3 dev quality over a run's seeds."""
-    runs = result["runs"]
-    auc = np.array([r["dev_by_epoch"][-1]["macro_auc"] for r in runs])
-    return {"train_time_s": float(np.median([r["train_time_s"] for r in runs])),
-            "time_with_eval_s": float(np.median([r["time_with_eval_s"] for r in runs])),
-            "samples_per_s": float(np.median([r["samples_per_s"] for r in runs])),
-            "auc": auc, "auc_mean": float(auc.mean()), "auc_std": float(auc.std(ddof=1)) if len(auc) > 1 else 0.0,
-            "f1_mean": float(np.mean([r["dev_by_epoch"][-1]["macro_f1_tuned"] for r in runs]))}
 
 
 def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
@@ -413,145 +417,9 @@ def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
     return {"texts": len(texts), "max_abs_teacher_logit_diff": logit_gap, "max_abs_loss_diff": loss_gap}
 
 
-def rate(rows: list[dict], prefix: str) -> float:
-    """Samples/s of the row whose recipe name starts with `prefix`."""
-    return next(r for r in rows if r["recipe"]["name"].startswith(prefix))["samples_per_s"]
-
-
-def ladder_table(rows: list[dict], bases: tuple[str, ...] = ("(a)", "(c)")) -> list[str]:
-    """One row per recipe, its rate against each base (the row whose name starts so)."""
-    rates = [rate(rows, base) for base in bases]
-    lines = [f"| recipe | samples/s (median) | trials | {' | '.join(f'vs {base}' for base in bases)} "
-             "| epoch (s, from the rate) | ms/step: data | teacher | forward | backward | optimizer |",
-             f"|---|---:|---|{'---:|' * len(bases)}---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        ms = r["ms_per_step"]
-        trials = " / ".join(f"{t:,.0f}" for t in r["trials_samples_per_s"])
-        ratios = " | ".join(f"{r['samples_per_s'] / base:.1f}x" for base in rates)
-        lines.append(f"| {r['recipe']['name']} | {r['samples_per_s']:,.0f} | {trials} | {ratios} "
-                     f"| {r['epoch_s_estimate']:,.0f} | "
-                     + " | ".join(f"{ms[k]:.1f}" for k in ("data", "teacher", "forward", "backward", "optimizer"))
-                     + " |")
-    return lines
-
-
-def kd_row(rows: list[dict]) -> dict:
-    return next(r for r in rows if "(b) kd default" in r["recipe"]["name"])
-
-
-def targets(results: dict) -> list[str]:
-    """The issue's CPU targets, met or not (its GPU figures: gpu_summary)."""
-    lines = ["| target | measured | met |", "|---|---|---|"]
-    for corpus, ladder_result in results["ladder"].items():
-        rows = ladder_result["rows"]
-        b = kd_row(rows)["samples_per_s"]
-        for ref, goal in (("(a)", 20), ("(c)", 8)):
-            base = rate(rows, ref)
-            lines.append(f"| {corpus}: (b)/{ref} >= {goal}x | {b / base:.1f}x | {'yes' if b / base >= goal else 'no'} |")
-        epoch_rate = ladder_result["whole_epoch"]["samples_per_s"]
-        c = rate(rows, "(c)")
-        lines.append(f"| {corpus}: (b) over one whole epoch / (c) >= 8x | {epoch_rate / c:.1f}x "
-                     f"| {'yes' if epoch_rate / c >= 8 else 'no'} |")
-    e2e = results.get("end_to_end")
-    if e2e:
-        kd_run, ref = e2e_summary(e2e["kd_default"]), e2e_summary(e2e["reference_numerics"])
-        t = kd_run["train_time_s"]
-        lines.append(f"| 3 distillation epochs, GoEmotions train, < 75 s | {t:.1f} s, median of {len(kd_run['auc'])} seeds "
-                     f"({kd_run['time_with_eval_s']:.1f} s with 3 dev evaluations) | {'yes' if t < 75 else 'no'} |")
-        gap = kd_run["auc_mean"] - ref["auc_mean"]
-        lines.append(f"| quality unchanged: mean dev macro AUC at epoch 3 within 0.003 of the reference | {gap:+.4f} "
-                     f"(seed std {kd_run['auc_std']:.4f} and {ref['auc_std']:.4f}) | "
-                     + ("yes |" if abs(gap) <= 0.003 else "better by more than 0.003 |" if gap > 0 else "no |"))
-    return lines
-
-
-def outside_model_share(row: dict) -> float:
-    """The share of a step's time outside the model's forward and backward passes."""
-    ms = row["ms_per_step"]
-    return 1 - (ms["forward"] + ms["backward"]) / sum(ms.values())
-
-
-def gpu_summary(results: dict) -> list[str]:
-    """What the issue asks of a GPU: student and teacher training rates, 3 student epochs on
-    the 160k corpus, and the share of step time outside the model."""
-    lines = ["| corpus | (b) samples/s | (b)/(a) | (b)/(c) | step time outside the model | teacher training "
-             "samples/s: reference / kd | 3 whole epochs of (b) |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for corpus, ladder_result in results["ladder"].items():
-        rows, epochs = ladder_result["rows"], ladder_result["whole_epoch"]
-        b = kd_row(rows)
-        teacher = " / ".join(f"{r['samples_per_s']:,.0f}" for r in ladder_result["teacher_rows"])
-        lines.append(f"| {corpus} | {b['samples_per_s']:,.0f} | {b['samples_per_s'] / rate(rows, '(a)'):.1f}x "
-                     f"| {b['samples_per_s'] / rate(rows, '(c)'):.1f}x | {outside_model_share(b):.0%} | {teacher} "
-                     f"| {epochs['seconds']:.1f} s ({epochs['samples_per_s']:,.0f} samples/s) |")
-    return lines + ["", "The reference needed 432 s for 3 student epochs on the 160k corpus on a 2021 Colab GPU. "
-                    "Phases are GPU time between CUDA events recorded at their boundaries (no host sync per "
-                    "step): outside the model means data (the host's collation and the copy to the GPU, as "
-                    "the GPU waits for them), the optimizer, and the rest of the step."]
-
-
-def markdown(results: dict) -> str:
-    commands = f"`{results['command']}`" + (f", then part 2 again with `{results['end_to_end_command']}`"
-                                           if "end_to_end_command" in results else "")
-    gpu = results.get("gpu")
-    warmup = WARMUP_STEPS["cuda" if gpu else "cpu"]
-    machine = (f"{gpu}, host CPU {results['cpu']}" if gpu else f"{results['cpu']}, {results['threads']} torch "
-               "threads, no GPU")
-    out = ["# Training speed", "", f"Command: {commands}", "",
-           f"Machine: {machine}, torch {results['torch']}; kd's default precision here (mixed_precision=auto): "
-           f"{results['kd_precision']}. Written by `scripts/bench_train.py`; its docstring says what (a), (b) "
-           "and (c) are.", "", *(["## GPU", "", *gpu_summary(results)] if gpu else ["## Targets", "", *targets(results)]),
-           ""]
-    for corpus, ladder_result in results["ladder"].items():
-        rows, b = ladder_result["rows"], kd_row(ladder_result["rows"])
-        step = sum(b["ms_per_step"].values())
-        shares = ", ".join(f"{k} {v / step:.0%}" for k, v in b["ms_per_step"].items() if k != "teacher")
-        epochs = ladder_result["whole_epoch"]
-        out += [f"## Ladder: {corpus}", "",
-                f"{ladder_result['texts']:,} texts; tokens per text: median {ladder_result['tokens_median']:.0f}, "
-                f"90th percentile {ladder_result['tokens_p90']:.0f}, {ladder_result['share_cut_at_200']:.1%} cut at "
-                f"200. Tokenized once (Rust tokenizer) in {ladder_result['tokenize_s']:.1f} s before training. "
-                "Each row adds one technique to the row above; every row trains the same BERT-Tiny-shaped "
-                f"student from the same init, timed over its first steps after {warmup} warm-up steps, in "
-                "round-robin rounds, each trial in a fresh process; the median round is shown.", "",
-                *ladder_table(rows), "",
-                f"In (c), real tokens are {rows[0]['real_token_share']:.0%} of those the model computes on: "
-                f"removing all padding can make the model's part of a step at most "
-                f"{1 / rows[0]['real_token_share']:.1f}x faster, since on a CPU its cost grows with the tokens.", "",
-                f"(b) over {epochs.get('epochs') or 1} whole epoch(s) ({epochs['steps']:,} steps after the {warmup} "
-                f"warm-up steps, the first use of every batch shape included): {epochs['seconds']:,.1f} s, "
-                f"{epochs['samples_per_s']:,.0f} samples/s. The rows above time an epoch's "
-                f"first {ladder_result['trial_seconds']:.0f} seconds only, where most batch shapes are new.", "",
-                f"Where a step of (b) goes ({step:.1f} ms at batch {b['recipe']['batch_size']}): {shares}. "
-                "Host syncs: none per step (the loss is summed on the device; kd reads it once per epoch)."
-                + ("" if gpu else " On a CPU they cost nothing anyway: the ops run synchronously."), ""]
-        if ladder_result.get("teacher_rows"):
-            out += ["The MiniLM-L6 teacher's own training (alpha = 0), timed the same way:", "",
-                    *ladder_table(ladder_result["teacher_rows"], bases=("teacher: reference",)), ""]
-    e2e = results.get("end_to_end")
-    if e2e:
-        eq = results["equivalence"]
-        out += ["## End to end: `kd distill`, student stage, 3 epochs on GoEmotions train", "",
-                "The fine-tuned MiniLM-L6 teacher's cached logits; BERT-Tiny-shaped student from random "
-                "init; scored on GoEmotions dev after every epoch. `reference numerics` computes what "
-                "(a) computes (batch 16, unsorted batches, BERT-Tiny's usual lr 1e-3) without its waste: padding to 200 and running "
-                "the teacher online change the numbers only by float rounding "
-                f"(measured on {eq['texts']} texts: teacher logits differ by at most "
-                f"{eq['max_abs_teacher_logit_diff']:.1e}, the loss by at most {eq['max_abs_loss_diff']:.1e}).", "",
-                "Each run is repeated with seeds 0, 1, ... (student init, dropout and batch order); times are "
-                "medians over seeds, quality is at epoch 3.", "",
-                "| run | overrides | train time | with evaluation | samples/s | dev macro AUC per seed "
-                "| mean ± std | dev macro F1 (tuned), mean |", "|---|---|---:|---:|---:|---|---|---:|"]
-        for name, result in e2e.items():
-            summary = e2e_summary(result)
-            out.append(f"| {name} | `{' '.join(result['overrides']) or '(none)'}` | {summary['train_time_s']:.1f} s "
-                       f"| {summary['time_with_eval_s']:.1f} s | {summary['samples_per_s']:,.0f} "
-                       f"| {' / '.join(f'{a:.4f}' for a in summary['auc'])} "
-                       f"| {summary['auc_mean']:.4f} ± {summary['auc_std']:.4f} | {summary['f1_mean']:.4f} |")
-        out.append("")
-    if not gpu:
-        out += ["## GPU", "", "Not measured by this run, which had no GPU: `--device cuda` measures it "
-                "(the script's docstring).", ""]
-    return "\n".join(out)
+def report(results: dict) -> str:
+    """training.md for `results`, whose trials ran WARMUP_STEPS untimed steps first."""
+    return markdown(results, WARMUP_STEPS["cuda" if "gpu" in results else "cpu"])
 
 
 def parse_args() -> argparse.Namespace:
@@ -569,6 +437,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--only-end-to-end", action="store_true",
                    help="part 2 only; part 1 is kept from --out's training.json")
     p.add_argument("--e2e-seeds", type=int, default=3, help="seeds of every part-2 run")
+    p.add_argument("--e2e-runs", nargs="+", default=[], metavar="RUN",
+                   choices=list(part2_runs(True)) + ["kd_default_in_bf16"],
+                   help="part 2's runs (default: all but kd_default_in_bf16, emulated on CPUs without "
+                        "native bf16); with --only-end-to-end, the others are kept from --out's training.json")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     p.add_argument("--render", action="store_true", help="only rewrite training.md from --out/training.json")
     p.add_argument("--device", default="cpu", help="cpu, or cuda: part 1 on the GPU (see the docstring)")
@@ -588,7 +460,7 @@ def main() -> None:
                                torch.device(args.device), args.epochs)))
         return
     if args.render:
-        (args.out / "training.md").write_text(markdown(json.loads((args.out / "training.json").read_text())))
+        (args.out / "training.md").write_text(report(json.loads((args.out / "training.json").read_text())))
         return
     hf_logging.set_verbosity_error()
     device = torch.device(args.device)
@@ -604,7 +476,7 @@ def main() -> None:
         if not (args.out / "training.json").is_file():
             sys.exit(f"--only-end-to-end: no {args.out / 'training.json'} to take part 1 from; run without it first")
         results = json.loads((args.out / "training.json").read_text())
-        results["end_to_end_command"] = command
+        results.setdefault("end_to_end_commands", []).append(command)
     else:
         results = {"command": command, "cpu": cpu_name(), "threads": torch.get_num_threads(),
                    "torch": torch.__version__, "kd_batch": kd_batch, "ladder": {},
@@ -619,11 +491,14 @@ def main() -> None:
         if not (args.teacher / "config.json").is_file():
             sys.exit(f"no fine-tuned teacher at {args.teacher}: see docs/benchmarks/README.md")
         results["equivalence"] = padding_equivalence(args.teacher, train.texts[:512])
-        results["end_to_end"] = end_to_end_runs(args, len(train), bf16)
+        kept = results.get("end_to_end", {}) if args.only_end_to_end else {}  # runs this command leaves alone
+        merged = {**kept, **end_to_end_runs(args, len(train), bf16)}
+        order = [*part2_runs(bf16), *merged]
+        results["end_to_end"] = {name: merged[name] for name in sorted(merged, key=order.index)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "training.md").write_text(markdown(results))
-    print(markdown(results))
+    (args.out / "training.md").write_text(report(results))
+    print(report(results))
 
 
 if __name__ == "__main__":
