@@ -60,11 +60,10 @@ from kd.evaluate import MODEL_INPUTS
 from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer
 from kd.report import cpu_name
-from kd.runtime import precision_name, resolve_mixed_precision
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
-from kd.runtime import keep_freed_memory
+from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
 
 from bench_train_report import markdown
 
@@ -438,7 +437,7 @@ def parse_args() -> argparse.Namespace:
                    help="part 2 only; part 1 is kept from --out's training.json")
     p.add_argument("--e2e-seeds", type=int, default=3, help="seeds of every part-2 run")
     p.add_argument("--e2e-runs", nargs="+", default=[], metavar="RUN",
-                   choices=list(part2_runs(True)) + ["kd_default_in_bf16"],
+                   choices=sorted({*part2_runs(True), *part2_runs(False)}),
                    help="part 2's runs (default: all but kd_default_in_bf16, emulated on CPUs without "
                         "native bf16); with --only-end-to-end, the others are kept from --out's training.json")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))

@@ -156,7 +156,7 @@ def markdown(results: dict, warmup: int) -> str:
                        f"| {' / '.join(f'{a:.4f}' for a in summary['auc'])} "
                        f"| {summary['auc_mean']:.4f} ± {summary['auc_std']:.4f} | {summary['f1_mean']:.4f} |")
         out.append("")
-        if "kd_default_in_bf16" in e2e and "native bf16" not in results["cpu"]:
+        if "kd_default_in_bf16" in e2e and results["kd_precision"] == "fp32":  # auto: bf16 is emulated here
             out += ["kd_default_in_bf16 trains in bf16 autocast on a CPU that emulates bf16: its times are not "
                     "those of a CPU with native bf16 (AVX512-BF16 or AMX), where `auto` picks bf16; its quality "
                     "is, since autocast rounds the same operands to bf16 on any CPU.", ""]
