@@ -4,7 +4,8 @@
   (a) reference distillation:  (c) plus the teacher run online at every student step
   (b) kd's default pipeline:   cached teacher logits, batches padded to their longest row and
                                grouped by length, fused AdamW, fast dropout masks (hidden states
-                               and attention), freed memory kept by the allocator, the last
+                               and attention), freed memory kept by the allocator, MKL's
+                               AVX2 kernels on an AMD CPU (`import kd` first), the last
                                layer run for the [CLS] row only, a sparse word-embedding
                                gradient, bf16 autocast where the CPU computes bf16 natively
                                (mixed_precision=auto) with every batch shape's oneDNN kernels
@@ -46,12 +47,12 @@ import sys
 import time
 from pathlib import Path
 
+import kd  # before torch: on an AMD CPU it lets MKL run its AVX2 kernels (kd/mkl_amd.py)
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.utils import logging as hf_logging
 
-import kd
 from kd.config import load_config
 from kd.batches import EncodedDataset, make_loader
 from kd.data import encode, read_labeled
@@ -81,6 +82,7 @@ class Recipe:
     fast_dropout: bool = False
     fast_attention_dropout: bool = False
     keep_freed_memory: bool = False
+    mkl_amd_kernels: bool = False  # MKL's Intel kernels on an AMD CPU (kd/mkl_amd.py)
     first_token_last_layer: bool = False
     sparse_embedding_gradient: bool = False
     lazy_embedding_update: bool = False
@@ -92,8 +94,8 @@ class Recipe:
 
 
 WARMUP_STEPS = {"cpu": 3, "cuda": 20}  # untimed steps before a trial's clock starts: a GPU's kernels warm up slower
-CPU_ONLY = {"fast_dropout", "fast_attention_dropout", "keep_freed_memory", "sparse_embedding_gradient",
-            "kernel_cache"}  # kd uses these on CPU alone; elsewhere its training leaves them out
+CPU_ONLY = {"fast_dropout", "fast_attention_dropout", "keep_freed_memory", "mkl_amd_kernels",
+            "sparse_embedding_gradient", "kernel_cache"}  # kd uses these on CPU alone; elsewhere its training leaves them out
 
 
 def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
@@ -111,6 +113,8 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
              ("+ fast dropout masks", {"fast_dropout": True}),
              ("+ fast attention dropout", {"fast_attention_dropout": True}),
              ("+ freed memory kept", {"keep_freed_memory": True}),
+             *([("+ MKL's AVX2 kernels on AMD", {"mkl_amd_kernels": True})]
+               if kd.mkl_amd.status.startswith("on") else []),
              ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
              ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
              (f"+ batch {kd_batch}", {"batch_size": kd_batch}),
@@ -272,12 +276,14 @@ def _epoch(loader, epoch: int):
 def run_trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float, device: str,
               epochs: int = 1) -> dict:
     """One trial in a fresh process (a recipe may change process-wide settings); oneDNN's kernel
-    cache as `import kd` sizes it, or at oneDNN's default."""
+    cache as `import kd` sizes it, or at oneDNN's default; MKL's kernels on AMD as `import kd`
+    sets them, or MKL's generic ones."""
     command = [sys.executable, __file__, "--trial", json.dumps(dataclasses.asdict(recipe)),
                "--corpus-file", str(corpus_file), "--teacher-name", teacher_name, "--seconds", str(seconds),
                "--device", device, "--epochs", str(epochs)]
     env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY":
-           os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] if recipe.kernel_cache else "1024"}
+           os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] if recipe.kernel_cache else "1024",
+           kd.mkl_amd.SWITCH: "1" if recipe.mkl_amd_kernels else "0"}
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.splitlines()[-1])
 

@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
 
+from kd import mkl_amd
 from kd.checkpoint import state_path
 from kd.config import Config, flatten, save_config
 from kd.batches import EncodedDataset
@@ -234,6 +235,9 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
                        f"{precision_name(accelerator.mixed_precision, accelerator.device)}")
+        if mkl_amd.status == mkl_amd.TOO_LATE:
+            reporter.print("note: torch was imported before kd, so MKL runs generic kernels on this AMD "
+                           "CPU; import kd first for faster fp32 matrix products (kd/mkl_amd.py)")
         _warn_about(train, val, reporter)
         tokens = TokenCache(cfg.data.max_length)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(

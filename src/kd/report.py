@@ -17,6 +17,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Table
 
+from kd import mkl_amd
 from kd.runtime import native_bf16
 
 
@@ -90,4 +91,5 @@ def cpu_name() -> str:
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
                  platform.processor() or platform.machine())
     bf16 = ", native bf16" if native_bf16(torch.device("cpu")) else ""
-    return f"{model} ({torch.backends.cpu.get_cpu_capability()}{bf16})"
+    mkl = ", MKL's Intel kernels" if mkl_amd.status.startswith("on") else ""
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}{bf16}{mkl})"
