@@ -6,8 +6,9 @@ AVX-512 kernels the CPU has. MKL asks one function, `mkl_serv_intel_cpu_true`, w
 is Intel's. kd builds a one-line C library (`_mkl_intel_cpu.c`) whose function of that name
 answers yes, and loads it into the process's global symbol scope before torch loads MKL: the
 dynamic linker then binds MKL's question to it. MKL still chooses among its kernels by the
-instruction sets the CPU reports. On the 2-core AMD EPYC (Zen 3) of docs/benchmarks/training_avx2,
-BERT-Tiny's matrix products ran 1.3-2x faster (see docs/benchmarks/README.md).
+instruction sets the CPU reports. What it gives in training: its row of the ladder in
+docs/benchmarks/training_avx2/training.md (an AMD EPYC with AVX2). Those kernels sum in another
+order: the same run with and without them differs by float rounding.
 
 `import kd` does it first thing, on Linux on x86-64 AMD CPUs with AVX2, unless `KD_MKL_AMD_KERNELS=0`.
 It cannot once torch is loaded (the linker has bound MKL's symbols by then): import kd first.
