@@ -114,7 +114,7 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
              ("+ fast attention dropout", {"fast_attention_dropout": True}),
              ("+ freed memory kept", {"keep_freed_memory": True}),
              *([("+ MKL's AVX2 kernels on AMD", {"mkl_amd_kernels": True})]
-               if kd.mkl_amd.status.startswith("on") else []),
+               if kd.mkl_amd.status == kd.mkl_amd.ON else []),
              ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
              ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
              (f"+ batch {kd_batch}", {"batch_size": kd_batch}),

@@ -26,14 +26,20 @@ from pathlib import Path
 
 LIBRARY = "_mkl_intel_cpu"
 SWITCH = "KD_MKL_AMD_KERNELS"
+ON = "on (MKL's Intel kernels on this AMD CPU)"
 TOO_LATE = "off (torch was imported before kd)"
 status = "not tried"  # what use_mkl_kernels_on_amd did, for logs and reports
 
 
+def first_cpu_fields(cpuinfo: str) -> dict[str, str]:
+    """The fields of the first processor in /proc/cpuinfo's text (vendor_id, model name, flags, ...)."""
+    first = cpuinfo.split("\n\n", 1)[0]
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+
+
 def _amd_with_avx2(cpuinfo: str) -> bool:
     """Whether /proc/cpuinfo's first processor is an AMD one with AVX2 and FMA."""
-    first = cpuinfo.split("\n\n", 1)[0]
-    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first.splitlines())}
+    fields = first_cpu_fields(cpuinfo)
     flags = fields.get("flags", "").split()
     return fields.get("vendor_id") == "AuthenticAMD" and "avx2" in flags and "fma" in flags
 
@@ -59,5 +65,5 @@ def use_mkl_kernels_on_amd() -> str:
         status = f"off ({LIBRARY} was not built: no C compiler at install)"
     else:
         ctypes.CDLL(str(path), mode=os.RTLD_GLOBAL)
-        status = "on (MKL's Intel kernels on this AMD CPU)"
+        status = ON
     return status

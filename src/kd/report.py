@@ -87,9 +87,8 @@ def cpu_name() -> str:
     """The CPU model and the vector instructions torch uses on it, for benchmark reports:
     VMs of one model name can differ in those, and with them in speed."""
     info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-                 platform.processor() or platform.machine())
+    fields = mkl_amd.first_cpu_fields(info.read_text()) if info.exists() else {}
+    model = fields.get("model name") or platform.processor() or platform.machine()
     bf16 = ", native bf16" if native_bf16(torch.device("cpu")) else ""
-    mkl = ", MKL's Intel kernels" if mkl_amd.status.startswith("on") else ""
+    mkl = ", MKL's Intel kernels" if mkl_amd.status == mkl_amd.ON else ""
     return f"{model} ({torch.backends.cpu.get_cpu_capability()}{bf16}{mkl})"
