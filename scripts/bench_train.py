@@ -9,7 +9,8 @@
                                layer run for the [CLS] row only, a sparse word-embedding
                                gradient, bf16 autocast where the CPU computes bf16 natively
                                (mixed_precision=auto) with every batch shape's oneDNN kernels
-                               kept (`import kd` sizes the cache), batch and lr of configs/base.yaml
+                               kept (`import kd` sizes the cache) and, in bf16, batch widths
+                               padded to multiples of 8, batch and lr of configs/base.yaml
 
 for the BERT-Tiny-shaped student (random init) and the MiniLM-L6 teacher, on GoEmotions train
 and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c) to (b), one
@@ -89,6 +90,7 @@ class Recipe:
     batch_size: int = 16
     bf16: bool = False
     kernel_cache: bool = False  # oneDNN keeps kd's number of kernels, not its default 1,024
+    pad_to_multiple_of: int = 1  # batch widths rounded up to a multiple (kd: 8 in mixed precision)
     embedding_update: bool = True  # False: the word embedding table is frozen
     model: str = "bert-tiny"  # what trains: the student, or (its own training timed) the teacher
 
@@ -118,8 +120,8 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
              ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
              ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
              (f"+ batch {kd_batch}", {"batch_size": kd_batch}),
-             *([("+ bf16 autocast", {"bf16": True}), ("+ oneDNN kernels kept", {"kernel_cache": True})]
-               if bf16 else [])]
+             *([("+ bf16 autocast", {"bf16": True}), ("+ oneDNN kernels kept", {"kernel_cache": True}),
+                ("+ widths padded to multiples of 8", {"pad_to_multiple_of": 8})] if bf16 else [])]
     if device != "cpu":
         steps = [(name, change) for name, change in steps if not CPU_ONLY & change.keys()]
     recipes = [c, a]
@@ -130,7 +132,7 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
     if device != "cpu":
         return recipes
     other_precision = [] if bf16 else [dataclasses.replace(b, name="(b) with bf16 autocast", bf16=True,
-                                                           kernel_cache=True)]
+                                                           kernel_cache=True, pad_to_multiple_of=8)]
     return recipes + other_precision + [
         dataclasses.replace(b, name="(b) with the lazy embedding update", lazy_embedding_update=True),
         dataclasses.replace(b, name="(b) without the embedding update", embedding_update=False)]
@@ -141,7 +143,8 @@ def teacher_recipes(kd_batch: int, bf16: bool) -> list[Recipe]:
     batch 16, AdamW for-loop) and kd's (its teacher batch `kd_batch`, its techniques)."""
     reference = Recipe("teacher: reference fine-tuning", distill=False, online_teacher=False, model="minilm-l6")
     kd_teacher = dataclasses.replace(reference, name="teacher: kd default", pad_to=None, group_by_length=True,
-                                     fused_adamw=True, batch_size=kd_batch, bf16=bf16)
+                                     fused_adamw=True, batch_size=kd_batch, bf16=bf16,
+                                     pad_to_multiple_of=8 if bf16 else 1)
     return [reference, kd_teacher]
 
 
@@ -213,7 +216,7 @@ def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, tea
     student.get_input_embeddings().weight.requires_grad_(recipe.embedding_update)
     optimizer = make_optimizer(student, lr, 0.01, fused=recipe.fused_adamw, lazy=recipe.lazy_embedding_update)
     loader = make_loader(dataset, tokenizer, student, recipe.batch_size, shuffle=True,
-                         group_by_length=recipe.group_by_length)
+                         group_by_length=recipe.group_by_length, pad_to_multiple_of=recipe.pad_to_multiple_of)
     clock = PhaseClock(device)
     steps = samples = 0
     tokens = torch.zeros((), dtype=torch.int64, device=device)

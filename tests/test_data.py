@@ -163,6 +163,16 @@ def test_collator_pads_per_batch_and_adds_token_types_only_when_asked():
         assert batch["teacher_logits"].tolist() == [[4, 5], [2, 3]]
 
 
+def test_collator_rounds_the_width_up_to_a_multiple():
+    dataset = EncodedDataset([[2, 5, 3], [2, 5, 6, 7, 3], [2, 5, 6, 7, 8, 9, 3, 1]], np.eye(3, dtype=np.float32))
+    collate = PadCollator(0, True, multiple=4)
+    batch = collate(dataset.__getitems__([0, 1]))
+    assert batch["input_ids"].tolist() == [[2, 5, 3, 0, 0, 0, 0, 0], [2, 5, 6, 7, 3, 0, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0]]
+    assert batch["token_type_ids"].shape == (2, 8)
+    assert collate(dataset.__getitems__([2]))["input_ids"].shape == (1, 8)  # already a multiple
+
+
 def test_tokenization_happens_once_per_distinct_tokenizer():
     bert, distil = wordpiece_tokenizer(tiny.VOCAB, "bert"), wordpiece_tokenizer(tiny.VOCAB, "distilbert")
     other = wordpiece_tokenizer(tiny.VOCAB[:-1], "bert")

@@ -20,14 +20,17 @@ from accelerate import Accelerator
 
 import tiny
 from kd.batches import EncodedDataset, LengthGroupedSampler, make_loader
+from kd.config import TrainConfig
 from kd.data import encode, read_labeled
 from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
 from kd.losses import distillation_loss
 from kd.models import build_model, load_classifier, load_tokenizer
+from kd.errors import KDError
 from kd.dropout import ATTENTION, FastDropout, dropout_keep_mask, fast_dropout_attention, use_fast_dropout
 from kd.first_token import FirstTokenBertLayer, use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer
 from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
+from kd.train import train_pad_multiple
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():
@@ -54,9 +57,11 @@ def test_length_grouped_sampler_puts_the_incomplete_batch_last():
     assert sorted(LengthGroupedSampler([5, 6, 7], batch_size=10)) == [0, 1, 2]
 
 
-def test_fast_path_loss_equals_reference_loss(models):
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_fast_path_loss_equals_reference_loss(models, multiple):
     """Mean distillation loss over a dataset: reference (pad to max length, teacher online, fixed
-    batches) against kd (cached teacher logits, length-grouped dynamic batches)."""
+    batches) against kd (cached teacher logits, length-grouped dynamic batches, their widths
+    rounded up to `multiple` as in bf16 training)."""
     teacher = build_model(str(models["bert_nodropout"]), "pretrained", tiny.LABELS, role="teacher").eval()
     student = build_model(str(models["student_nodropout"]), "pretrained", tiny.LABELS, role="student").eval()
     tokenizer = load_tokenizer(str(models["bert_nodropout"]))
@@ -75,9 +80,9 @@ def test_fast_path_loss_equals_reference_loss(models):
                                    accelerator)
         fast = []
         loader = make_loader(EncodedDataset(ids, labels, torch.from_numpy(cached)), tokenizer, student, 16,
-                             shuffle=True, group_by_length=True, seed=5)
+                             shuffle=True, group_by_length=True, seed=5, pad_to_multiple_of=multiple)
         for batch in loader:
-            assert batch["input_ids"].shape[1] < 64
+            assert batch["input_ids"].shape[1] < 64 and batch["input_ids"].shape[1] % multiple == 0
             logits = student(**{k: batch[k] for k in MODEL_INPUTS if k in batch}).logits
             fast.append(distillation_loss(logits, batch["labels"], batch["teacher_logits"], 0.7, 3.0))
     assert len(fast) == 4
@@ -101,6 +106,15 @@ def test_fused_adamw_steps_like_the_per_tensor_loop(models):
         states.append(model.state_dict())
     for name, value in states[0].items():
         torch.testing.assert_close(states[1][name], value, atol=1e-6, rtol=1e-5)
+
+
+def test_training_batches_pad_to_multiples_of_8_in_mixed_precision():
+    assert train_pad_multiple(TrainConfig(), "bf16") == train_pad_multiple(TrainConfig(), "fp16") == 8
+    assert train_pad_multiple(TrainConfig(), "no") == 1
+    assert train_pad_multiple(TrainConfig(pad_to_multiple_of=1), "bf16") == 1
+    assert train_pad_multiple(TrainConfig(pad_to_multiple_of=16), "no") == 16
+    with pytest.raises(KDError, match="pad_to_multiple_of must be positive"):
+        TrainConfig(pad_to_multiple_of=0).validate("student.train")
 
 
 def test_bf16_training_evaluates_in_fp32(models, csv_data, tmp_path):

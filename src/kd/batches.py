@@ -1,6 +1,7 @@
 """Token ids in, padded tensor batches out.
 
-Batches are padded to their longest row. Training batches are shuffled, by default in
+Batches are padded to their longest row, rounded up to a multiple where asked (training in
+bf16 asks for 8: see kd/train.py). Training batches are shuffled, by default in
 length-grouped batches (rows of similar length together, far less padding); evaluation
 batches go in length order.
 """
@@ -47,15 +48,18 @@ class EncodedDataset(torch.utils.data.Dataset):
 
 
 class PadCollator:
-    """Pad a batch's token ids to its longest row; add token_type_ids only for models that take them."""
+    """Pad a batch's token ids to its longest row, rounded up to a multiple of `multiple`; add
+    token_type_ids only for models that take them."""
 
-    def __init__(self, pad_token_id: int, token_type_ids: bool):
+    def __init__(self, pad_token_id: int, token_type_ids: bool, multiple: int = 1):
         self.pad_token_id = pad_token_id
         self.token_type_ids = token_type_ids
+        self.multiple = multiple
 
     def __call__(self, rows: dict) -> dict[str, torch.Tensor]:
         lengths = np.array([len(ids) for ids in rows["input_ids"]])
-        input_ids = np.full((len(lengths), lengths.max()), self.pad_token_id, dtype=np.int64)
+        width = -(-lengths.max() // self.multiple) * self.multiple
+        input_ids = np.full((len(lengths), width), self.pad_token_id, dtype=np.int64)
         for i, ids in enumerate(rows["input_ids"]):
             input_ids[i, : len(ids)] = ids
         batch = {**rows, "input_ids": torch.from_numpy(input_ids),
@@ -104,15 +108,16 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
 
 
 def make_loader(dataset: EncodedDataset, tokenizer, model, batch_size: int, shuffle: bool,
-                group_by_length: bool = False, seed: int = 0) -> DataLoader:
+                group_by_length: bool = False, seed: int = 0, pad_to_multiple_of: int = 1) -> DataLoader:
     """Training loaders shuffle (in length-grouped batches with `group_by_length`);
-    evaluation loaders go in length order to pad little.
+    evaluation loaders go in length order to pad little. Batches are padded to their longest
+    row, rounded up to a multiple of `pad_to_multiple_of`.
 
     A training epoch drops its last incomplete batch (different rows each epoch), so that
     every step has the same global batch on any number of processes: Accelerate would
     otherwise top it up with rows from the epoch's first batch.
     """
-    collator = PadCollator(tokenizer.pad_token_id, accepts_token_type_ids(model))
+    collator = PadCollator(tokenizer.pad_token_id, accepts_token_type_ids(model), pad_to_multiple_of)
     lengths = [len(ids) for ids in dataset.input_ids]
     if shuffle:
         sampler = LengthGroupedSampler(lengths, batch_size, seed) if group_by_length else None

@@ -60,6 +60,7 @@ class TrainConfig:
     select_by: Literal["bce", "macro_auc"] = "bce"
     save_every_steps: int = 200  # resumable state every N batches (0: only after each epoch)
     group_by_length: bool = True  # batches of similar lengths: less padding
+    pad_to_multiple_of: int | None = None  # batch widths; None: 8 in mixed precision, else 1 (kd/train.py)
     lazy_embedding_update: bool = False  # AdamW updates only the word-embedding rows a batch uses
 
     def validate(self, name: str) -> None:
@@ -71,6 +72,8 @@ class TrainConfig:
             raise KDError(f"{name}.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.save_every_steps < 0:
             raise KDError(f"{name}.save_every_steps must be 0 or more, got {self.save_every_steps}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise KDError(f"{name}.pad_to_multiple_of must be positive or null, got {self.pad_to_multiple_of}")
 
 
 @dataclass
