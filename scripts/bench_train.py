@@ -57,7 +57,6 @@ from transformers.utils import logging as hf_logging
 from kd.config import load_config
 from kd.batches import EncodedDataset, make_loader
 from kd.data import encode, read_labeled
-from kd.distill import run
 from kd.evaluate import MODEL_INPUTS
 from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer
@@ -354,15 +353,16 @@ def trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float, 
 
 def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name: str,
                overrides: list[str], train_rows: int, seed: int) -> dict:
-    """`kd distill`'s student stage, 3 epochs on GoEmotions train, scored on dev after each."""
+    """`kd distill`'s student stage, 3 epochs on GoEmotions train, scored on dev after each. In a
+    fresh process: Accelerate allows one mixed-precision setting per process, and runs differ."""
     run_dir = work / f"{name}-seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config(["configs/goemotions.yaml"], [
-            f"data.train={data_dir}/goemotions/train.tsv", f"data.val={data_dir}/goemotions/dev.tsv",
-            f"data.labels_file={data_dir}/goemotions/emotions.txt", f"teacher.path={teacher}",
-            "student.name=bert-tiny", "student.init=random", "student.train.epochs=3",
-            f"cache_dir={cache_dir}", f"output_dir={work}", f"run_name={run_dir.name}", f"seed={seed}", *overrides])
-    run(cfg)
+    subprocess.run([sys.executable, "-m", "kd.cli", "distill", "--config", "configs/goemotions.yaml",
+                    f"data.train={data_dir}/goemotions/train.tsv", f"data.val={data_dir}/goemotions/dev.tsv",
+                    f"data.labels_file={data_dir}/goemotions/emotions.txt", f"teacher.path={teacher}",
+                    "student.name=bert-tiny", "student.init=random", "student.train.epochs=3",
+                    f"cache_dir={cache_dir}", f"output_dir={work}", f"run_name={run_dir.name}", f"seed={seed}",
+                    *overrides], check=True)
     final = json.loads((run_dir / "final_metrics.json").read_text())["student"]
     epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [e for e in epochs if e["stage"] == "student"]
@@ -495,6 +495,7 @@ def main() -> None:
                              synthetic_jigsaw(" ".join(train.texts).split(), args.jigsaw_rows, seed=0))
             results["ladder"][corpus] = run_ladder(corpus, texts, labels, (kd_batch, defaults.teacher.train.batch_size),
                                                    bf16, args)
+        save(results, args.out)  # part 1 is kept should part 2 fail
     if not args.skip_end_to_end:
         if not (args.teacher / "config.json").is_file():
             sys.exit(f"no fine-tuned teacher at {args.teacher}: see docs/benchmarks/README.md")
@@ -503,10 +504,14 @@ def main() -> None:
         merged = {**kept, **end_to_end_runs(args, len(train), bf16)}
         order = [*part2_runs(bf16), *merged]
         results["end_to_end"] = {name: merged[name] for name in sorted(merged, key=order.index)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "training.md").write_text(report(results))
+    save(results, args.out)
     print(report(results))
+
+
+def save(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "training.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "training.md").write_text(report(results))
 
 
 if __name__ == "__main__":
