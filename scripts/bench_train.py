@@ -65,6 +65,7 @@ from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
+from kd.train import MIXED_PRECISION_PAD_MULTIPLE as BF16_PAD
 
 from bench_train_report import markdown
 
@@ -120,7 +121,7 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
              ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
              (f"+ batch {kd_batch}", {"batch_size": kd_batch}),
              *([("+ bf16 autocast", {"bf16": True}), ("+ oneDNN kernels kept", {"kernel_cache": True}),
-                ("+ widths padded to multiples of 8", {"pad_to_multiple_of": 8})] if bf16 else [])]
+                (f"+ widths padded to multiples of {BF16_PAD}", {"pad_to_multiple_of": BF16_PAD})] if bf16 else [])]
     if device != "cpu":
         steps = [(name, change) for name, change in steps if not CPU_ONLY & change.keys()]
     recipes = [c, a]
@@ -131,7 +132,7 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
     if device != "cpu":
         return recipes
     other_precision = [] if bf16 else [dataclasses.replace(b, name="(b) with bf16 autocast", bf16=True,
-                                                           kernel_cache=True, pad_to_multiple_of=8)]
+                                                           kernel_cache=True, pad_to_multiple_of=BF16_PAD)]
     return recipes + other_precision + [
         dataclasses.replace(b, name="(b) with the lazy embedding update", lazy_embedding_update=True),
         dataclasses.replace(b, name="(b) without the embedding update", embedding_update=False)]
@@ -143,7 +144,7 @@ def teacher_recipes(kd_batch: int, bf16: bool) -> list[Recipe]:
     reference = Recipe("teacher: reference fine-tuning", distill=False, online_teacher=False, model="minilm-l6")
     kd_teacher = dataclasses.replace(reference, name="teacher: kd default", pad_to=None, group_by_length=True,
                                      fused_adamw=True, batch_size=kd_batch, bf16=bf16,
-                                     pad_to_multiple_of=8 if bf16 else 1)
+                                     pad_to_multiple_of=BF16_PAD if bf16 else 1)
     return [reference, kd_teacher]
 
 

@@ -55,14 +55,17 @@ def _embedding_update(cfg: TrainConfig, accelerator, reporter: Reporter, stage: 
     return possible and (lazy or accelerator.device.type == "cpu"), lazy
 
 
+MIXED_PRECISION_PAD_MULTIPLE = 8
+
+
 def train_pad_multiple(cfg: TrainConfig, mixed_precision: str) -> int:
-    """What training batches' widths are rounded up to: `cfg.pad_to_multiple_of`, else 8 in
-    mixed precision. There a CPU's bf16 matrix products run oneDNN kernels built for each
+    """What training batches' widths are rounded up to: `cfg.pad_to_multiple_of`, else
+    MIXED_PRECISION_PAD_MULTIPLE (8) in mixed precision. There a CPU's bf16 matrix products run oneDNN kernels built for each
     shape at its first use (in an epoch of length-grouped batches, up to max_length widths),
     and a GPU's tensor cores work in tiles of 8; fp32 on a CPU gains nothing from padding."""
     if cfg.pad_to_multiple_of is not None:
         return cfg.pad_to_multiple_of
-    return 1 if mixed_precision == "no" else 8
+    return 1 if mixed_precision == "no" else MIXED_PRECISION_PAD_MULTIPLE
 
 
 def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
