@@ -32,6 +32,7 @@ class DataConfig:
     delimiter: str | None = None
     id_column: str | None = None
     empty_texts: Literal["error", "drop"] = "error"
+    quoting: Literal["csv", "none"] = "csv"  # none: double quotes are ordinary characters
     val_fraction: float = 0.2
     split_seed: int = 42
     max_length: int = 200

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from kd.config import DataConfig
 from kd.errors import KDError
+from kd.tables import Table, delimiter_hint, lines_text, read_table, read_text
 
+BLANK_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"}
+BLANK_FILLERS = set("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers, the blank Braille pattern
 JIGSAW_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
@@ -39,33 +43,20 @@ class LabeledTexts:
     def labels_without_positives(self) -> list[str]:
         return [n for n, count in zip(self.label_names, self.labels.sum(axis=0)) if count == 0]
 
-
-def _read_table(path: Path, delimiter: str | None, header: bool) -> pd.DataFrame:
-    if not path.is_file():
-        raise KDError(f"data file not found: {path}")
-    sep = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
-    try:
-        frame = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str,
-                            keep_default_na=False, encoding="utf-8")
-    except pd.errors.EmptyDataError:
-        raise KDError(f"data file is empty: {path}") from None
-    except UnicodeDecodeError as err:
-        raise KDError(f"data file is not UTF-8: {path} ({err.reason} at byte {err.start})") from None
-    except pd.errors.ParserError as err:
-        raise KDError(f"cannot parse {path}: {err}") from None
-    if frame.empty:
-        raise KDError(f"data file has no rows: {path}")
-    return frame
+    def labels_on_every_row(self) -> list[str]:
+        return [n for n, count in zip(self.label_names, self.labels.sum(axis=0)) if count == len(self)]
 
 
-def _lines(rows, first_line: int) -> str:
-    shown = ", ".join(str(r + first_line) for r in rows[:10])
-    return f"line{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > 10 else ''}"
+def _blank(text: str) -> bool:
+    """No visible character: only whitespace, control and format characters (zero-width
+    spaces and joiners, direction marks, byte-order marks), lone combining marks, and the
+    Unicode fillers that render as nothing."""
+    return all(unicodedata.category(c) in BLANK_CATEGORIES or c in BLANK_FILLERS for c in text)
 
 
-def _finish(path: Path, texts: list[str], labels: np.ndarray, names: list[str],
-            ids: list[str] | None, first_line: int, empty_texts: str) -> LabeledTexts:
-    """Refuse duplicate ids; refuse or drop rows whose text is empty."""
+def _finish(path: Path, table: Table, texts: list[str], labels: np.ndarray, names: list[str],
+            ids: list[str] | None, empty_texts: str) -> LabeledTexts:
+    """Refuse duplicate ids; refuse or drop rows whose text is empty or invisible."""
     if ids is not None:
         first_row: dict[str, int] = {}
         repeated = []
@@ -76,73 +67,95 @@ def _finish(path: Path, texts: list[str], labels: np.ndarray, names: list[str],
         if repeated:
             first, again = repeated[0]
             raise KDError(f"{path}: {len(repeated)} duplicate id(s), e.g. {ids[again]!r} on lines "
-                          f"{first + first_line} and {again + first_line}")
-    empty = [row for row, text in enumerate(texts) if not text.strip()]
+                          f"{table.lines[first]} and {table.lines[again]}")
+    empty = [row for row, text in enumerate(texts) if _blank(text)]
     if empty and empty_texts == "error":
-        raise KDError(f"{path}: {len(empty)} empty text(s) on {_lines(empty, first_line)} "
-                      "(set data.empty_texts=drop to leave them out)")
+        raise KDError(f"{path}: {len(empty)} empty text(s) on {lines_text([table.lines[r] for r in empty])} "
+                      "(no visible character; set data.empty_texts=drop to leave them out)")
     keep = np.setdiff1d(np.arange(len(texts)), empty)
     return LabeledTexts([texts[i] for i in keep], labels[keep], names, dropped=len(empty))
 
 
-def _delimiter_hint(frame: pd.DataFrame) -> str:
-    if frame.shape[1] == 1:
-        for name, sep in (("tab", "\t"), ("semicolon", ";"), ("comma", ","), ("pipe", "|")):
-            if sep in frame.columns[0]:
-                return f" (the header looks {name}-separated: set data.delimiter)"
-    return ""
+def _check_unique(names: list[str], where: str) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise KDError(f"{where} names label {name!r} twice; every label needs its own name")
+        seen.add(name)
 
 
 def _read_columns(path: Path, text_column: str, label_columns: list[str], delimiter: str | None,
-                  id_column: str | None, empty_texts: str) -> LabeledTexts:
-    frame = _read_table(path, delimiter, header=True)
-    missing = [c for c in [text_column, *label_columns, *([id_column] if id_column else [])]
-               if c not in frame.columns]
-    if missing:
-        raise KDError(f"{path}: missing column(s) {missing}; columns are {list(frame.columns)}"
-                      f"{_delimiter_hint(frame)}")
-    raw = frame[label_columns]
-    bad = ~raw.isin(["0", "1"])
-    if bad.to_numpy().any():
-        row, col = np.argwhere(bad.to_numpy())[0]
-        raise KDError(f"{path}: label values must be 0 or 1; line {row + 2} column "
-                      f"'{label_columns[col]}' holds {raw.iat[row, col]!r}")
-    ids = frame[id_column].tolist() if id_column else None
-    return _finish(path, frame[text_column].tolist(), raw.to_numpy().astype(np.float32),
-                   list(label_columns), ids, 2, empty_texts)
+                  id_column: str | None, empty_texts: str, quoting: str) -> LabeledTexts:
+    sep = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+
+    def looks_like_row(fields: list[str], header: list[str]) -> bool:
+        return (len(fields) == len(header) and all(c in header for c in label_columns)
+                and all(fields[header.index(c)].strip() in ("0", "1") for c in label_columns))
+
+    wanted = [text_column, *label_columns, *([id_column] if id_column else [])]
+
+    def check_header(header: list[str], first_line: str) -> None:
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise KDError(f"{path}: missing column(s) {missing}; columns are {header}"
+                          f"{delimiter_hint(first_line, sep, wanted)}")
+        twice = sorted({c for c in wanted if header.count(c) > 1})
+        if twice:
+            raise KDError(f"{path}: the header names column(s) {twice} more than once; rename them")
+
+    table = read_table(path, sep, quoting, looks_like_row, check_header)
+    header = table.rows[0]
+    rows = table.rows[1:]
+    if not rows:
+        raise KDError(f"data file has no rows: {path}")
+    table = Table(rows, table.lines[1:])
+    column = {name: header.index(name) for name in wanted}
+    raw = np.array([[row[column[c]].strip() for c in label_columns] for row in rows], dtype=object)
+    bad = ~np.isin(raw, ["0", "1"])
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise KDError(f"{path}: label values must be 0 or 1; line {table.lines[row]} column "
+                      f"'{label_columns[col]}' holds {raw[row, col]!r}")
+    ids = [row[column[id_column]] for row in rows] if id_column else None
+    return _finish(path, table, [row[column[text_column]] for row in rows], (raw == "1").astype(np.float32),
+                   list(label_columns), ids, empty_texts)
 
 
 def read_label_names(path: Path) -> list[str]:
-    if not path.is_file():
-        raise KDError(f"labels file not found: {path}")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, "labels file").splitlines() if line.strip()]
     if not names:
         raise KDError(f"labels file is empty: {path}")
+    _check_unique(names, f"labels file {path}")
     return names
 
 
-def _read_goemotions(path: Path, label_names: list[str], empty_texts: str) -> LabeledTexts:
-    frame = _read_table(path, "\t", header=False)
-    if frame.shape[1] < 2:
-        raise KDError(f"{path}: expected tab-separated text and label ids, found {frame.shape[1]} column")
-    labels = np.zeros((len(frame), len(label_names)), dtype=np.float32)
-    for row, ids in enumerate(frame[1]):
-        try:
-            indices = [int(i) for i in ids.split(",")]
-        except ValueError:
-            raise KDError(f"{path}: line {row + 1} has unparseable label ids {ids!r}") from None
+LABEL_IDS = re.compile(r"[0-9]+(,[0-9]+)*")
+
+
+def _read_goemotions(path: Path, label_names: list[str], empty_texts: str, quoting: str) -> LabeledTexts:
+    table = read_table(path, "\t", quoting, lambda fields, _: len(fields) in (2, 3)
+                       and LABEL_IDS.fullmatch(fields[1].replace(" ", "")) is not None)
+    if len(table.rows[0]) < 2:
+        raise KDError(f"{path}: expected tab-separated text and label ids, found 1 column")
+    labels = np.zeros((len(table.rows), len(label_names)), dtype=np.float32)
+    for row, (line, fields) in enumerate(zip(table.lines, table.rows)):
+        ids = fields[1].replace(" ", "")
+        if not LABEL_IDS.fullmatch(ids):
+            raise KDError(f"{path}: line {line} has unparseable label ids {fields[1]!r} "
+                          "(comma-separated numbers, e.g. 3,17)")
+        indices = [int(i) for i in ids.split(",")]
         if any(not 0 <= i < len(label_names) for i in indices):
-            raise KDError(f"{path}: line {row + 1} has label ids {ids!r} outside 0..{len(label_names) - 1}")
+            raise KDError(f"{path}: line {line} has label ids {ids!r} outside 0..{len(label_names) - 1}")
         labels[row, indices] = 1.0
-    ids = frame[2].tolist() if frame.shape[1] > 2 else None
-    return _finish(path, frame[0].tolist(), labels, label_names, ids, 1, empty_texts)
+    ids = [fields[2] for fields in table.rows] if len(table.rows[0]) > 2 else None
+    return _finish(path, table, [fields[0] for fields in table.rows], labels, label_names, ids, empty_texts)
 
 
 def read_labeled(path: str | Path, fmt: str, text_column: str = "comment_text",
                  label_columns: list[str] | None = None, labels_file: str | Path | None = None,
                  delimiter: str | None = None, id_column: str | None = None,
-                 empty_texts: str = "error") -> LabeledTexts:
-    """Read one labelled file in one of the supported formats.
+                 empty_texts: str = "error", quoting: str = "csv") -> LabeledTexts:
+    """Read one labelled file in one of the supported formats (parsed by kd.tables.read_table).
 
     goemotions: label ids index the names in `labels_file`, or `label_columns` without one.
     Ids (jigsaw: `id`; goemotions: the third column; csv: `id_column`) must be unique. Rows
@@ -151,18 +164,20 @@ def read_labeled(path: str | Path, fmt: str, text_column: str = "comment_text",
     path = Path(path)
     if empty_texts not in ("error", "drop"):
         raise KDError(f"data.empty_texts must be error or drop, got {empty_texts!r}")
+    if label_columns:
+        _check_unique(label_columns, "data.label_columns")
     if fmt == "jigsaw":
         return _read_columns(path, "comment_text", label_columns or JIGSAW_LABELS, delimiter,
-                             id_column or "id", empty_texts)
+                             id_column or "id", empty_texts, quoting)
     if fmt == "csv":
         if not label_columns:
             raise KDError("format csv needs the label column names (data.label_columns)")
-        return _read_columns(path, text_column, label_columns, delimiter, id_column, empty_texts)
+        return _read_columns(path, text_column, label_columns, delimiter, id_column, empty_texts, quoting)
     if fmt == "goemotions":
         if labels_file is None and not label_columns:
             raise KDError("format goemotions needs a labels file (one label name per line)")
         names = read_label_names(Path(labels_file)) if labels_file else list(label_columns)
-        return _read_goemotions(path, names, empty_texts)
+        return _read_goemotions(path, names, empty_texts, quoting)
     raise KDError(f"unknown data format {fmt!r}: use jigsaw, csv or goemotions")
 
 
@@ -177,7 +192,7 @@ def load_splits(cfg: DataConfig) -> tuple[LabeledTexts, LabeledTexts]:
     """Train and val as the config says: a val file, or a seeded split of train."""
     def read(path: str) -> LabeledTexts:
         return read_labeled(path, cfg.format, cfg.text_column, cfg.label_columns,
-                            cfg.labels_file, cfg.delimiter, cfg.id_column, cfg.empty_texts)
+                            cfg.labels_file, cfg.delimiter, cfg.id_column, cfg.empty_texts, cfg.quoting)
 
     train = read(cfg.train)
     if cfg.val:

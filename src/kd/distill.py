@@ -220,6 +220,9 @@ def _warn_about(train: LabeledTexts, val: LabeledTexts, reporter: Reporter) -> N
         for name in data.labels_without_positives():
             reporter.print(f"warning: label '{name}' has no positive example in {split}; "
                            f"its AUC is undefined (null)")
+        for name in data.labels_on_every_row():
+            reporter.print(f"warning: label '{name}' is positive on every row of {split}; "
+                           f"nothing can be learnt about it and its AUC is undefined (null)")
 
 
 def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:

@@ -1,0 +1,144 @@
+"""Text files read strictly: every line accounted for, nothing changed without an error.
+
+Delimited files follow CSV quoting (a field in double quotes may hold the delimiter, newlines
+and doubled quotes), parsed by the csv module in strict mode: a quote that does not open and
+close a field properly is an error naming its line, never text silently eaten. A quoted field
+may span lines (Jigsaw's comments hold newlines) unless a line it swallowed reads as a row of
+its own: then a stray quote has merged rows, and the error names the lines. With
+`quoting="none"` quotes are ordinary characters. Every row must have the header's number of
+fields. Files are UTF-8, with or without a byte-order mark.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kd.errors import KDError
+
+csv.field_size_limit(2**31 - 1)  # a text may be megabytes long (the default stops at 128 KiB)
+
+DELIMITERS = {"tab": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
+
+
+def lines_text(lines: list[int]) -> str:
+    """`line 3` / `lines 3, 4, 9, ...`: at most ten line numbers."""
+    shown = ", ".join(str(n) for n in lines[:10])
+    return f"line{'s' if len(lines) > 1 else ''} {shown}{', ...' if len(lines) > 10 else ''}"
+
+
+def read_text(path: str | Path, what: str = "data file") -> str:
+    """A UTF-8 file's text (a leading byte-order mark removed); `what` names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise KDError(f"{what} not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start
+        line = raw.count(b"\n", 0, start) + 1
+        column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+        raise KDError(f"{what} is not UTF-8: {path} (byte 0x{raw[start]:02x} at byte offset {start}, "
+                      f"line {line}, byte {column} of the line: {err.reason}); save it as UTF-8") from None
+
+
+@dataclass
+class Table:
+    rows: list[list[str]]
+    lines: list[int]  # the line of the file each row starts on (1-based)
+
+
+def read_table(path: str | Path, delimiter: str, quoting: str = "csv",
+               looks_like_row: Callable[[list[str], list[str]], bool] | None = None,
+               check_header: Callable[[list[str], str], None] | None = None) -> Table:
+    """Every non-blank row of a delimited file, with the line it starts on. Rows with another
+    number of fields than the first, quotes that do not parse, and quoted fields that swallow
+    whole rows (`looks_like_row(fields, first row)` says what a row looks like) are errors
+    naming their lines. `check_header(first row, first line)` runs before the other rows are
+    parsed, so that a wrong delimiter is reported as such."""
+    path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise KDError(f"data file is empty: {path}")
+    if quoting not in ("csv", "none"):
+        raise KDError(f"data.quoting must be csv or none, got {quoting!r}")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
+                        quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL)
+    rows, lines, multiline = [], [], []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise KDError(f"{path}: line {reader.line_num}: {err} in the row that starts on line {start}; "
+                          "a double quote inside a quoted text is written twice (\"\"), or set "
+                          "data.quoting=none if quotes are ordinary characters in this file") from None
+        if row and check_header is not None and not rows:
+            check_header(row, text[:text.find("\n")] if "\n" in text else text)
+        if row:
+            rows.append(row)
+            lines.append(start)
+            if reader.line_num > start:
+                multiline.append(len(rows) - 1)
+    _check_field_counts(path, rows, lines)
+    if looks_like_row is not None and quoting == "csv":
+        _check_swallowed_rows(path, text, rows, lines, multiline, delimiter, looks_like_row)
+    return Table(rows, lines)
+
+
+def _check_field_counts(path: Path, rows: list[list[str]], lines: list[int]) -> None:
+    expected = len(rows[0])
+    bad = [i for i, row in enumerate(rows) if len(row) != expected]
+    if bad:
+        i = bad[0]
+        raise KDError(f"{path}: {len(bad)} row(s) without {expected} fields, on {lines_text([lines[j] for j in bad])} "
+                      f"(line {lines[i]} has {len(rows[i])}): a delimiter inside an unquoted text, a "
+                      "missing value, or the wrong data.delimiter")
+
+
+def _check_swallowed_rows(path: Path, text: str, rows: list[list[str]], lines: list[int],
+                          multiline: list[int], delimiter: str, looks_like_row) -> None:
+    """A quoted field that spans lines is refused when its first line, read with quotes as
+    ordinary characters, or a line strictly inside it reads as a row of its own (its last
+    line always holds the rest of its row)."""
+    if not multiline:
+        return
+    physical = io.StringIO(text, newline="").readlines()  # split where the csv module splits
+
+    def row_alone(number: int, quoting: int) -> list[str]:
+        line = physical[number - 1].rstrip("\r\n")
+        try:
+            return next(csv.reader([line], delimiter=delimiter, strict=True, quoting=quoting), [])
+        except csv.Error:
+            return []
+
+    for i in multiline:
+        last = lines[i + 1] - 1 if i + 1 < len(rows) else len(physical)
+        while last > lines[i] and not physical[last - 1].strip():
+            last -= 1
+        own = [n for n in range(lines[i] + 1, last) if looks_like_row(row_alone(n, csv.QUOTE_MINIMAL), rows[0])]
+        if looks_like_row(row_alone(lines[i], csv.QUOTE_NONE), rows[0]):
+            own.insert(0, lines[i])
+        if own:
+            raise KDError(f"{path}: lines {lines[i]}-{last} were read as one row, but {lines_text(own)} "
+                          f"{'reads as a row of its own' if len(own) == 1 else 'read as rows of their own'}: a double quote on line "
+                          f"{lines[i]} opens a text that only closes on line {last}. Write a quote inside a "
+                          "quoted text twice (\"\"), or set data.quoting=none if quotes are ordinary "
+                          "characters in this file")
+
+
+def delimiter_hint(first_line: str, delimiter: str, wanted: list[str]) -> str:
+    """A hint when the header line, split at another delimiter, holds the wanted columns."""
+    for name, other in DELIMITERS.items():
+        if other == delimiter:
+            continue
+        columns = [c.strip().strip('"') for c in first_line.split(other)]
+        if len(columns) > 1 and all(c in columns for c in wanted):
+            return f" (the header looks {name}-separated: set data.delimiter)"
+    return ""
