@@ -102,35 +102,38 @@ def _check_field_counts(path: Path, rows: list[list[str]], lines: list[int]) -> 
                       "missing value, or the wrong data.delimiter")
 
 
+def _line_as_row(line: str, delimiter: str, fields: int, text_field: int) -> list[str]:
+    """A line split at every delimiter, quotes kept, the parts beyond `fields` given back to the
+    field `text_field` (a text may hold the delimiter); [] when there are too few parts."""
+    parts = line.rstrip("\r\n").split(delimiter)
+    extra = len(parts) - fields
+    if extra < 0:
+        return []
+    end = text_field + extra + 1
+    return ([p.strip().strip('"') for p in parts[:text_field]] + [delimiter.join(parts[text_field:end])]
+            + [p.strip().strip('"') for p in parts[end:]])
+
+
 def _check_swallowed_rows(path: Path, text: str, rows: list[list[str]], lines: list[int],
                           multiline: list[int], delimiter: str, looks_like_row) -> None:
-    """A quoted field that spans lines is refused when its first line, read with quotes as
-    ordinary characters, or a line strictly inside it reads as a row of its own (its last
-    line always holds the rest of its row)."""
+    """A quoted field that spans lines is refused when its first line, or a line strictly
+    inside it, reads as a row of its own (its last line always holds the rest of its row)."""
     if not multiline:
         return
     physical = io.StringIO(text, newline="").readlines()  # split where the csv module splits
-
-    def row_alone(number: int, quoting: int) -> list[str]:
-        line = physical[number - 1].rstrip("\r\n")
-        try:
-            return next(csv.reader([line], delimiter=delimiter, strict=True, quoting=quoting), [])
-        except csv.Error:
-            return []
-
     for i in multiline:
         last = lines[i + 1] - 1 if i + 1 < len(rows) else len(physical)
         while last > lines[i] and not physical[last - 1].strip():
             last -= 1
-        own = [n for n in range(lines[i] + 1, last) if looks_like_row(row_alone(n, csv.QUOTE_MINIMAL), rows[0])]
-        if looks_like_row(row_alone(lines[i], csv.QUOTE_NONE), rows[0]):
-            own.insert(0, lines[i])
+        text_field = next(j for j, field in enumerate(rows[i]) if "\n" in field or "\r" in field)
+        own = [n for n in range(lines[i], last) if looks_like_row(
+            _line_as_row(physical[n - 1], delimiter, len(rows[0]), text_field), rows[0])]
         if own:
             raise KDError(f"{path}: lines {lines[i]}-{last} were read as one row, but {lines_text(own)} "
-                          f"{'reads as a row of its own' if len(own) == 1 else 'read as rows of their own'}: a double quote on line "
-                          f"{lines[i]} opens a text that only closes on line {last}. Write a quote inside a "
-                          "quoted text twice (\"\"), or set data.quoting=none if quotes are ordinary "
-                          "characters in this file")
+                          f"{'reads as a row of its own' if len(own) == 1 else 'read as rows of their own'}: "
+                          f"a double quote on line {lines[i]} opens a text that only closes on line {last}. "
+                          "Write a quote inside a quoted text twice (\"\"), or set data.quoting=none if quotes "
+                          "are ordinary characters in this file")
 
 
 def delimiter_hint(first_line: str, delimiter: str, wanted: list[str]) -> str:
