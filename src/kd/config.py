@@ -8,17 +8,62 @@ of the wrong type are errors. The resolved config is saved beside every run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from kd.errors import KDError
+from kd.tables import read_text
 
 SAMPLE_DIR = "data/goemotions-sample"
+MIN_MAX_LENGTH = 8  # tokens: [CLS], [SEP] and a few words
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's global seed takes
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take; every float must also be finite."""
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        return (math.isfinite(value) and (value > self.low if self.open_low else value >= self.low)
+                and (value < self.high if self.open_high else value <= self.high))
+
+    def __str__(self) -> str:
+        def number(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+        high = "inf)" if math.isinf(self.high) else f"{number(self.high)}{')' if self.open_high else ']'}"
+        return f"{'(' if self.open_low else '['}{number(self.low)}, {high}"
+
+
+POSITIVE, AT_LEAST_0, AT_LEAST_1 = Range(0, open_low=True), Range(0), Range(1)
+FRACTION = Range(0, 1)
+SEED = Range(*SEED_RANGE)
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """Every numeric setting in its RANGES entry (lists item by item), every float finite,
+    recursively through nested config dataclasses."""
+    ranges = getattr(obj, "RANGES", {})
+    for item in dataclasses.fields(obj):
+        value, key = getattr(obj, item.name), f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{key}.")
+            continue
+        for number in value if isinstance(value, list) else [value]:
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                continue
+            allowed = ranges.get(item.name, Range(-math.inf))
+            if not allowed.holds(number):
+                raise KDError(f"{key} must be in {allowed}, got {value}")
 
 
 @dataclass
@@ -38,12 +83,11 @@ class DataConfig:
     max_length: int = 200
     max_train_samples: int | None = None
     max_val_samples: int | None = None
+    RANGES: ClassVar[dict[str, Range]] = {
+        "val_fraction": Range(0, 1, open_low=True, open_high=True), "split_seed": SEED,
+        "max_length": Range(MIN_MAX_LENGTH), "max_train_samples": AT_LEAST_1, "max_val_samples": AT_LEAST_1}
 
     def validate(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise KDError(f"data.val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.max_length < 8:
-            raise KDError(f"data.max_length must be at least 8, got {self.max_length}")
         if self.format == "goemotions" and not self.labels_file:
             raise KDError("data.format=goemotions needs data.labels_file (one label name per line)")
 
@@ -63,18 +107,10 @@ class TrainConfig:
     group_by_length: bool = True  # batches of similar lengths: less padding
     pad_to_multiple_of: int | None = None  # batch widths; None: 8 in mixed precision, else 1 (kd/train.py)
     lazy_embedding_update: bool = False  # AdamW updates only the word-embedding rows a batch uses
-
-    def validate(self, name: str) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise KDError(f"{name}: epochs, batch_size and eval_batch_size must be positive")
-        if self.lr is not None and self.lr <= 0:
-            raise KDError(f"{name}.lr must be positive, got {self.lr}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise KDError(f"{name}.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.save_every_steps < 0:
-            raise KDError(f"{name}.save_every_steps must be 0 or more, got {self.save_every_steps}")
-        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
-            raise KDError(f"{name}.pad_to_multiple_of must be positive or null, got {self.pad_to_multiple_of}")
+    RANGES: ClassVar[dict[str, Range]] = {
+        "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": POSITIVE,
+        "weight_decay": AT_LEAST_0, "warmup_ratio": Range(0, 1, open_high=True),
+        "max_grad_norm": AT_LEAST_0, "save_every_steps": AT_LEAST_0, "pad_to_multiple_of": AT_LEAST_1}
 
 
 @dataclass
@@ -92,6 +128,7 @@ class StudentConfig:
     num_layers: int | None = None  # override the depth (random) or choose K (teacher-layers)
     layers: list[int] | None = None  # teacher-layers: which teacher layers to keep
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=64))
+    RANGES: ClassVar[dict[str, Range]] = {"num_layers": AT_LEAST_1, "layers": AT_LEAST_0}
 
 
 def check_layer_map(layer_map: list[list[int]] | None, key: str) -> None:
@@ -116,6 +153,10 @@ class DistillConfig:
     hidden_loss: Literal["mse", "cosine"] = "mse"
     attention_weight: float = 0.0  # attention maps matched (KL); needs equal head counts
     layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None: evenly spaced
+    RANGES: ClassVar[dict[str, Range]] = {
+        "alpha": FRACTION, "temperature": POSITIVE, "final_temperature": POSITIVE, "augment_copies": AT_LEAST_0,
+        "augment_mask_prob": FRACTION, "augment_ngram_prob": FRACTION, "teacher_weights": AT_LEAST_0,
+        "hidden_weight": AT_LEAST_0, "attention_weight": AT_LEAST_0}
 
     @property
     def matches_layers(self) -> bool:
@@ -123,26 +164,13 @@ class DistillConfig:
         return self.hidden_weight > 0 or self.attention_weight > 0
 
     def validate(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise KDError(f"distill.alpha must be in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise KDError(f"distill.temperature must be positive, got {self.temperature}")
-        if self.augment_copies < 0:
-            raise KDError(f"distill.augment_copies must be 0 or more, got {self.augment_copies}")
-        for name in ("augment_mask_prob", "augment_ngram_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise KDError(f"distill.{name} must be in [0, 1], got {getattr(self, name)}")
         if (self.transfer_files or self.augment_copies) and self.alpha == 0.0:
             raise KDError("a transfer set (distill.transfer_files, distill.augment_copies) needs "
                           "distill.alpha > 0: its texts have only the teacher's soft targets")
-        if self.final_temperature is not None and self.final_temperature <= 0:
-            raise KDError(f"distill.final_temperature must be positive, got {self.final_temperature}")
         if self.teacher_weights and (len(self.teacher_weights) != 1 + len(self.extra_teachers)
-                                     or min(self.teacher_weights) < 0 or sum(self.teacher_weights) <= 0):
+                                     or sum(self.teacher_weights) <= 0):
             raise KDError(f"distill.teacher_weights needs one weight >= 0 per teacher (the main one first, "
                           f"then {len(self.extra_teachers)} extra), not all 0; got {self.teacher_weights}")
-        if self.hidden_weight < 0 or self.attention_weight < 0:
-            raise KDError("distill.hidden_weight and distill.attention_weight must be 0 or more")
         check_layer_map(self.layer_map, "distill.layer_map")
 
 
@@ -156,7 +184,6 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=64))
 
     def validate(self) -> None:
-        self.train.validate("pretrain.train")
         check_layer_map(self.layer_map, "pretrain.layer_map")
 
 
@@ -172,15 +199,13 @@ class Config:
     student: StudentConfig = field(default_factory=StudentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    RANGES: ClassVar[dict[str, Range]] = {"seed": SEED}
 
     def validate(self) -> Config:
+        check_ranges(self)
         self.data.validate()
-        self.teacher.train.validate("teacher.train")
-        self.student.train.validate("student.train")
         self.distill.validate()
         self.pretrain.validate()
-        if self.student.num_layers is not None and self.student.num_layers < 1:
-            raise KDError("student.num_layers must be positive")
         if self.student.layers is not None:
             if self.student.init != "teacher-layers":
                 raise KDError("student.layers applies only to student.init=teacher-layers")
@@ -272,18 +297,27 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise KDError(f"override '{text}' is not of the form key=value")
     key, raw = text.split("=", 1)
-    return nest(key, yaml.safe_load(raw) if raw.strip() else None)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise KDError(f"override '{text}': the value is not valid YAML ({yaml_problem(err)})") from None
+    return nest(key, value)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: where and what, without the quoted excerpt."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + (getattr(err, "problem", None) or str(err).splitlines()[0])
 
 
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """The mapping a YAML file holds (empty file: {}); `what` names the file in errors."""
     path = Path(path)
-    if not path.is_file():
-        raise KDError(f"{what} not found: {path}")
     try:
-        content = yaml.safe_load(path.read_text()) or {}
+        content = yaml.safe_load(read_text(path, what)) or {}
     except yaml.YAMLError as err:
-        raise KDError(f"{what} {path} is not valid YAML: {err}") from None
+        raise KDError(f"{what} {path} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(content, dict):
         raise KDError(f"{what} {path} must hold a mapping at the top level")
     return content

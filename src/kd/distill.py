@@ -30,8 +30,8 @@ from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
 from kd.layer_matching import LayerMatching, check_shapes
-from kd.models import (TEACHER_INITS, build_model, count_parameters, folder_size_mb, init_prior_bias,
-                       label_names, load_classifier, load_model_config, load_tokenizer)
+from kd.models import (TEACHER_INITS, build_model, check_positions, count_parameters, folder_size_mb,
+                       init_prior_bias, label_names, load_classifier, load_model_config, load_tokenizer)
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
@@ -132,8 +132,14 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
                          distill.attention_weight, distill.hidden_loss)
 
 
-def _check_layer_matching_early(cfg: Config) -> None:
-    """Layer numbers and head counts checked from the configs, before a teacher is fine-tuned."""
+def _check_models_early(cfg: Config) -> None:
+    """data.max_length against every model's positions, and the layer numbers and head counts
+    of layer matching: checked from the configs, before a teacher is fine-tuned."""
+    student_name = cfg.teacher.name if cfg.student.init in TEACHER_INITS else cfg.student.name
+    check_positions(cfg.data.max_length, {
+        f"teacher {cfg.teacher.path or cfg.teacher.name}": load_model_config(cfg.teacher.path or cfg.teacher.name),
+        f"student {student_name}": load_model_config(student_name),
+        **{f"extra teacher {path}": load_model_config(path) for path in cfg.distill.extra_teachers}})
     if not cfg.distill.matches_layers:
         return
     student = cfg.student
@@ -231,7 +237,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
-    _check_layer_matching_early(cfg)
+    _check_models_early(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
     run_dir = run_folder(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:

@@ -94,6 +94,15 @@ def load_model_config(name: str) -> PretrainedConfig:
                           lambda spec: AutoConfig.for_model(spec.pop("model_type"), **spec))
 
 
+def check_positions(max_length: int, configs: dict[str, PretrainedConfig]) -> None:
+    """Refuse a max_length beyond the position embeddings of a model ({who: config})."""
+    for who, config in configs.items():
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions is not None and max_length > positions:
+            raise KDError(f"data.max_length={max_length} is beyond the {positions} position embeddings "
+                          f"of the {who}; set data.max_length={positions} or less")
+
+
 def label_kwargs(label_names: list[str]) -> dict:
     return {"num_labels": len(label_names), "problem_type": "multi_label_classification",
             "id2label": dict(enumerate(label_names)),

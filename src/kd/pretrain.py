@@ -28,7 +28,7 @@ from kd.data import encode
 from kd.distill import make_accelerator, run_folder
 from kd.errors import KDError
 from kd.layer_matching import LayerMatching
-from kd.models import build_model, count_parameters, load_encoder, load_tokenizer
+from kd.models import build_model, check_positions, count_parameters, load_encoder, load_tokenizer
 from kd.report import Reporter, write_json
 from kd.train import fit
 from kd.transfer import read_texts
@@ -51,6 +51,8 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     if student.config.vocab_size < len(tokenizer):
         raise KDError(f"student '{cfg.student.name}' has {student.config.vocab_size} token embeddings, the "
                       f"teacher's tokenizer {len(tokenizer)} tokens: kd pretrain needs the teacher's vocab")
+    check_positions(cfg.data.max_length, {f"teacher {cfg.teacher.name}": teacher.config,
+                                          f"student {cfg.student.name}": student.config})
     matching = LayerMatching(student.config, teacher, cfg.pretrain.layer_map, 1.0, 0.0, cfg.pretrain.hidden_loss)
     run_dir = run_folder(cfg, accelerator, resume)
     with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:

@@ -27,6 +27,7 @@ from kd.first_token import use_first_token_last_layer
 from kd.batches import EncodedDataset, make_loader
 from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid, summary_line,
                          tune_thresholds)
+from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss, scheduled_temperature
 from kd.models import default_lr, save_classifier, save_encoder
@@ -116,6 +117,8 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
         progress, rng = load_state(state_file, trained, optimizer, scheduler)
         reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
 
+    divergence = _Divergence(f"{stage}.train.lr", lr)
+
     def save() -> None:
         if state_file is not None and accelerator.is_main_process:
             save_state(state_file, trained, optimizer, scheduler, progress)
@@ -151,13 +154,16 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
                         optimizer.zero_grad()
                     loss_sum += loss.detach()
                     progress.step += 1
+                    divergence.add(loss, (epoch - 1) * len(train_loader) + progress.step)
                     advance()
                     if stop.requested or (cfg.save_every_steps and progress.step % cfg.save_every_steps == 0):
+                        divergence.check()
                         _checkpoint(progress, loss_sum, started, save)
                     if stop.requested:
                         reporter.print(f"{stage}: interrupted; the state is saved, "
                                        "`kd distill --resume RUN_FOLDER` continues")
                         raise KeyboardInterrupt
+        divergence.check()
         progress.train_time_s += time.perf_counter() - started
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / len(train_loader)
 
@@ -193,6 +199,34 @@ def _evaluate(model, val_loader, label_names: list[str], accelerator, reporter: 
         logits, labels = predict_logits(model, val_loader, accelerator, advance)
     thresholds = tune_thresholds(sigmoid(logits), labels)
     return compute_metrics(logits, labels, thresholds, label_names), thresholds
+
+
+class _Divergence:
+    """A loss that is not finite ends training with the step where it first went so. Losses are
+    checked CHECK_EVERY steps at a time (and before every save), not at every step: reading a
+    value back makes a GPU wait."""
+    CHECK_EVERY = 16
+
+    def __init__(self, lr_key: str, lr: float):
+        self.lr_key, self.lr = lr_key, lr
+        self.losses: list[torch.Tensor] = []
+        self.last_step = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        self.losses.append(loss.detach().float())
+        self.last_step = step
+        if len(self.losses) == self.CHECK_EVERY:
+            self.check()
+
+    def check(self) -> None:
+        if not self.losses:
+            return
+        losses, self.losses = torch.stack(self.losses).cpu(), []
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step = self.last_step - len(losses) + 1 + int(bad[0])
+            raise KDError(f"the loss diverged at step {step} (it became {losses[bad[0]].item()}); lower "
+                          f"{self.lr_key} (it is {self.lr:g}) or keep the gradient clipping on (max_grad_norm)")
 
 
 class _deferred_ctrl_c:
