@@ -25,11 +25,11 @@ def read_csv(tmp_path, content: str | bytes, labels=("a", "b"), name="data.csv",
     # a stray quote opens a text that swallows the next rows
     ('"stray quote\t1\nsecond\t0\nthird 5"\t2\nfourth\t0\n', "lines 1-3 were read as one row, but lines 1, 2"),
     ('ok\t0\n"stray quote\t1\na 12"\t2\nlast\t0\n', "lines 2-3 were read as one row, but line 2"),
-    ('ok\t0\n"stray quote\t1\n12" ruler\t2\nlast\t0\n', "line 3: '\t' expected after '\"' in the row that starts on line 2"),
+    ('ok\t0\n"stray quote\t1\n12" ruler\t2\nlast\t0\n', "line 3: '\\\\t' expected after '\"' in the row that starts on line 2"),
     ('ok\t0\n"never closed\t1\nlast\t0\n', "line 3: unexpected end of data in the row that starts on line 2"),
     # a quoted text followed by more text: the quotes would be eaten
-    ('"Great" movie\t1\nx\t0\n', "line 1: '\t' expected after '\"'"),
-    ('x\t0\n"a" b "c"\t1\n', "line 2: '\t' expected after '\"'"),
+    ('"Great" movie\t1\nx\t0\n', "line 1: '\\\\t' expected after '\"'"),
+    ('x\t0\n"a" b "c"\t1\n', "line 2: '\\\\t' expected after '\"'"),
 ])
 def test_quotes_that_would_merge_rows_or_vanish_are_refused(tmp_path, content, message):
     with pytest.raises(KDError, match=message.replace("(", "\\(")):

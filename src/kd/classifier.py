@@ -25,6 +25,7 @@ SMALL_BATCH_TOKENS = 512  # below this many tokens one thread beats a thread poo
 # than a model call of its own, about as much as this many tokens (measured for BERT-Tiny on a
 # 2-core CPU: 16 gave 7,000-7,300 texts/s batched, 64 gave 8,000-8,600, no cut 8,100-8,200).
 CALL_COST_TOKENS = 64
+DEFAULT_MAX_LENGTH = 200
 
 
 def _read_json(path: Path) -> dict:
@@ -52,6 +53,18 @@ def read_thresholds(folder: Path, labels: list[str]) -> np.ndarray:
 
 def write_thresholds(folder: Path, labels: list[str], thresholds: np.ndarray) -> None:
     (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2))
+
+
+def inference_max_length(requested: int | None, positions: int | None) -> int:
+    """Tokens per text: `requested`, refused beyond the model's position embeddings; None:
+    DEFAULT_MAX_LENGTH, capped at them."""
+    if requested is None:
+        return min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
+    if requested < 2:
+        raise KDError(f"max_length must be at least 2 ([CLS] and [SEP]), got {requested}")
+    if positions is not None and requested > positions:
+        raise KDError(f"max_length {requested} is beyond the model's {positions} position embeddings")
+    return requested
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -139,9 +152,12 @@ class Classifier:
         self.pad_id, self.batch_size = pad_id, batch_size
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, backend: str = "auto", max_length: int = 200,
+    def from_pretrained(cls, folder: str | Path, backend: str = "auto", max_length: int | None = None,
                         batch_size: int = 64, num_threads: int | None = None) -> "Classifier":
-        """backend: "auto" (ONNX when the folder has model.onnx), "onnx" or "torch"."""
+        """backend: "auto" (ONNX when the folder has model.onnx), "onnx" or "torch"; max_length:
+        tokens per text (None: 200, or the model's position embeddings if fewer)."""
+        if batch_size < 1:
+            raise KDError(f"batch_size must be at least 1, got {batch_size}")
         from tokenizers import Tokenizer
 
         folder = Path(folder)
@@ -158,8 +174,7 @@ class Classifier:
         thresholds = read_thresholds(folder, labels)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
-        # never longer than the position embeddings the model has
-        tokenizer.enable_truncation(min(max_length, config.get("max_position_embeddings", max_length)))
+        tokenizer.enable_truncation(inference_max_length(max_length, config.get("max_position_embeddings")))
         threads = num_threads or len(os.sched_getaffinity(0))
         run = (_onnx_runner(folder / ONNX_FILE, threads) if backend == "onnx"
                else _torch_runner(folder, num_threads))

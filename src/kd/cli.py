@@ -32,15 +32,31 @@ def _sweep_parser(sub) -> None:
                                    "teacher is fine-tuned once. Finished runs are skipped, interrupted ones "
                                    "resumed. Writes runs.csv, results.csv, results.md and PNG plots.")
     p.add_argument("file", help="sweep file, e.g. configs/sweeps/kd_vs_labels.yaml")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
+    p.add_argument("--jobs", type=_at_least(1), default=1, help="runs at once, each in its own process")
     p.add_argument("--out", help="write the tables and plots here (default: the sweep's folder)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="settings for every run")
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def _data_arguments(p) -> None:
+    from kd.config import MIN_MAX_LENGTH
+
     p.add_argument("--model", required=True, help="a model folder written by kd")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--max-length", type=int, default=200)
+    p.add_argument("--batch-size", type=_at_least(1), default=128)
+    p.add_argument("--max-length", type=_at_least(MIN_MAX_LENGTH),
+                   help="tokens per text (default: 200, or the model's position embeddings if fewer)")
 
 
 def _labelled_file_arguments(p, required: bool) -> None:
@@ -76,11 +92,11 @@ def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve a model over HTTP (POST /predict)")
     p.add_argument("--model", required=True, help="a model or export folder")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_at_least(0), default=8000, help="0: any free port")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "torch"])
-    p.add_argument("--workers", type=int, default=1, help="server processes, each with the model")
+    p.add_argument("--workers", type=_at_least(1), default=1, help="server processes, each with the model")
     for name, value in vars(defaults).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, metavar="N")
+        p.add_argument(f"--{name.replace('_', '-')}", type=_at_least(1), default=value, metavar="N")
 
 
 def _predict_parser(sub) -> None:
@@ -165,13 +181,14 @@ def _read_for_model(args, names: list[str]):
 def _evaluate(args) -> None:
     from accelerate import Accelerator
 
+    from kd.classifier import inference_max_length
     from kd.evaluate import evaluate_model
     from kd.models import label_names, load_classifier
 
     model, tokenizer, thresholds = load_classifier(args.model)
+    max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None))
     data = _read_for_model(args, label_names(model))
-    metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size,
-                                args.max_length, thresholds)
+    metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds)
     print(json.dumps(metrics, indent=2))
 
 
@@ -190,20 +207,19 @@ def _serve(args) -> None:
     from kd.serve import Limits, serve
 
     limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
-    if args.workers < 1:
-        raise KDError("--workers must be at least 1")
+    if args.port > 65535:
+        raise KDError(f"--port must be at most 65535, got {args.port}")
     serve(args.model, args.host, args.port, limits, args.backend, args.workers)
 
 
 def _predict(args) -> None:
     from kd.classifier import Classifier
 
+    from kd.tables import read_text
+
     texts = list(args.texts)
     if args.input:
-        path = Path(args.input)
-        if not path.is_file():
-            raise KDError(f"input file not found: {path}")
-        texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        texts += [line for line in read_text(args.input, "input file").splitlines() if line.strip()]
     if not texts:
         raise KDError("no texts given: pass TEXT arguments or --input FILE")
     clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
@@ -211,6 +227,15 @@ def _predict(args) -> None:
         chunk = texts[start:start + 4096]
         for text, record in zip(chunk, clf.records(clf.predict_proba(chunk))):
             print(json.dumps({"text": text, **record}))
+
+
+def one_line(err: Exception) -> str:
+    """An error's message on one line; an OSError's with the file it concerns."""
+    if isinstance(err, OSError) and err.strerror:
+        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    else:
+        text = str(err)
+    return " ".join(text.splitlines())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,10 +248,10 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"distill": _distill, "pretrain": _pretrain, "sweep": _sweep, "evaluate": _evaluate,
                     "predict": _predict, "export": _export, "serve": _serve}
         commands[args.command](args)
-    except KDError as err:
+    except (KDError, OSError) as err:  # OSError: a full disk, a folder that vanished, ...
         if args.debug:
             raise
-        print(f"kd: error: {err}", file=sys.stderr)
+        print(f"kd: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kd: interrupted", file=sys.stderr)

@@ -15,7 +15,9 @@ import os
 import re
 import shutil
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from kd.batches import EncodedDataset
 from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
+from kd.files import check_writable, folder_lock
 from kd.layer_matching import LayerMatching, check_shapes
 from kd.models import (TEACHER_INITS, build_model, check_positions, count_parameters, folder_size_mb,
                        init_prior_bias, label_names, load_classifier, load_model_config, load_tokenizer)
@@ -64,20 +67,37 @@ def make_accelerator(cfg: Config) -> Accelerator:
     return accelerator
 
 
-def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Path:
-    """checkpoints/<run_name>, the same on every process; a finished run is never overwritten."""
+@contextmanager
+def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[Path]:
+    """checkpoints/<run_name>, the same on every process, held by this run while it lasts (a
+    second run of that name at the same time is refused); a finished run is never overwritten."""
     name = cfg.run_name or "{}-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), cfg.teacher.name, cfg.student.name)
     name = broadcast_object_list([re.sub(r"[^\w.-]+", "_", name)])[0]
     run_dir = Path(cfg.output_dir) / name
     if (run_dir / "final_metrics.json").exists():
         raise KDError(f"run folder {run_dir} already holds a finished run; choose another run_name")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process and not resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
-    return run_dir
+    with ExitStack() as held:
+        problem = None
+        if accelerator.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                held.enter_context(folder_lock(run_dir))
+            except KDError as err:
+                problem = str(err)
+        problem = broadcast_object_list([problem])[0]
+        if problem:
+            raise KDError(problem)
+        if accelerator.is_main_process and not resume:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+        accelerator.wait_for_everyone()
+        yield run_dir
+
+
+def check_output_folders(cfg: Config) -> None:
+    """output_dir and cache_dir writable, before anything is read or trained."""
+    check_writable(cfg.output_dir, "output_dir")
+    check_writable(cfg.cache_dir, "cache_dir")
 
 
 def _model_summary(folder: Path, metrics: dict, model, train_time_s: float | None, **extra) -> dict:
@@ -236,11 +256,12 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     `teacher_only`: stop after the teacher and its cached soft targets (see shared_teacher)."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
+    check_output_folders(cfg)
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
     _check_models_early(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
-    run_dir = run_folder(cfg, accelerator, resume)
-    with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
+    with run_folder(cfg, accelerator, resume) as run_dir, \
+            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
                        f"{precision_name(accelerator.mixed_precision, accelerator.device)}")

@@ -1,18 +1,58 @@
-"""Files and folders that appear whole or not at all: written beside their target, then renamed."""
+"""Files and folders: written whole or not at all, checked for writability before work starts,
+and a run folder held by one process at a time.
+
+Files and folders are written beside their target under a name that carries the writer's
+pid, then renamed into place. A writer killed outright (SIGKILL, power loss) leaves that
+partial copy behind: the next writer of the same target removes the partial copies of
+processes that no longer run.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+from kd.errors import KDError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+
+def _running(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would end the process there: never clean up on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path, prefix: str) -> None:
+    """Remove `folder/<prefix><pid>` files and folders whose writing process has ended."""
+    if not folder.is_dir():
+        return
+    for path in folder.glob(f"{prefix}*"):
+        pid = path.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 @contextmanager
 def staged_folder(folder: Path) -> Iterator[Path]:
     """Yield an empty sibling folder to write into; when the block succeeds it takes the
     place of `folder` (replacing an older one), when it fails it is removed."""
+    for kind in ("partial", "old"):
+        remove_stale_partials(folder.parent, f".{folder.name}.{kind}-")
     staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -32,9 +72,46 @@ def staged_folder(folder: Path) -> Iterator[Path]:
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """write(temporary path), then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path.parent, f"{path.name}.tmp")
     partial = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         write(partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | Path, key: str) -> None:
+    """Create `folder` if needed and write a file in it, so that a folder that is a file, read-only
+    or on a full disk is a one-line error before any work starts; `key` names the setting."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except FileExistsError:
+        raise KDError(f"{key}={folder}: a file of that name is in the way; it must be a folder") from None
+    except OSError as err:
+        raise KDError(f"{key}={folder} is not writable: {err.strerror or err}") from None
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder` for this process: a second process that asks for it while it is held gets a
+    one-line error. The lock goes with the process, however it ends."""
+    path = folder / ".lock"
+    handle = open(path, "a+b")
+    try:
+        try:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise KDError(f"{folder} is in use by another kd process; wait for it to finish, "
+                          "or give this run another run_name") from None
+        yield
+    finally:
+        handle.close()

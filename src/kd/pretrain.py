@@ -25,7 +25,7 @@ from kd.batches import EncodedDataset
 from kd.checkpoint import state_path
 from kd.config import Config
 from kd.data import encode
-from kd.distill import make_accelerator, run_folder
+from kd.distill import check_output_folders, make_accelerator, run_folder
 from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.models import build_model, check_positions, count_parameters, load_encoder, load_tokenizer
@@ -42,6 +42,7 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     if not cfg.pretrain.files:
         raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
     texts = read_texts(cfg.pretrain.files, "pretrain.files")
+    check_output_folders(cfg)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.teacher.name)
@@ -54,8 +55,8 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     check_positions(cfg.data.max_length, {f"teacher {cfg.teacher.name}": teacher.config,
                                           f"student {cfg.student.name}": student.config})
     matching = LayerMatching(student.config, teacher, cfg.pretrain.layer_map, 1.0, 0.0, cfg.pretrain.hidden_loss)
-    run_dir = run_folder(cfg, accelerator, resume)
-    with Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
+    with run_folder(cfg, accelerator, resume) as run_dir, \
+            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
         reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({cfg.student.init}), "
                        f"{count_parameters(student.base_model):,} parameters, matching the hidden states of "
                        f"{cfg.teacher.name} at layer pairs {matching.layer_map} ({cfg.pretrain.hidden_loss})")

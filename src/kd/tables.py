@@ -76,7 +76,8 @@ def read_table(path: str | Path, delimiter: str, quoting: str = "csv",
         except StopIteration:
             break
         except csv.Error as err:
-            raise KDError(f"{path}: line {reader.line_num}: {err} in the row that starts on line {start}; "
+            problem = str(err).replace("\t", "\\t")
+            raise KDError(f"{path}: line {reader.line_num}: {problem} in the row that starts on line {start}; "
                           "a double quote inside a quoted text is written twice (\"\"), or set "
                           "data.quoting=none if quotes are ordinary characters in this file") from None
         if row and check_header is not None and not rows:
