@@ -183,3 +183,92 @@ def test_kd_serve_command_answers_on_localhost(classifier, models, tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.fixture()
+def live_server(classifier):
+    """A uvicorn server in a thread: start(limits) -> port."""
+    import uvicorn
+
+    servers = []
+
+    def start(limits: Limits) -> int:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(classifier, limits), port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        while not server.started:
+            time.sleep(0.05)
+        return port
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _half_sent(port: int, body_bytes: int = 10):
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n" + b'{"texts": ["a very slow client"]}'[:body_bytes])
+    return sock
+
+
+def test_slow_bodies_get_408_and_their_connections_close(live_server, caplog):
+    port = live_server(Limits(body_timeout_s=1))
+    caplog.set_level("WARNING", logger="kd.serve")
+    started = time.monotonic()
+    socks = [_half_sent(port) for _ in range(20)]
+    for sock in socks:
+        answer = b""
+        while chunk := sock.recv(4096):  # the server closes the connection
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+        sock.close()
+    assert time.monotonic() - started < 5
+    lines = [r.getMessage() for r in caplog.records if r.name == "kd.serve"]
+    assert len(lines) == 20 and all("sent 10 of 100 body bytes in 1 s" in line for line in lines)
+    bodies = [json.dumps({"texts": ["still answering"]}).encode()]
+    assert run_load("127.0.0.1", port, bodies, concurrency=2, seconds=0.3).summary()["errors"] == 0
+
+
+def test_a_client_gone_mid_body_is_one_log_line(live_server, caplog):
+    port = live_server(Limits())
+    caplog.set_level("DEBUG")
+    _half_sent(port, 15).close()
+    for _ in range(100):
+        if any(r.name == "kd.serve" for r in caplog.records):
+            break
+        time.sleep(0.02)
+    kept = [r for r in caplog.records if r.levelno >= 30]
+    assert len(kept) == 1 and "went away after 15 of 100 body bytes" in kept[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_requests_past_their_deadline_get_503_and_leave_the_queue(classifier):
+    calls = []
+    original = classifier.predict_proba
+
+    def slow(texts):
+        calls.append(list(texts))
+        time.sleep(1.5)
+        return original(texts)
+
+    classifier.predict_proba = slow
+    try:
+        with TestClient(create_app(classifier, Limits(deadline_s=1, max_batch=1))) as c:
+            results = []
+            threads = [threading.Thread(target=lambda i=i: results.append(
+                c.post("/predict", json={"texts": [f"text {i}"]}))) for i in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            time.sleep(1.6)  # the model call under way ends
+    finally:
+        classifier.predict_proba = original
+    assert [r.status_code for r in results] == [503] * 4
+    assert all(int(r.headers["Retry-After"]) >= 1 and "within 1 s" in r.json()["detail"] for r in results)
+    assert len(calls) == 1  # the three that waited behind the first call never reached the model

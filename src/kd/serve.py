@@ -6,12 +6,18 @@ Concurrent requests are micro-batched: while the model runs one batch in its wor
 new requests queue up, and the next model call takes all of them (up to `max_batch` texts),
 so batching adds no wait at low load and amortises the model call at high load. Limits on
 texts per request, characters per text, body size and queued texts answer a 4xx JSON error.
+Slow clients are shed: a body that has not arrived within `body_timeout_s` gets 408 and the
+connection is closed; a request not answered within `deadline_s` of its body's arrival gets
+503 with Retry-After, and its texts leave the queue. A client that goes away costs one log line.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the request models' real types.
 import asyncio
 import json
+import logging
+import math
 import os
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -32,11 +38,16 @@ class Limits:
     max_body_bytes: int = 1 << 20   # request body
     max_batch: int = 256            # texts in one model call
     max_queued: int = 8192          # texts waiting for the model; beyond: 429
+    body_timeout_s: int = 10        # seconds to receive a request body; beyond: 408
+    deadline_s: int = 30            # seconds from a request's body to its answer; beyond: 503
 
     def __post_init__(self):
         for name, value in asdict(self).items():
             if not isinstance(value, int) or value < 1:
                 raise KDError(f"serve limit {name} must be a positive integer, got {value!r}")
+
+
+LOG = logging.getLogger("kd.serve")
 
 
 class Overloaded(Exception):
@@ -52,6 +63,11 @@ class MicroBatcher:
         self.queued = 0
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="kd-model")
         self.drain_task: asyncio.Task | None = None
+        self.seconds_per_text = 0.0  # measured, for Retry-After
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has drained, as the model has run lately (1 to 60)."""
+        return min(60, max(1, math.ceil(self.queued * self.seconds_per_text)))
 
     async def probabilities(self, texts: list[str]) -> np.ndarray:
         if self.queued + len(texts) > self.limits.max_queued:
@@ -64,11 +80,14 @@ class MicroBatcher:
         return await future
 
     def _take(self) -> list[tuple[list[str], asyncio.Future]]:
+        """The next model call's requests; those already given up on (deadline, client gone) are dropped."""
         taken, size = [], 0
         while self.pending and (not taken or size + len(self.pending[0][0]) <= self.limits.max_batch):
-            taken.append(self.pending.popleft())
-            size += len(taken[-1][0])
-        self.queued -= size
+            texts, future = self.pending.popleft()
+            self.queued -= len(texts)
+            if not future.done():
+                taken.append((texts, future))
+                size += len(texts)
         return taken
 
     async def _drain(self) -> None:
@@ -76,10 +95,14 @@ class MicroBatcher:
         while self.pending:
             taken = self._take()
             texts = [text for request, _ in taken for text in request]
+            if not texts:
+                continue
+            started = time.perf_counter()
             try:
                 probs = await loop.run_in_executor(self.worker, self.classifier.predict_proba, texts)
             except Exception as err:  # hand the model's failure to the waiting requests
                 probs, failure = None, err
+            self.seconds_per_text = (time.perf_counter() - started) / len(texts)
             start = 0
             for request, future in taken:
                 if not future.done():  # a request whose client went away is cancelled
@@ -96,24 +119,59 @@ def _error(status: int, message):
     return JSONResponse({"detail": message}, status_code=status)
 
 
-class BodyLimit:
-    """ASGI middleware: a body must announce its length, and within the limit (411, 413)."""
+def _busy(status: int, message: str, retry_after: int):
+    answer = _error(status, message)
+    answer.headers["Retry-After"] = str(retry_after)
+    return answer
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+class RequestBody:
+    """ASGI middleware that reads a request body whole before the app sees it: it must announce
+    its length (411), within the limit (413), and arrive within `timeout_s` (408, and the
+    connection is closed); a client that goes away mid-body is one log line."""
+
+    def __init__(self, app, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            length = dict(scope["headers"]).get(b"content-length")
-            problem = None
-            if length is None:
-                problem = (411, "a Content-Length header is required")
-            elif not length.isdigit() or int(length) > self.max_bytes:
-                problem = (413, f"the body may have at most {self.max_bytes} bytes")
-            if problem:
-                await _error(*problem)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is None:
+            return await _error(411, "a Content-Length header is required")(scope, receive, send)
+        if not length.isdigit() or int(length) > self.max_bytes:
+            return await _error(413, f"the body may have at most {self.max_bytes} bytes")(scope, receive, send)
+        body, client = bytearray(), "{}:{}".format(*(scope.get("client") or ("?", "?")))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        LOG.warning(f"client {client} went away after {len(body)} of {int(length)} body bytes")
+                        return
+                    body += message.get("body", b"")
+                    if not message.get("more_body"):
+                        break
+        except TimeoutError:
+            LOG.warning(f"client {client} sent {len(body)} of {int(length)} body bytes in {self.timeout_s} s; "
+                        "answered 408 and closed")
+            answer = _error(408, f"the body did not arrive within {self.timeout_s} s")
+            answer.headers["Connection"] = "close"
+            return await answer(scope, receive, send)
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _replay(body: bytes, receive):
+    """An ASGI receive that hands over `body` once, then waits on the client as before."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
 
 
 def create_app(classifier: Classifier, limits: Limits | None = None, model_name: str = "model"):
@@ -138,16 +196,17 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
 
     app = FastAPI(title="kd classifier", version="1", description=f"Multi-label classifier {model_name}")
 
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(RequestBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
 
     request_schema = {"required": True, "content": {
         "application/json": {"schema": PredictRequest.model_json_schema()}}}
 
     @app.post("/predict", response_model=PredictResponse,
               openapi_extra={"requestBody": request_schema},
-              responses={400: {"description": "not JSON"}, 411: {"description": "no length"},
-                         413: {"description": "body too large"}, 422: {"description": "invalid"},
-                         429: {"description": "too many texts queued"}})
+              responses={400: {"description": "not JSON"}, 408: {"description": "body too slow"},
+                         411: {"description": "no length"}, 413: {"description": "body too large"},
+                         422: {"description": "invalid"}, 429: {"description": "too many texts queued"},
+                         503: {"description": "not answered within the deadline"}})
     async def predict(request: Request):
         try:
             texts = PredictRequest.model_validate_json(await request.body()).texts
@@ -157,9 +216,12 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
                 return _error(400, "the body is not valid JSON")
             return _error(422, problems)
         try:
-            probs = await batcher.probabilities(texts)
+            async with asyncio.timeout(limits.deadline_s):
+                probs = await batcher.probabilities(texts)
         except Overloaded:
-            return _error(429, "too many texts queued; retry later")
+            return _busy(429, "too many texts queued; retry later", batcher.retry_after())
+        except TimeoutError:
+            return _busy(503, f"not answered within {limits.deadline_s} s; retry later", batcher.retry_after())
         body = {"predictions": classifier.records(probs)}
         return Response(orjson.dumps(body), media_type="application/json")
 
@@ -192,6 +254,10 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     (each with its own copy of the model) on one port."""
     import uvicorn
 
+    if not LOG.handlers:  # one line per dropped client, as uvicorn's own warnings
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        LOG.addHandler(handler)
     limits = limits or Limits()
     os.environ[SERVE_ENV] = json.dumps({"model": str(model_dir), "backend": backend,
                                         "limits": asdict(limits)})
