@@ -142,17 +142,21 @@ class RequestBody:
         if not length.isdigit() or int(length) > self.max_bytes:
             return await _error(413, f"the body may have at most {self.max_bytes} bytes")(scope, receive, send)
         body, client = bytearray(), "{}:{}".format(*(scope.get("client") or ("?", "?")))
+
+        async def read() -> bool:
+            """Read the body into `body`; False when the client went away."""
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                body.extend(message.get("body", b""))
+                if not message.get("more_body"):
+                    return True
         try:
-            async with asyncio.timeout(self.timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        LOG.warning(f"client {client} went away after {len(body)} of {int(length)} body bytes")
-                        return
-                    body += message.get("body", b"")
-                    if not message.get("more_body"):
-                        break
-        except TimeoutError:
+            if not await asyncio.wait_for(read(), self.timeout_s):
+                LOG.warning(f"client {client} went away after {len(body)} of {int(length)} body bytes")
+                return
+        except asyncio.TimeoutError:
             LOG.warning(f"client {client} sent {len(body)} of {int(length)} body bytes in {self.timeout_s} s; "
                         "answered 408 and closed")
             answer = _error(408, f"the body did not arrive within {self.timeout_s} s")
@@ -216,11 +220,10 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
                 return _error(400, "the body is not valid JSON")
             return _error(422, problems)
         try:
-            async with asyncio.timeout(limits.deadline_s):
-                probs = await batcher.probabilities(texts)
+            probs = await asyncio.wait_for(batcher.probabilities(texts), limits.deadline_s)
         except Overloaded:
             return _busy(429, "too many texts queued; retry later", batcher.retry_after())
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return _busy(503, f"not answered within {limits.deadline_s} s; retry later", batcher.retry_after())
         body = {"predictions": classifier.records(probs)}
         return Response(orjson.dumps(body), media_type="application/json")
