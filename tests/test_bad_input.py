@@ -1,11 +1,15 @@
 """Messy data files: each is read exactly as written, or refused with the lines it concerns.
 Never a row lost or merged, a label moved or a text changed without a word."""
 
+import json
+
 import numpy as np
 import pytest
 
-from kd.data import read_labeled
+from kd.config import DataConfig, load_config
+from kd.data import load_splits, read_labeled
 from kd.errors import KDError
+from kd.transfer import read_texts
 
 
 def read_goemotions(tmp_path, content: str | bytes, labels: str = "a\nb\nc\n", **kw):
@@ -134,3 +138,36 @@ def test_a_label_positive_on_every_row_is_found(tmp_path):
     data = read_csv(tmp_path, "text,a,b\nhi,1,0\nho,1,1\n")
     assert data.labels_on_every_row() == ["a"] and data.labels_without_positives() == []
     assert np.array_equal(data.labels, [[1, 0], [1, 1]])
+
+
+@pytest.mark.parametrize("delimiter", ["ab", "", '"', "\n"])
+def test_a_delimiter_that_is_not_one_character_is_refused(tmp_path, delimiter):
+    with pytest.raises(KDError, match="data.delimiter must be one character"):
+        read_csv(tmp_path, "text,a,b\nhi,1,0\n", delimiter=delimiter)
+    with pytest.raises(KDError, match="data.delimiter must be one character"):
+        load_config([], [f"data.delimiter={json.dumps(delimiter)}"])
+
+
+@pytest.mark.parametrize("labels", ["a\n\nb\nc\n", "\na\nb\n", "a\n \nb\n"])
+def test_blank_lines_inside_a_labels_file_are_refused_since_ids_count_lines(tmp_path, labels):
+    with pytest.raises(KDError, match="blank; label ids count lines"):
+        read_goemotions(tmp_path, "text\t0\n", labels=labels)
+
+
+def test_blank_lines_after_the_last_label_are_fine(tmp_path):
+    assert read_goemotions(tmp_path, "text\t1\n", labels="a\nb\n\n\n").label_names == ["a", "b"]
+
+
+def test_a_val_fraction_that_leaves_no_train_rows_is_refused(tmp_path):
+    path = tmp_path / "all.csv"
+    path.write_text("text,a\none,1\ntwo,0\nthree,1\n")
+    cfg = DataConfig(format="csv", train=str(path), val=None, text_column="text", label_columns=["a"],
+                     labels_file=None, val_fraction=0.9)
+    with pytest.raises(KDError, match="data.val_fraction=0.9 of 3 rows leaves no train rows"):
+        load_splits(cfg)
+
+
+def test_transfer_files_drop_invisible_lines_and_byte_order_marks(tmp_path):
+    path = tmp_path / "more.txt"
+    path.write_bytes("\ufefffirst\n\u200b\u200b\n  \nsecond\n".encode())
+    assert read_texts([str(path)]) == ["first", "second"]

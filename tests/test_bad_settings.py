@@ -60,3 +60,24 @@ def test_a_diverging_loss_stops_with_the_step(models, csv_data, tmp_path, capsys
     err = capsys.readouterr().err
     assert "kd: error: the loss diverged at step " in err and "lower teacher.train.lr (it is 1e+30)" in err
     assert not (tmp_path / "runs/run/teacher").exists()  # no epoch of NaN weights was saved
+
+
+@pytest.mark.parametrize("content, where", [
+    ("a: 1\n  b: [2\nc: 3\n", "line 2, column 4: mapping values are not allowed here"),
+    ("teacher:\n\ttrain: 1\n", "line 2, column 1: found character '\\\\t' that cannot start any token"),
+    ('run_name: "unclosed\n', "line 2, column 1: found unexpected end of stream"),
+    ("seed: [1, 2\n", "expected ',' or ']'"),
+])
+def test_malformed_yaml_is_one_line_with_its_place(tmp_path, capsys, content, where):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    assert main(["distill", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"config file {path} is not valid YAML: " in err
+    assert where.replace("\\\\", "\\") in err
+
+
+def test_a_malformed_override_is_one_line(capsys):
+    assert main(["distill", "distill.alpha=[0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "override 'distill.alpha=[0.5': the value is not valid YAML (line 1" in err

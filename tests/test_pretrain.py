@@ -85,7 +85,7 @@ def test_ctrl_c_then_resume_ends_where_an_uninterrupted_run_ends(pretrained, mod
 def test_errors(models, texts_file, tmp_path):
     with pytest.raises(KDError, match="pretrain.files"):
         pretrain(load_config([], pretrain_overrides(models, texts_file, tmp_path, **{"pretrain.files": "[]"})))
-    with pytest.raises(KDError, match=r"not found: .*nope.txt \(pretrain.files\)"):
+    with pytest.raises(KDError, match=r"text file \(pretrain.files\) not found: .*nope.txt"):
         pretrain(load_config([], pretrain_overrides(models, texts_file, tmp_path,
                                                     **{"pretrain.files": f"[{tmp_path / 'nope.txt'}]"})))
     other_vocab = tiny.make_model(tmp_path / "small_vocab", "bert", hidden=16, vocab=tiny.VOCAB[:20])

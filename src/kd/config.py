@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from kd.errors import KDError
-from kd.tables import read_text
+from kd.tables import check_delimiter, read_text
 
 SAMPLE_DIR = "data/goemotions-sample"
 MIN_MAX_LENGTH = 8  # tokens: [CLS], [SEP] and a few words
@@ -88,6 +88,7 @@ class DataConfig:
         "max_length": Range(MIN_MAX_LENGTH), "max_train_samples": AT_LEAST_1, "max_val_samples": AT_LEAST_1}
 
     def validate(self) -> None:
+        check_delimiter(self.delimiter)
         if self.format == "goemotions" and not self.labels_file:
             raise KDError("data.format=goemotions needs data.labels_file (one label name per line)")
 

@@ -47,7 +47,7 @@ class LabeledTexts:
         return [n for n, count in zip(self.label_names, self.labels.sum(axis=0)) if count == len(self)]
 
 
-def _blank(text: str) -> bool:
+def blank(text: str) -> bool:
     """No visible character: only whitespace, control and format characters (zero-width
     spaces and joiners, direction marks, byte-order marks), lone combining marks, and the
     Unicode fillers that render as nothing."""
@@ -68,7 +68,7 @@ def _finish(path: Path, table: Table, texts: list[str], labels: np.ndarray, name
             first, again = repeated[0]
             raise KDError(f"{path}: {len(repeated)} duplicate id(s), e.g. {ids[again]!r} on lines "
                           f"{table.lines[first]} and {table.lines[again]}")
-    empty = [row for row, text in enumerate(texts) if _blank(text)]
+    empty = [row for row, text in enumerate(texts) if blank(text)]
     if empty and empty_texts == "error":
         raise KDError(f"{path}: {len(empty)} empty text(s) on {lines_text([table.lines[r] for r in empty])} "
                       "(no visible character; set data.empty_texts=drop to leave them out)")
@@ -86,7 +86,7 @@ def _check_unique(names: list[str], where: str) -> None:
 
 def _read_columns(path: Path, text_column: str, label_columns: list[str], delimiter: str | None,
                   id_column: str | None, empty_texts: str, quoting: str) -> LabeledTexts:
-    sep = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    sep = delimiter if delimiter is not None else ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
 
     def looks_like_row(fields: list[str], header: list[str]) -> bool:
         return (len(fields) == len(header) and all(c in header for c in label_columns)
@@ -122,9 +122,16 @@ def _read_columns(path: Path, text_column: str, label_columns: list[str], delimi
 
 
 def read_label_names(path: Path) -> list[str]:
-    names = [line.strip() for line in read_text(path, "labels file").splitlines() if line.strip()]
+    """One name per line; label ids count lines, so a blank line before the last name is an error."""
+    names = [line.strip() for line in read_text(path, "labels file").splitlines()]
+    while names and not names[-1]:
+        names.pop()
     if not names:
         raise KDError(f"labels file is empty: {path}")
+    blank = [number for number, name in enumerate(names, 1) if not name]
+    if blank:
+        raise KDError(f"labels file {path}: {lines_text(blank)} blank; label ids count lines, so every "
+                      "line up to the last name must hold a name")
     _check_unique(names, f"labels file {path}")
     return names
 
@@ -203,6 +210,8 @@ def load_splits(cfg: DataConfig) -> tuple[LabeledTexts, LabeledTexts]:
         if len(train) < 2:
             raise KDError(f"{cfg.train}: need at least 2 rows to split off a validation set")
         train_rows, val_rows = split_rows(len(train), cfg.val_fraction, cfg.split_seed)
+        if not len(train_rows):
+            raise KDError(f"data.val_fraction={cfg.val_fraction} of {len(train)} rows leaves no train rows")
         train, val = train.take(train_rows), train.take(val_rows)
         val.dropped = 0  # the file's count stays with train
     if cfg.max_train_samples:

@@ -17,7 +17,7 @@ import shutil
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -77,16 +77,10 @@ def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[
     if (run_dir / "final_metrics.json").exists():
         raise KDError(f"run folder {run_dir} already holds a finished run; choose another run_name")
     with ExitStack() as held:
-        problem = None
-        if accelerator.is_main_process:
+        def hold() -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                held.enter_context(folder_lock(run_dir))
-            except KDError as err:
-                problem = str(err)
-        problem = broadcast_object_list([problem])[0]
-        if problem:
-            raise KDError(problem)
+            held.enter_context(folder_lock(run_dir))
+        on_main_process(accelerator, hold)
         if accelerator.is_main_process and not resume:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             save_config(cfg, run_dir / "config.yaml")
@@ -94,10 +88,23 @@ def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[
         yield run_dir
 
 
-def check_output_folders(cfg: Config) -> None:
+def on_main_process(accelerator: Accelerator, action: Callable[[], None]) -> None:
+    """action() on the main process; its KDError raised on every process (none waits for it)."""
+    problem = None
+    if accelerator.is_main_process:
+        try:
+            action()
+        except KDError as err:
+            problem = str(err)
+    problem = broadcast_object_list([problem])[0]
+    if problem:
+        raise KDError(problem)
+
+
+def check_output_folders(cfg: Config, accelerator: Accelerator) -> None:
     """output_dir and cache_dir writable, before anything is read or trained."""
-    check_writable(cfg.output_dir, "output_dir")
-    check_writable(cfg.cache_dir, "cache_dir")
+    on_main_process(accelerator, lambda: (check_writable(cfg.output_dir, "output_dir"),
+                                          check_writable(cfg.cache_dir, "cache_dir")))
 
 
 def _model_summary(folder: Path, metrics: dict, model, train_time_s: float | None, **extra) -> dict:
@@ -256,7 +263,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     `teacher_only`: stop after the teacher and its cached soft targets (see shared_teacher)."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
-    check_output_folders(cfg)
+    check_output_folders(cfg, accelerator)
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
     _check_models_early(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)

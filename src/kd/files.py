@@ -82,17 +82,18 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def check_writable(folder: str | Path, key: str) -> None:
-    """Create `folder` if needed and write a file in it, so that a folder that is a file, read-only
-    or on a full disk is a one-line error before any work starts; `key` names the setting."""
-    folder = Path(folder)
+    """Write (and remove) a file in `folder`, or where it will be created, so that a folder that is
+    a file, read-only or on a full disk is a one-line error before any work starts, and nothing is
+    left behind; `key` names the setting."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir():
+        raise KDError(f"{key}={folder}: {existing} is a file; it must be a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder) as probe:
+        with tempfile.TemporaryFile(dir=existing) as probe:
             probe.write(b"\0" * 4096)
             probe.flush()
             os.fsync(probe.fileno())
-    except FileExistsError:
-        raise KDError(f"{key}={folder}: a file of that name is in the way; it must be a folder") from None
     except OSError as err:
         raise KDError(f"{key}={folder} is not writable: {err.strerror or err}") from None
 

@@ -42,8 +42,8 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     if not cfg.pretrain.files:
         raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
     texts = read_texts(cfg.pretrain.files, "pretrain.files")
-    check_output_folders(cfg)
     accelerator = make_accelerator(cfg)
+    check_output_folders(cfg, accelerator)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.teacher.name)
     teacher = load_encoder(cfg.teacher.name)

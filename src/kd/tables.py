@@ -46,6 +46,12 @@ def read_text(path: str | Path, what: str = "data file") -> str:
                       f"line {line}, byte {column} of the line: {err.reason}); save it as UTF-8") from None
 
 
+def check_delimiter(delimiter: str | None) -> None:
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise KDError(f"data.delimiter must be one character other than a double quote or a line break "
+                      f"(e.g. ',', ';', '\\t', '|'), got {delimiter!r}")
+
+
 @dataclass
 class Table:
     rows: list[list[str]]
@@ -61,11 +67,12 @@ def read_table(path: str | Path, delimiter: str, quoting: str = "csv",
     naming their lines. `check_header(first row, first line)` runs before the other rows are
     parsed, so that a wrong delimiter is reported as such."""
     path = Path(path)
+    check_delimiter(delimiter)
+    if quoting not in ("csv", "none"):
+        raise KDError(f"data.quoting must be csv or none, got {quoting!r}")
     text = read_text(path)
     if not text.strip():
         raise KDError(f"data file is empty: {path}")
-    if quoting not in ("csv", "none"):
-        raise KDError(f"data.quoting must be csv or none, got {quoting!r}")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
                         quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL)
     rows, lines, multiline = [], [], []
@@ -97,10 +104,10 @@ def _check_field_counts(path: Path, rows: list[list[str]], lines: list[int]) -> 
     expected = len(rows[0])
     bad = [i for i, row in enumerate(rows) if len(row) != expected]
     if bad:
-        i = bad[0]
-        raise KDError(f"{path}: {len(bad)} row(s) without {expected} fields, on {lines_text([lines[j] for j in bad])} "
-                      f"(line {lines[i]} has {len(rows[i])}): a delimiter inside an unquoted text, a "
-                      "missing value, or the wrong data.delimiter")
+        i, where = bad[0], lines_text([lines[j] for j in bad])
+        raise KDError(f"{path}: {len(bad)} row(s) without {expected} fields, on {where} (line {lines[i]} has "
+                      f"{len(rows[i])}): a delimiter inside an unquoted text, a missing value, or the wrong "
+                      "data.delimiter")
 
 
 def _line_as_row(line: str, delimiter: str, fields: int, text_field: int) -> list[str]:

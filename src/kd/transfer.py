@@ -9,23 +9,18 @@ and, with probability `augment_ngram_prob`, keeps only a random n-gram (n from 1
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
-from kd.errors import KDError
+from kd.data import blank
+from kd.tables import read_text
 
 
 def read_texts(paths: list[str], key: str = "distill.transfer_files") -> list[str]:
     """The non-empty lines of UTF-8 text files; `key` (the config key that names them) goes into errors."""
     texts: list[str] = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise KDError(f"text file not found: {path} ({key})")
-        try:
-            texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as err:
-            raise KDError(f"text file is not UTF-8: {path} ({key}: {err.reason} at byte {err.start})") from None
+    for path in paths:
+        texts += [line.strip() for line in read_text(path, f"text file ({key})").splitlines() if not blank(line)]
     return texts
 
 
