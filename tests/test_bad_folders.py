@@ -75,11 +75,14 @@ def test_predict_input_that_is_not_utf8_is_one_line(tmp_path, capsys):
     assert "input file is not UTF-8" in err and "byte offset 8, line 2" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--max-length", "0"], ["--max-length", "1"],
-                                  ["--max-length", "abc"]])
-def test_inference_settings_out_of_range_are_usage_errors(tmp_path, capsys, argv):
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "m", "--batch-size", "0", "text"], ["predict", "--model", "m", "--max-length", "0", "t"],
+    ["predict", "--model", "m", "--max-length", "1", "t"], ["evaluate", "--model", "m", "--data", "d", "--max-length", "x"],
+    ["sweep", "s.yaml", "--jobs", "0"], ["serve", "--model", "m", "--workers", "0"],
+    ["serve", "--model", "m", "--max-texts", "0"], ["serve", "--model", "m", "--port", "-1"]])
+def test_command_line_numbers_out_of_range_are_usage_errors(capsys, argv):
     with pytest.raises(SystemExit) as exit:
-        main(["predict", "--model", str(tmp_path), *argv, "text"])
+        main(argv)
     assert exit.value.code == 2 and "argument" in capsys.readouterr().err
 
 

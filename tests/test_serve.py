@@ -272,3 +272,26 @@ def test_requests_past_their_deadline_get_503_and_leave_the_queue(classifier):
     assert [r.status_code for r in results] == [503] * 4
     assert all(int(r.headers["Retry-After"]) >= 1 and "within 1 s" in r.json()["detail"] for r in results)
     assert len(calls) == 1  # the three that waited behind the first call never reached the model
+
+
+def test_429_says_when_to_retry(classifier):
+    original = classifier.predict_proba
+
+    def slow(texts):
+        time.sleep(0.5)
+        return original(texts)
+
+    classifier.predict_proba = slow
+    try:
+        with TestClient(create_app(classifier, Limits(max_queued=1, max_batch=1))) as c:
+            threads = [threading.Thread(target=c.post, args=("/predict",), kwargs={"json": {"texts": [t]}})
+                       for t in ("running", "queued")]
+            for thread in threads:
+                thread.start()
+                time.sleep(0.15)
+            answer = c.post("/predict", json={"texts": ["one too many"]})
+            for thread in threads:
+                thread.join(10)
+    finally:
+        classifier.predict_proba = original
+    assert answer.status_code == 429 and 1 <= int(answer.headers["Retry-After"]) <= 60
