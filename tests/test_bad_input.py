@@ -171,3 +171,8 @@ def test_transfer_files_drop_invisible_lines_and_byte_order_marks(tmp_path):
     path = tmp_path / "more.txt"
     path.write_bytes("\ufefffirst\n\u200b\u200b\n  \nsecond\n".encode())
     assert read_texts([str(path)]) == ["first", "second"]
+
+
+def test_lines_of_spaces_hold_no_row(tmp_path):
+    data = read_csv(tmp_path, "text,a,b\nhi,1,0\n   \n\t\nho,0,1\n  ")
+    assert data.texts == ["hi", "ho"] and data.labels.tolist() == [[1, 0], [0, 1]]

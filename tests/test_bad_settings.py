@@ -81,3 +81,15 @@ def test_a_malformed_override_is_one_line(capsys):
     assert main(["distill", "distill.alpha=[0.5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "override 'distill.alpha=[0.5': the value is not valid YAML (line 1" in err
+
+
+@pytest.mark.parametrize("content, key", [
+    ("seed: 1\nseed: 2\n", "seed"),
+    ("distill:\n  alpha: 0.2\n  temperature: 2\n  alpha: 0.9\n", "alpha"),
+    ("teacher: {name: a, name: b}\n", "name"),
+])
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, content, key):
+    path = tmp_path / "twice.yaml"
+    path.write_text(content)
+    with pytest.raises(KDError, match=f"not valid YAML: line \\d+, column \\d+: the key '{key}' is given twice"):
+        load_config([path])

@@ -299,10 +299,29 @@ def parse_override(text: str) -> dict[str, Any]:
         raise KDError(f"override '{text}' is not of the form key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as err:
         raise KDError(f"override '{text}': the value is not valid YAML ({yaml_problem(err)})") from None
     return nest(key, value)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
@@ -316,7 +335,7 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     """The mapping a YAML file holds (empty file: {}); `what` names the file in errors."""
     path = Path(path)
     try:
-        content = yaml.safe_load(read_text(path, what)) or {}
+        content = load_yaml(read_text(path, what)) or {}
     except yaml.YAMLError as err:
         raise KDError(f"{what} {path} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(content, dict):

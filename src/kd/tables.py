@@ -87,6 +87,8 @@ def read_table(path: str | Path, delimiter: str, quoting: str = "csv",
             raise KDError(f"{path}: line {reader.line_num}: {problem} in the row that starts on line {start}; "
                           "a double quote inside a quoted text is written twice (\"\"), or set "
                           "data.quoting=none if quotes are ordinary characters in this file") from None
+        if len(row) == 1 and not row[0].strip() and reader.line_num == start:
+            continue  # a line of spaces holds no row
         if row and check_header is not None and not rows:
             check_header(row, text[:text.find("\n")] if "\n" in text else text)
         if row:
