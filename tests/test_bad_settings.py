@@ -1,5 +1,6 @@
 """Settings out of range: one-line errors before anything runs; a diverging loss stops the run."""
 
+import numpy as np
 import pytest
 
 import tiny
@@ -93,3 +94,11 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, content, key):
     path.write_text(content)
     with pytest.raises(KDError, match=f"not valid YAML: line \\d+, column \\d+: the key '{key}' is given twice"):
         load_config([path])
+
+
+def test_outputs_that_are_not_finite_are_an_error_not_a_nan_from_scikit_learn():
+    from kd.evaluate import compute_metrics
+
+    logits = np.array([[0.5, np.nan], [1.0, -2.0], [np.inf, 0.0]])
+    with pytest.raises(KDError, match="2 of 3 rows got outputs that are not finite"):
+        compute_metrics(logits, np.array([[1, 0], [0, 1], [1, 1]]), np.full(2, 0.5), ["a", "b"])

@@ -14,6 +14,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from kd.classifier import sigmoid
 from kd.batches import EncodedDataset, make_loader
 from kd.data import LabeledTexts, encode
+from kd.errors import KDError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -49,6 +50,9 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
                     label_names: list[str]) -> dict:
     """BCE, ROC AUC per label and macro, F1 at 0.5 and at `thresholds`, exact match."""
+    if not np.isfinite(logits).all():
+        raise KDError(f"{int((~np.isfinite(logits)).any(axis=1).sum())} of {len(logits)} rows got outputs that are "
+                      "not finite (NaN or infinity): the model's weights have diverged; train it with a lower lr")
     logits = logits.astype(np.float64)
     probs = sigmoid(logits)
     at_half = (probs >= 0.5).astype(int)
