@@ -34,7 +34,8 @@ from kd.evaluate import evaluate_model
 from kd.files import check_writable, folder_lock
 from kd.layer_matching import LayerMatching, check_shapes
 from kd.models import (TEACHER_INITS, build_model, check_positions, count_parameters, folder_size_mb,
-                       init_prior_bias, label_names, load_classifier, load_model_config, load_tokenizer)
+                       init_prior_bias, label_names, load_classifier, load_model_config, load_tokenizer,
+                       missing_weights)
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
@@ -76,6 +77,7 @@ def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[
     run_dir = Path(cfg.output_dir) / name
     if (run_dir / "final_metrics.json").exists():
         raise KDError(f"run folder {run_dir} already holds a finished run; choose another run_name")
+    created = not run_dir.exists()
     with ExitStack() as held:
         def hold() -> None:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,20 @@ def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
             save_config(cfg, run_dir / "config.yaml")
         accelerator.wait_for_everyone()
-        yield run_dir
+        try:
+            yield run_dir
+        except BaseException:
+            if created and accelerator.is_main_process and _holds_no_work(run_dir):
+                held.close()  # the lock first: Windows cannot remove an open file
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+
+def _holds_no_work(run_dir: Path) -> bool:
+    """Only what a run writes before its first batch: a failed run that holds no more leaves nothing."""
+    files = {p.name: p for p in run_dir.iterdir()}
+    return set(files) <= {"config.yaml", "metrics.jsonl", ".lock"} and (
+        "metrics.jsonl" not in files or files["metrics.jsonl"].stat().st_size == 0)
 
 
 def on_main_process(accelerator: Accelerator, action: Callable[[], None]) -> None:
@@ -159,14 +174,44 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
                          distill.attention_weight, distill.hidden_loss)
 
 
+def _missing_models(cfg: Config) -> list[str]:
+    """Every model the run needs that cannot be loaded, each with the settings that avoid it."""
+    student, problems = cfg.student, []
+    if cfg.teacher.path:
+        if not (Path(cfg.teacher.path) / "config.json").is_file():
+            problems.append(f"teacher.path {cfg.teacher.path} is not a model folder (no config.json)")
+    elif cfg.teacher.init == "pretrained" and (why := missing_weights(cfg.teacher.name)):
+        problems.append(f"the teacher's pretrained weights: {why} (or set teacher.init=random, or "
+                        "teacher.path=FOLDER of a fine-tuned teacher)")
+    for path in cfg.distill.extra_teachers:
+        if not (Path(path) / "config.json").is_file():
+            problems.append(f"extra teacher {path} is not a model folder (no config.json)")
+    if student.init == "pretrained" and (why := missing_weights(student.name)):
+        problems.append(f"the student's pretrained weights: {why} (or set student.init=random)")
+    elif student.init in TEACHER_INITS and (why := missing_weights(cfg.teacher.name)):
+        problems.append(f"student.init={student.init} needs the teacher's pretrained weights: {why} "
+                        "(or set student.init=random)")
+    return problems
+
+
 def _check_models_early(cfg: Config) -> None:
-    """data.max_length against every model's positions, and the layer numbers and head counts
-    of layer matching: checked from the configs, before a teacher is fine-tuned."""
+    """Every model the run needs, data.max_length against their positions, and the layer numbers
+    and head counts of layer matching: checked before a teacher is fine-tuned. Missing models
+    are listed together in one error."""
+    problems = _missing_models(cfg)
     student_name = cfg.teacher.name if cfg.student.init in TEACHER_INITS else cfg.student.name
-    check_positions(cfg.data.max_length, {
-        f"teacher {cfg.teacher.path or cfg.teacher.name}": load_model_config(cfg.teacher.path or cfg.teacher.name),
-        f"student {student_name}": load_model_config(student_name),
-        **{f"extra teacher {path}": load_model_config(path) for path in cfg.distill.extra_teachers}})
+    configs = {}
+    for who, name in [("teacher", cfg.teacher.path or cfg.teacher.name), ("student", student_name),
+                      *[("extra teacher", path) for path in cfg.distill.extra_teachers]]:
+        try:
+            configs[f"{who} {name}"] = load_model_config(name)
+        except KDError as err:
+            if not any(name in problem for problem in problems):
+                problems.append(str(err))
+    if problems:
+        raise KDError(f"{len(problems)} model(s) this run needs cannot be loaded: " + "; ".join(problems)
+                      + ". Offline, point HF_HUB_CACHE at a hub cache that has them")
+    check_positions(cfg.data.max_length, configs)
     if not cfg.distill.matches_layers:
         return
     student = cfg.student

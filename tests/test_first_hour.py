@@ -1,0 +1,56 @@
+"""A new user's first hour: every missing model named at once before anything trains, and a
+run that fails before training leaves no folder behind."""
+
+import pytest
+
+import tiny
+from kd import distill
+from kd.cli import main
+from kd.errors import KDError
+
+
+def test_every_missing_model_is_listed_before_anything_trains(models, csv_data, tmp_path, capsys):
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "teacher.name": "nonexistent-org/no-such-teacher", "teacher.init": "pretrained",
+        "student.name": "bert-tiny", "student.init": "pretrained",
+        "distill.extra_teachers": f"[{tmp_path / 'not-a-model'}]"})
+    assert main(["distill", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kd: error: 3 model(s) this run needs cannot be loaded: " in err
+    assert "nonexistent-org/no-such-teacher is not in the local hub cache" in err and "teacher.init=random" in err
+    assert "google/bert_uncased_L-2_H-128_A-2" in err and "student.init=random" in err
+    assert f"extra teacher {tmp_path / 'not-a-model'} is not a model folder" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(models, csv_data, tmp_path, monkeypatch):
+    def fails(*args, **kwargs):
+        raise KDError("the teacher cannot start")
+    monkeypatch.setattr(distill, "_teacher_stage", fails)
+    assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
+    assert not (tmp_path / "runs/run").exists()
+
+
+def test_a_run_that_fails_after_training_started_keeps_its_folder(models, csv_data, tmp_path, monkeypatch):
+    def fails(*args, **kwargs):
+        raise KDError("the student cannot start")
+    monkeypatch.setattr(distill, "_student_stage", fails)
+    assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
+    kept = {p.name for p in (tmp_path / "runs/run").iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "teacher"} <= kept  # resumable: the teacher is not trained again
+
+
+def test_an_existing_folder_is_never_removed(models, csv_data, tmp_path, monkeypatch):
+    (tmp_path / "runs/run").mkdir(parents=True)
+    monkeypatch.setattr(distill, "_teacher_stage", lambda *a, **k: (_ for _ in ()).throw(KDError("no")))
+    assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
+    assert (tmp_path / "runs/run/config.yaml").is_file()
+
+
+@pytest.mark.parametrize("init", ["teacher-layers", "teacher-embeddings"])
+def test_a_student_built_from_the_teacher_needs_the_teachers_weights(models, csv_data, tmp_path, capsys, init):
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "teacher.name": "distilbert", "teacher.init": "random", "student.init": init})
+    assert main(["distill", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert f"1 model(s) this run needs cannot be loaded: student.init={init} needs the teacher's" in err
