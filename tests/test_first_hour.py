@@ -54,3 +54,22 @@ def test_a_student_built_from_the_teacher_needs_the_teachers_weights(models, csv
     assert main(["distill", *overrides]) == 2
     err = capsys.readouterr().err
     assert f"1 model(s) this run needs cannot be loaded: student.init={init} needs the teacher's" in err
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_evaluate_scores_the_folders_kd_export_writes(models, csv_data, tmp_path, capsys, quantize):
+    import json
+
+    from kd.export import export_model
+
+    folder = tiny.make_classifier(tmp_path / "clf", models["bert"], steps=60)
+    export_model(folder, tmp_path / "onnx", onnx=True, quantize=quantize)
+    scores = {}
+    for name in ("clf", "onnx"):
+        assert main(["evaluate", "--model", str(tmp_path / name), "--data", str(csv_data["val"]),
+                     "--format", "csv", "--text-column", "text"]) == 0
+        scores[name] = json.loads(capsys.readouterr().out)
+    assert scores["onnx"]["n"] == scores["clf"]["n"] == 96
+    tolerance = 0.03 if quantize else 1e-4
+    assert scores["onnx"]["macro_auc"] == pytest.approx(scores["clf"]["macro_auc"], abs=tolerance)
+    assert scores["onnx"]["bce"] == pytest.approx(scores["clf"]["bce"], abs=tolerance)

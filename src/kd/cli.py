@@ -69,7 +69,7 @@ def _labelled_file_arguments(p, required: bool) -> None:
 
 
 def _evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a saved model on a labelled file (prints JSON)")
+    p = sub.add_parser("evaluate", help="score a model or export folder (ONNX, int8) on a labelled file (prints JSON)")
     _data_arguments(p)
     _labelled_file_arguments(p, required=True)
 
@@ -179,16 +179,25 @@ def _read_for_model(args, names: list[str]):
 
 
 def _evaluate(args) -> None:
-    from accelerate import Accelerator
+    """Score any folder kd writes: a save_pretrained folder (as training evaluates), or a `kd export`
+    folder with model.onnx (ONNX Runtime through kd.Classifier, int8 included)."""
+    from kd.classifier import ONNX_FILE, Classifier, inference_max_length
+    from kd.evaluate import compute_metrics
 
-    from kd.classifier import inference_max_length
-    from kd.evaluate import evaluate_model
-    from kd.models import label_names, load_classifier
+    if (Path(args.model) / ONNX_FILE).is_file():
+        clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
+        data = _read_for_model(args, clf.labels)
+        metrics = compute_metrics(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels)
+    else:
+        from accelerate import Accelerator
 
-    model, tokenizer, thresholds = load_classifier(args.model)
-    max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None))
-    data = _read_for_model(args, label_names(model))
-    metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds)
+        from kd.evaluate import evaluate_model
+        from kd.models import label_names, load_classifier
+
+        model, tokenizer, thresholds = load_classifier(args.model)
+        max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None))
+        data = _read_for_model(args, label_names(model))
+        metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds)
     print(json.dumps(metrics, indent=2))
 
 
