@@ -73,3 +73,44 @@ def test_evaluate_scores_the_folders_kd_export_writes(models, csv_data, tmp_path
     tolerance = 0.03 if quantize else 1e-4
     assert scores["onnx"]["macro_auc"] == pytest.approx(scores["clf"]["macro_auc"], abs=tolerance)
     assert scores["onnx"]["bce"] == pytest.approx(scores["clf"]["bce"], abs=tolerance)
+
+
+@pytest.mark.parametrize("environment, stderr_tty, stdout_tty, drawn", [
+    ({}, True, True, True),                                     # a terminal
+    ({}, False, False, False),                                  # a log file or a pipe: quiet
+    ({"ACCELERATE_MIXED_PRECISION": "no"}, False, True, True),  # accelerate launch tees stderr to the terminal
+    ({"ACCELERATE_MIXED_PRECISION": "no"}, False, False, False),
+])
+def test_progress_bars_are_drawn_on_terminals_only(monkeypatch, environment, stderr_tty, stdout_tty, drawn):
+    import sys
+
+    from kd.report import Reporter
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: stderr_tty)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: stdout_tty)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    assert Reporter(True).console.is_terminal == drawn
+
+
+def test_tokenizing_shows_progress(models):
+    from contextlib import contextmanager
+
+    from kd.data import TokenCache
+    from kd.models import load_tokenizer
+
+    class Recorder:
+        def __init__(self):
+            self.steps = []
+
+        @contextmanager
+        def task(self, description, total):
+            self.steps.append((description, total))
+            yield lambda: self.steps.append("step")
+
+    recorder = Recorder()
+    ids = TokenCache(16, recorder)(load_tokenizer(str(models["bert"])), "train", ["happy day"] * 5000)
+    assert len(ids) == 5000 and recorder.steps == [("tokenizing train", 2), "step", "step"]

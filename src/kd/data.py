@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,14 +248,25 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
 
 
 class TokenCache:
-    """Token ids per (tokenizer, split): each split is tokenized once per distinct tokenizer."""
+    """Token ids per (tokenizer, split): each split is tokenized once per distinct tokenizer,
+    with a progress bar when a `reporter` is given."""
 
-    def __init__(self, max_length: int):
-        self.max_length = max_length
+    CHUNK = 4096  # texts per tokenizer call (one progress step)
+
+    def __init__(self, max_length: int, reporter=None):
+        self.max_length, self.reporter = max_length, reporter
         self._ids: dict[tuple[str, str], list[list[int]]] = {}
 
     def __call__(self, tokenizer, split: str, texts: list[str]) -> list[list[int]]:
         key = (tokenizer_fingerprint(tokenizer), split)
         if key not in self._ids:
-            self._ids[key] = encode(tokenizer, texts, self.max_length)
+            chunks = range(0, len(texts), self.CHUNK)
+            ids: list[list[int]] = []
+            bar = (self.reporter.task(f"tokenizing {split}", len(chunks)) if self.reporter is not None
+                   else nullcontext(lambda: None))
+            with bar as advance:
+                for start in chunks:
+                    ids += encode(tokenizer, texts[start:start + self.CHUNK], self.max_length)
+                    advance()
+            self._ids[key] = ids
         return self._ids[key]

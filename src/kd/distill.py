@@ -321,7 +321,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
             reporter.print("note: torch was imported before kd, so MKL runs generic kernels on this AMD "
                            "CPU; import kd first for faster fp32 matrix products (kd/mkl_amd.py)")
         _warn_about(train, val, reporter)
-        tokens = TokenCache(cfg.data.max_length)
+        tokens = TokenCache(cfg.data.max_length, reporter)
         teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
             cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
         summary = {"teacher": teacher_summary, "soft_targets_cache_hit": None,

@@ -6,28 +6,48 @@ Only the main process prints or writes; on the others every method is a no-op.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from kd import mkl_amd
 from kd.runtime import native_bf16
 
 
+class RateColumn(ProgressColumn):
+    """Steps per second (batches of training, evaluation and soft targets)."""
+
+    def render(self, task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:,.1f}/s", style="progress.data.speed")
+
+
+def terminal_behind_accelerate() -> bool:
+    """`accelerate launch` pipes its child's stderr through itself to the terminal, so the child
+    sees no terminal there, while its stdout is still the terminal: progress bars are drawn then."""
+    return ("ACCELERATE_MIXED_PRECISION" in os.environ and not sys.stderr.isatty()
+            and sys.stdout.isatty())
+
+
 class Reporter:
+    """Progress bars (rate and ETA) on a terminal, nothing of them in a log or pipe; epoch lines
+    and the final table everywhere."""
+
     def __init__(self, is_main: bool, metrics_file: Path | None = None):
         self.is_main = is_main
         self.metrics_file = metrics_file
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, force_terminal=True if terminal_behind_accelerate() else None)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                  console=self.console, transient=True, disable=not is_main)
 
     def __enter__(self) -> Reporter:
