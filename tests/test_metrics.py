@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from sklearn.metrics import f1_score
 
 from kd.evaluate import compute_metrics, sigmoid, tune_thresholds
@@ -46,3 +47,23 @@ def test_metric_values():
     assert np.isclose(metrics["bce"], np.mean(np.logaddexp(0, logits) - truth * logits))
     for key in ("macro_f1", "macro_f1_tuned", "micro_f1_tuned", "exact_match_tuned", "per_label"):
         assert key in metrics
+
+
+def test_tuned_f1_is_reported_out_of_fold_and_thresholds_have_a_floor():
+    from kd.evaluate import THRESHOLD_FLOOR, tuned_metrics
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(400, 3))              # no signal at all
+    truth = (rng.random((400, 3)) < 0.05).astype(np.float32)
+    metrics, thresholds = tuned_metrics(logits, truth, ["a", "b", "c"])
+    in_sample = compute_metrics(logits, truth, thresholds, ["a", "b", "c"])["macro_f1_tuned"]
+    assert metrics["macro_f1_tuned"] < in_sample    # tuning on the reported rows overstates F1
+    assert (thresholds >= THRESHOLD_FLOOR).all()
+    assert metrics["per_label"]["a"]["threshold"] == pytest.approx(float(thresholds[0]))
+    assert metrics["macro_f1"] == compute_metrics(logits, truth, thresholds, ["a", "b", "c"])["macro_f1"]
+
+
+def test_a_rare_label_never_gets_a_threshold_near_zero():
+    probs = np.array([[0.001], [0.002], [0.9], [0.003]])
+    truth = np.array([[1], [1], [0], [1]], dtype=np.float32)  # the best F1 takes every row
+    assert tune_thresholds(probs, truth)[0] == pytest.approx(0.05)

@@ -81,7 +81,9 @@ def test_evaluate_and_predict_commands(run_dir, csv_data, capsys):
     # CPU kernels, the [CLS]-only last layer in training) reorders near ties: rank metrics agree loosely.
     assert metrics["bce"] == pytest.approx(final["student"]["val"]["bce"], abs=1e-6)
     assert metrics["macro_auc"] == pytest.approx(final["student"]["val"]["macro_auc"], abs=0.005)
-    assert metrics["macro_f1_tuned"] == pytest.approx(final["student"]["val"]["macro_f1_tuned"], abs=0.02)
+    # the run reports its tuned F1 out of fold; kd evaluate on the val rows the thresholds were tuned
+    # on scores them in sample, which can only be as high or higher (to the same near-tie noise)
+    assert metrics["macro_f1_tuned"] >= final["student"]["val"]["macro_f1_tuned"] - 0.02
     assert main(["predict", "--model", str(run_dir / "student"), "furious rage", "happy great"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["text"] for r in rows] == ["furious rage", "happy great"]

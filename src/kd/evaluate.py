@@ -19,8 +19,12 @@ from kd.errors import KDError
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+THRESHOLD_FLOOR = 0.05  # a tuned threshold is never lower: near 0 a rare label fires on most texts
+
+
 def tune_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per label, the threshold that maximises F1 on these rows (0.5 for labels with no positive).
+    """Per label, the threshold that maximises F1 on these rows (0.5 for labels with no positive),
+    at least THRESHOLD_FLOOR.
 
     Predicting the k most probable rows positive gives F1 = 2·TP_k / (k + P); the threshold
     is the midpoint between the k-th and (k+1)-th probability of the best k.
@@ -37,8 +41,27 @@ def tune_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
         f1[:-1][ranked[:-1] == ranked[1:]] = -1.0  # cut only between distinct probabilities
         best = int(np.argmax(f1))
         below = ranked[best + 1] if best + 1 < len(ranked) else 0.0
-        thresholds[j] = (ranked[best] + below) / 2
+        thresholds[j] = max((ranked[best] + below) / 2, THRESHOLD_FLOOR)
     return thresholds
+
+
+def out_of_fold_thresholds(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0) -> np.ndarray:
+    """(rows, labels) thresholds: each row's tuned on the other folds of these rows alone, so the
+    F1 they give is measured on rows their tuning never saw (cross-fitting)."""
+    fold = np.random.default_rng(seed).permutation(len(probs)) % folds
+    out = np.empty(probs.shape, dtype=np.float32)
+    for k in range(folds):
+        out[fold == k] = tune_thresholds(probs[fold != k], labels[fold != k])
+    return out
+
+
+def tuned_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> tuple[dict, np.ndarray]:
+    """(metrics, thresholds) where the thresholds are tuned on all these rows (the ones to deploy)
+    and the tuned F1 is reported with out-of-fold thresholds: tuning on the rows it reports on
+    would overstate it."""
+    probs = sigmoid(logits.astype(np.float64))
+    thresholds = tune_thresholds(probs, labels)
+    return compute_metrics(logits, labels, thresholds, label_names, out_of_fold_thresholds(probs, labels)), thresholds
 
 
 def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
@@ -48,15 +71,17 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
 
 
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
-                    label_names: list[str]) -> dict:
-    """BCE, ROC AUC per label and macro, F1 at 0.5 and at `thresholds`, exact match."""
+                    label_names: list[str], tuned: np.ndarray | None = None) -> dict:
+    """BCE, ROC AUC per label and macro, F1 at 0.5 and at the tuned thresholds, exact match.
+    `thresholds` (one per label) are reported; `tuned` (one per row and label, e.g. out of fold)
+    decide the tuned metrics when given, else `thresholds` do."""
     if not np.isfinite(logits).all():
         raise KDError(f"{int((~np.isfinite(logits)).any(axis=1).sum())} of {len(logits)} rows got outputs that are "
                       "not finite (NaN or infinity): the model's weights have diverged; train it with a lower lr")
     logits = logits.astype(np.float64)
     probs = sigmoid(logits)
     at_half = (probs >= 0.5).astype(int)
-    tuned = (probs >= thresholds).astype(int)
+    tuned = (probs >= (thresholds if tuned is None else tuned)).astype(int)
     truth = labels.astype(int)
     aucs = [_auc(truth[:, j], probs[:, j]) for j in range(truth.shape[1])]
     defined = [a for a in aucs if a is not None]
@@ -109,13 +134,14 @@ def predict_logits(model, loader, accelerator, on_batch=None) -> tuple[np.ndarra
 def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size: int,
                    max_length: int, thresholds: np.ndarray | None = None,
                    input_ids: list[list[int]] | None = None) -> tuple[dict, np.ndarray]:
-    """(metrics, thresholds) of a model on labelled data; thresholds tuned on it when not given."""
+    """(metrics, thresholds) of a model on labelled data; thresholds tuned on it when not given
+    (see tuned_metrics)."""
     dataset = EncodedDataset(input_ids or encode(tokenizer, data.texts, max_length), data.labels)
     model, loader = prepare_for_inference(accelerator, model,
                                           make_loader(dataset, tokenizer, model, batch_size, False))
     logits, labels = predict_logits(model, loader, accelerator)
     if thresholds is None:
-        thresholds = tune_thresholds(sigmoid(logits), labels)
+        return tuned_metrics(logits, labels, data.label_names)
     return compute_metrics(logits, labels, thresholds, data.label_names), thresholds
 
 
@@ -123,5 +149,5 @@ def summary_line(metrics: dict) -> str:
     auc = metrics["macro_auc"]
     return (f"bce {metrics['bce']:.4f} | macro AUC {auc:.4f} | " if auc is not None else
             f"bce {metrics['bce']:.4f} | macro AUC n/a | ") + (
-        f"macro F1 {metrics['macro_f1']:.4f} (tuned {metrics['macro_f1_tuned']:.4f}) | "
+        f"macro F1 {metrics['macro_f1']:.4f} (tuned, out of fold {metrics['macro_f1_tuned']:.4f}) | "
         f"micro F1 {metrics['micro_f1']:.4f} | exact {metrics['exact_match']:.4f}")

@@ -85,7 +85,7 @@ class Reporter:
         for role in summary:
             table.add_column(role, justify="right")
         table.add_column("student / teacher", justify="right")
-        rows = [("macro AUC", "macro_auc", "{:.4f}"), ("macro F1 (tuned)", "macro_f1_tuned", "{:.4f}"),
+        rows = [("macro AUC", "macro_auc", "{:.4f}"), ("macro F1 (tuned, out of fold)", "macro_f1_tuned", "{:.4f}"),
                 ("macro F1 @0.5", "macro_f1", "{:.4f}"), ("micro F1 @0.5", "micro_f1", "{:.4f}"),
                 ("BCE", "bce", "{:.4f}"), ("exact match @0.5", "exact_match", "{:.4f}"),
                 ("parameters", "parameters", "{:,}"), ("size on disk (MB)", "size_mb", "{:.1f}"),

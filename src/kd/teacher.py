@@ -118,7 +118,8 @@ def cached_metrics(teacher_folder: Path, val: LabeledTexts, max_length: int, cac
     """A given teacher's val metrics, computed once per (checkpoint, val rows, max_length): runs
     that share a fine-tuned teacher (sweeps, benchmarks) skip re-evaluating it. The main
     process decides hit or miss for all, and alone writes."""
-    digest = hashlib.sha256(json.dumps([checkpoint_digest(teacher_folder), val.texts, max_length]).encode())
+    # "oof": the tuned F1 is out of fold since then; metrics cached before are recomputed
+    digest = hashlib.sha256(json.dumps([checkpoint_digest(teacher_folder), val.texts, max_length, "oof"]).encode())
     digest.update(val.labels.tobytes())
     path = cache_dir / "teacher_metrics" / f"{digest.hexdigest()[:24]}.json"
     metrics = None

@@ -25,8 +25,7 @@ from kd.config import TrainConfig
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.batches import EncodedDataset, make_loader
-from kd.evaluate import (MODEL_INPUTS, compute_metrics, predict_logits, sigmoid, summary_line,
-                         tune_thresholds)
+from kd.evaluate import MODEL_INPUTS, predict_logits, summary_line, tuned_metrics
 from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss, scheduled_temperature
@@ -197,8 +196,7 @@ def _evaluate(model, val_loader, label_names: list[str], accelerator, reporter: 
         return None, None
     with reporter.task(f"{stage} eval", len(val_loader)) as advance:
         logits, labels = predict_logits(model, val_loader, accelerator, advance)
-    thresholds = tune_thresholds(sigmoid(logits), labels)
-    return compute_metrics(logits, labels, thresholds, label_names), thresholds
+    return tuned_metrics(logits, labels, label_names)
 
 
 class _Divergence:
