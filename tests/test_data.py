@@ -66,8 +66,9 @@ def test_split_is_deterministic_80_20_and_disjoint(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("id,text,anger\n1,hi,2\n", "label values must be 0 or 1"),
-    ("id,text,anger\n1,hi,x\n", "label values must be 0 or 1"),
+    ("id,text,anger\n1,hi,2\n2,ho,0\n", "label values must be 0 or 1"),
+    ("id,text,anger\n1,hi,1\n2,ho,x\n", "label values must be 0 or 1"),
+    ("id,text,anger\n1,hi,x\n", "holds one class only"),
     ("id,txt,anger\n1,hi,1\n", "missing column"),
     ("id,text,anger\n1,hi,1\n2,  ,1\n3,,0\n", "2 empty text\\(s\\) on lines 3, 4 \\(no visible character; set data.empty_texts=drop"),
     ("id;text;anger\n1;hi;1\n", "looks semicolon-separated: set data.delimiter"),

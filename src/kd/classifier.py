@@ -26,6 +26,7 @@ SMALL_BATCH_TOKENS = 512  # below this many tokens one thread beats a thread poo
 # 2-core CPU: 16 gave 7,000-7,300 texts/s batched, 64 gave 8,000-8,600, no cut 8,100-8,200).
 CALL_COST_TOKENS = 64
 DEFAULT_MAX_LENGTH = 200
+SINGLE_LABEL = "single_label_classification"  # config.json's problem_type of one-class-per-text models
 
 
 def _read_json(path: Path) -> dict:
@@ -44,6 +45,11 @@ def read_labels(folder: Path) -> list[str]:
     return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
 
 
+def single_label_folder(folder: Path) -> bool:
+    """Whether the model in `folder` is single-label (softmax over classes)."""
+    return _read_json(folder / "config.json").get("problem_type") == SINGLE_LABEL
+
+
 def read_thresholds(folder: Path, labels: list[str]) -> np.ndarray:
     """Per-label decision thresholds from thresholds.json (0.5 where none is saved)."""
     path = folder / THRESHOLDS_FILE
@@ -51,8 +57,10 @@ def read_thresholds(folder: Path, labels: list[str]) -> np.ndarray:
     return np.array([saved.get(name, 0.5) for name in labels], dtype=np.float32)
 
 
-def write_thresholds(folder: Path, labels: list[str], thresholds: np.ndarray) -> None:
-    (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2))
+def write_thresholds(folder: Path, labels: list[str], thresholds: np.ndarray | None) -> None:
+    """thresholds.json; none for a single-label model, which predicts its most probable class."""
+    if thresholds is not None:
+        (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2))
 
 
 def inference_max_length(requested: int | None, positions: int | None) -> int:
@@ -69,6 +77,11 @@ def inference_max_length(requested: int | None, positions: int | None) -> int:
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def _onnx_runner(path: Path, num_threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -142,14 +155,21 @@ class Classifier:
     >>> clf = Classifier.from_pretrained("checkpoints/run/student-onnx")
     >>> clf.predict_proba(["thanks!"])     # (1, num_labels) float32
     >>> clf.predict(["thanks!"])           # [["gratitude"]]
+
+    A single-label model (problem_type single_label_classification) gives softmax probabilities
+    and predicts its most probable class; a multi-label one per-label sigmoids over thresholds.
     """
 
     def __init__(self, tokenizer, run: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 labels: list[str], thresholds: np.ndarray, backend: str, pad_id: int,
+                 labels: list[str], thresholds: np.ndarray | None, backend: str, pad_id: int,
                  batch_size: int = 64):
         self.tokenizer, self._run = tokenizer, run
         self.labels, self.thresholds, self.backend = labels, thresholds, backend
         self.pad_id, self.batch_size = pad_id, batch_size
+
+    @property
+    def single_label(self) -> bool:
+        return self.thresholds is None
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, backend: str = "auto", max_length: int | None = None,
@@ -171,7 +191,7 @@ class Classifier:
             raise KDError(f"unknown backend {backend!r}: use auto, onnx or torch")
         if backend == "onnx" and not (folder / ONNX_FILE).is_file():
             raise KDError(f"no {ONNX_FILE} in {folder}: export one with `kd export --onnx`")
-        thresholds = read_thresholds(folder, labels)
+        thresholds = None if single_label_folder(folder) else read_thresholds(folder, labels)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
         tokenizer.enable_truncation(inference_max_length(max_length, config.get("max_position_embeddings")))
@@ -198,14 +218,17 @@ class Classifier:
         return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), num_labels) float32 sigmoid probabilities, in `self.labels` order."""
-        return sigmoid(self.logits(texts))
+        """(len(texts), num_labels) float32 probabilities in `self.labels` order: per-label sigmoids,
+        or one softmax over the classes of a single-label model."""
+        return (softmax if self.single_label else sigmoid)(self.logits(texts))
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Per text, the labels whose probability reaches their threshold (in label order)."""
         return self.labels_of(self.predict_proba(texts))
 
     def labels_of(self, probs: np.ndarray) -> list[list[str]]:
+        if self.single_label:
+            return [[self.labels[j]] for j in probs.argmax(axis=1)]
         hits = probs >= self.thresholds
         return [[name for name, hit in zip(self.labels, row) if hit] for row in hits]
 

@@ -162,15 +162,17 @@ def _sweep(args) -> None:
     run_sweep(load_sweep(args.file, args.overrides), args.jobs, Path(args.out) if args.out else None)
 
 
-def _read_for_model(args, names: list[str]):
-    """The labelled file of --data, its label columns in the model's order."""
+def _read_for_model(args, names: list[str], single_label: bool):
+    """The labelled file of --data, its labels in the model's order. A single-label model's data
+    has one class column (or one 0/1 column per class); without --label-columns it is inferred."""
     from kd.data import read_labeled
 
-    columns = args.label_columns.split(",") if args.label_columns else names
-    if sorted(columns) != sorted(names):
+    columns = args.label_columns.split(",") if args.label_columns else ([] if single_label else names)
+    if not single_label and sorted(columns) != sorted(names):
         raise KDError(f"the model predicts {names}; --label-columns gives {columns}")
-    data = read_labeled(args.data, args.format, args.text_column, columns, args.labels_file,
-                        args.delimiter)
+    data = read_labeled(args.data, args.format, args.text_column, columns, args.labels_file, args.delimiter,
+                        problem_type="single_label" if single_label else "multi_label",
+                        classes=names if single_label else None)
     if sorted(data.label_names) != sorted(names):
         raise KDError(f"the model predicts {names}; the data has {data.label_names}")
     data.labels = data.labels[:, [data.label_names.index(n) for n in names]]
@@ -182,32 +184,32 @@ def _evaluate(args) -> None:
     """Score any folder kd writes: a save_pretrained folder (as training evaluates), or a `kd export`
     folder with model.onnx (ONNX Runtime through kd.Classifier, int8 included)."""
     from kd.classifier import ONNX_FILE, Classifier, inference_max_length
-    from kd.evaluate import compute_metrics
+    from kd.evaluate import score
 
     if (Path(args.model) / ONNX_FILE).is_file():
         clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
-        data = _read_for_model(args, clf.labels)
-        metrics = compute_metrics(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels)
+        data = _read_for_model(args, clf.labels, clf.single_label)
+        metrics = score(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels)
     else:
         from accelerate import Accelerator
 
         from kd.evaluate import evaluate_model
-        from kd.models import label_names, load_classifier
+        from kd.models import is_single_label, label_names, load_classifier
 
         model, tokenizer, thresholds = load_classifier(args.model)
         max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None))
-        data = _read_for_model(args, label_names(model))
+        data = _read_for_model(args, label_names(model), is_single_label(model))
         metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds)
     print(json.dumps(metrics, indent=2))
 
 
 def _export(args) -> None:
-    from kd.classifier import read_labels
+    from kd.classifier import read_labels, single_label_folder
     from kd.export import export_model
 
     labelled = None
     if args.data:
-        labelled = _read_for_model(args, read_labels(Path(args.model)))
+        labelled = _read_for_model(args, read_labels(Path(args.model)), single_label_folder(Path(args.model)))
     report = export_model(args.model, args.out, args.onnx, args.quantize, labelled)
     print(json.dumps(report, indent=2))
 

@@ -78,6 +78,7 @@ class DataConfig:
     id_column: str | None = None
     empty_texts: Literal["error", "drop"] = "error"
     quoting: Literal["csv", "none"] = "csv"  # none: double quotes are ordinary characters
+    problem_type: Literal["auto", "multi_label", "single_label"] = "auto"  # kd/labels.py
     val_fraction: float = 0.2
     split_seed: int = 42
     max_length: int = 200

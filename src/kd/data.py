@@ -20,6 +20,7 @@ import numpy as np
 
 from kd.config import DataConfig
 from kd.errors import KDError
+from kd.labels import Labels, check_one_class_per_row, infer_label_columns, read_labels
 from kd.tables import Table, delimiter_hint, lines_text, read_table, read_text
 
 BLANK_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"}
@@ -33,13 +34,15 @@ class LabeledTexts:
     labels: np.ndarray  # (rows, labels) float32 of 0/1
     label_names: list[str]
     dropped: int = 0  # rows with empty texts left out (data.empty_texts=drop)
+    single_label: bool = False  # one class per row (softmax), else any number of labels (sigmoid)
+    class_column: str | None = None  # single-label data read from one class column
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def take(self, rows: np.ndarray) -> LabeledTexts:
         return LabeledTexts([self.texts[i] for i in rows], self.labels[rows], self.label_names,
-                            self.dropped)
+                            self.dropped, self.single_label, self.class_column)
 
     def labels_without_positives(self) -> list[str]:
         return [n for n, count in zip(self.label_names, self.labels.sum(axis=0)) if count == 0]
@@ -55,8 +58,8 @@ def blank(text: str) -> bool:
     return all(unicodedata.category(c) in BLANK_CATEGORIES or c in BLANK_FILLERS for c in text)
 
 
-def _finish(path: Path, table: Table, texts: list[str], labels: np.ndarray, names: list[str],
-            ids: list[str] | None, empty_texts: str) -> LabeledTexts:
+def _finish(path: Path, table: Table, texts: list[str], labels: Labels, ids: list[str] | None,
+            empty_texts: str) -> LabeledTexts:
     """Refuse duplicate ids; refuse or drop rows whose text is empty or invisible."""
     if ids is not None:
         first_row: dict[str, int] = {}
@@ -74,7 +77,8 @@ def _finish(path: Path, table: Table, texts: list[str], labels: np.ndarray, name
         raise KDError(f"{path}: {len(empty)} empty text(s) on {lines_text([table.lines[r] for r in empty])} "
                       "(no visible character; set data.empty_texts=drop to leave them out)")
     keep = np.setdiff1d(np.arange(len(texts)), empty)
-    return LabeledTexts([texts[i] for i in keep], labels[keep], names, dropped=len(empty))
+    return LabeledTexts([texts[i] for i in keep], labels.matrix[keep], labels.names, len(empty),
+                        labels.single_label, labels.class_column)
 
 
 def _check_unique(names: list[str], where: str) -> None:
@@ -86,14 +90,29 @@ def _check_unique(names: list[str], where: str) -> None:
 
 
 def _read_columns(path: Path, text_column: str, label_columns: list[str], delimiter: str | None,
-                  id_column: str | None, empty_texts: str, quoting: str) -> LabeledTexts:
+                  id_column: str | None, empty_texts: str, quoting: str, problem_type: str,
+                  classes: list[str] | None) -> LabeledTexts:
+    """A delimited file with a header; label columns named, or inferred (kd.labels)."""
     sep = delimiter if delimiter is not None else ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    keys = [text_column, *([id_column] if id_column else [])]
+    wanted = keys + list(label_columns)
+    seen: dict[str, set[str]] = {}
 
-    def looks_like_row(fields: list[str], header: list[str]) -> bool:
-        return (len(fields) == len(header) and all(c in header for c in label_columns)
-                and all(fields[header.index(c)].strip() in ("0", "1") for c in label_columns))
-
-    wanted = [text_column, *label_columns, *([id_column] if id_column else [])]
+    def looks_like_row(fields: list[str], rows: list[list[str]]) -> bool:
+        """Every label field holds a value that its column holds on the rows that were read."""
+        header = rows[0]
+        if len(fields) != len(header):
+            return False
+        for c in [h for h in header if h not in keys] if not label_columns else label_columns:
+            if c not in header:
+                return False
+            j = header.index(c)
+            values = seen.get(c) or seen.setdefault(c, {r[j].strip() for r in rows[1:] if len(r) == len(header)})
+            if values <= {"0", "1"}:
+                values = seen[c] = {"0", "1"}
+            if fields[j].strip() not in values:
+                return False
+        return True
 
     def check_header(header: list[str], first_line: str) -> None:
         missing = [c for c in wanted if c not in header]
@@ -105,21 +124,15 @@ def _read_columns(path: Path, text_column: str, label_columns: list[str], delimi
             raise KDError(f"{path}: the header names column(s) {twice} more than once; rename them")
 
     table = read_table(path, sep, quoting, looks_like_row, check_header)
-    header = table.rows[0]
-    rows = table.rows[1:]
+    header, rows = table.rows[0], table.rows[1:]
     if not rows:
         raise KDError(f"data file has no rows: {path}")
     table = Table(rows, table.lines[1:])
-    column = {name: header.index(name) for name in wanted}
-    raw = np.array([[row[column[c]].strip() for c in label_columns] for row in rows], dtype=object)
-    bad = ~np.isin(raw, ["0", "1"])
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise KDError(f"{path}: label values must be 0 or 1; line {table.lines[row]} column "
-                      f"'{label_columns[col]}' holds {raw[row, col]!r}")
-    ids = [row[column[id_column]] for row in rows] if id_column else None
-    return _finish(path, table, [row[column[text_column]] for row in rows], (raw == "1").astype(np.float32),
-                   list(label_columns), ids, empty_texts)
+    columns = list(label_columns) or infer_label_columns(path, header, rows, keys)
+    labels = read_labels(path, [[row[header.index(c)] for c in columns] for row in rows], columns, table.lines,
+                         problem_type, classes)
+    ids = [row[header.index(id_column)] for row in rows] if id_column else None
+    return _finish(path, table, [row[header.index(text_column)] for row in rows], labels, ids, empty_texts)
 
 
 def read_label_names(path: Path) -> list[str]:
@@ -140,7 +153,8 @@ def read_label_names(path: Path) -> list[str]:
 LABEL_IDS = re.compile(r"[0-9]+(,[0-9]+)*")
 
 
-def _read_goemotions(path: Path, label_names: list[str], empty_texts: str, quoting: str) -> LabeledTexts:
+def _read_goemotions(path: Path, label_names: list[str], empty_texts: str, quoting: str,
+                     problem_type: str) -> LabeledTexts:
     table = read_table(path, "\t", quoting, lambda fields, _: len(fields) in (2, 3)
                        and LABEL_IDS.fullmatch(fields[1].replace(" ", "")) is not None)
     if len(table.rows[0]) < 2:
@@ -155,19 +169,25 @@ def _read_goemotions(path: Path, label_names: list[str], empty_texts: str, quoti
         if any(not 0 <= i < len(label_names) for i in indices):
             raise KDError(f"{path}: line {line} has label ids {ids!r} outside 0..{len(label_names) - 1}")
         labels[row, indices] = 1.0
+    if problem_type == "single_label":
+        check_one_class_per_row(path, labels, table.lines)
     ids = [fields[2] for fields in table.rows] if len(table.rows[0]) > 2 else None
-    return _finish(path, table, [fields[0] for fields in table.rows], labels, label_names, ids, empty_texts)
+    return _finish(path, table, [fields[0] for fields in table.rows],
+                   Labels(labels, label_names, problem_type == "single_label"), ids, empty_texts)
 
 
 def read_labeled(path: str | Path, fmt: str, text_column: str = "comment_text",
                  label_columns: list[str] | None = None, labels_file: str | Path | None = None,
                  delimiter: str | None = None, id_column: str | None = None,
-                 empty_texts: str = "error", quoting: str = "csv") -> LabeledTexts:
+                 empty_texts: str = "error", quoting: str = "csv", problem_type: str = "auto",
+                 classes: list[str] | None = None) -> LabeledTexts:
     """Read one labelled file in one of the supported formats (parsed by kd.tables.read_table).
 
     goemotions: label ids index the names in `labels_file`, or `label_columns` without one.
+    csv: `label_columns` are 0/1 columns or one class column (kd.labels); none: inferred.
     Ids (jigsaw: `id`; goemotions: the third column; csv: `id_column`) must be unique. Rows
     with an empty text are an error, or with empty_texts="drop" left out and counted.
+    `classes`: the classes a class column may hold, in order (a val file, a model's data).
     """
     path = Path(path)
     if empty_texts not in ("error", "drop"):
@@ -176,16 +196,15 @@ def read_labeled(path: str | Path, fmt: str, text_column: str = "comment_text",
         _check_unique(label_columns, "data.label_columns")
     if fmt == "jigsaw":
         return _read_columns(path, "comment_text", label_columns or JIGSAW_LABELS, delimiter,
-                             id_column or "id", empty_texts, quoting)
+                             id_column or "id", empty_texts, quoting, problem_type, classes)
     if fmt == "csv":
-        if not label_columns:
-            raise KDError("format csv needs the label column names (data.label_columns)")
-        return _read_columns(path, text_column, label_columns, delimiter, id_column, empty_texts, quoting)
+        return _read_columns(path, text_column, label_columns or [], delimiter, id_column, empty_texts, quoting,
+                             problem_type, classes)
     if fmt == "goemotions":
         if labels_file is None and not label_columns:
             raise KDError("format goemotions needs a labels file (one label name per line)")
         names = read_label_names(Path(labels_file)) if labels_file else list(label_columns)
-        return _read_goemotions(path, names, empty_texts, quoting)
+        return _read_goemotions(path, names, empty_texts, quoting, problem_type)
     raise KDError(f"unknown data format {fmt!r}: use jigsaw, csv or goemotions")
 
 
@@ -198,13 +217,17 @@ def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
 
 def load_splits(cfg: DataConfig) -> tuple[LabeledTexts, LabeledTexts]:
     """Train and val as the config says: a val file, or a seeded split of train."""
-    def read(path: str) -> LabeledTexts:
-        return read_labeled(path, cfg.format, cfg.text_column, cfg.label_columns,
-                            cfg.labels_file, cfg.delimiter, cfg.id_column, cfg.empty_texts, cfg.quoting)
+    def read(path: str, columns: list[str], problem_type: str, classes: list[str] | None = None) -> LabeledTexts:
+        return read_labeled(path, cfg.format, cfg.text_column, columns, cfg.labels_file, cfg.delimiter,
+                            cfg.id_column, cfg.empty_texts, cfg.quoting, problem_type, classes)
 
-    train = read(cfg.train)
-    if cfg.val:
-        val = read(cfg.val)
+    train = read(cfg.train, cfg.label_columns, cfg.problem_type)
+    if cfg.val:  # with the train file's label columns and classes
+        if train.class_column:
+            val = read(cfg.val, [train.class_column], "single_label", train.label_names)
+        else:
+            val = read(cfg.val, cfg.label_columns or (train.label_names if cfg.format == "csv" else []),
+                       "single_label" if train.single_label else "multi_label")
         if val.label_names != train.label_names:
             raise KDError(f"train and val have different labels: {train.label_names} vs {val.label_names}")
     else:

@@ -34,8 +34,8 @@ from kd.evaluate import evaluate_model
 from kd.files import check_writable, folder_lock
 from kd.layer_matching import LayerMatching, check_shapes
 from kd.models import (TEACHER_INITS, build_model, check_positions, count_parameters, folder_size_mb,
-                       init_prior_bias, label_names, load_classifier, load_model_config, load_tokenizer,
-                       missing_weights)
+                       init_prior_bias, is_single_label, label_names, load_classifier, load_model_config,
+                       load_tokenizer, missing_weights, set_single_label)
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
@@ -136,6 +136,9 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
         names = label_names(model)
         if names != train.label_names:
             raise KDError(f"teacher {folder} predicts {names}, the data has {train.label_names}")
+        if is_single_label(model) != train.single_label:
+            raise KDError(f"teacher {folder} is a {'single' if is_single_label(model) else 'multi'}-label "
+                          f"model, the data is {'single' if train.single_label else 'multi'}-label")
         evaluate = lambda: evaluate_model(model, tokenizer, val, accelerator,  # noqa: E731
                                           cfg.teacher.train.eval_batch_size, cfg.data.max_length,
                                           input_ids=tokens(tokenizer, "val", val.texts))[0]
@@ -146,6 +149,7 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     folder = run_dir / "teacher"
     tokenizer = load_tokenizer(cfg.teacher.name)
     model = build_model(cfg.teacher.name, cfg.teacher.init, train.label_names, role="teacher")
+    set_single_label(model, train.single_label)
     if cfg.teacher.train.prior_bias_init:
         init_prior_bias(model, train.labels)
     reporter.print(f"teacher: {cfg.teacher.name} ({cfg.teacher.init}), {count_parameters(model):,} parameters")
@@ -231,6 +235,7 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     model = build_model(student.name, student.init, train.label_names, role="student",
                         num_layers=student.num_layers, layers=student.layers,
                         teacher_name=cfg.teacher.name)
+    set_single_label(model, train.single_label)
     if student.train.prior_bias_init:
         init_prior_bias(model, train.labels)
     matching = _layer_matching(cfg, model, tokenizer, *teacher, train, tokens)
@@ -254,13 +259,14 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                           best_epoch=result.best_epoch, lr=result.lr)
 
 
-def _extra_teachers(cfg: Config, names: list[str]) -> list[tuple]:
-    """(model, tokenizer, folder) of each of distill.extra_teachers, checked to predict `names`."""
-    teachers = []
+def _extra_teachers(cfg: Config, train: LabeledTexts) -> list[tuple]:
+    """(model, tokenizer, folder) of each of distill.extra_teachers, checked to predict the train labels."""
+    teachers, names = [], train.label_names
     for path in cfg.distill.extra_teachers:
         model, tokenizer, _ = load_classifier(path)
-        if label_names(model) != names:
-            raise KDError(f"extra teacher {path} predicts {label_names(model)}, the data has {names}")
+        if label_names(model) != names or is_single_label(model) != train.single_label:
+            raise KDError(f"extra teacher {path} predicts {label_names(model)} "
+                          f"({model.config.problem_type}), the data has {names}")
         teachers.append((model, tokenizer, Path(path)))
     return teachers
 
@@ -330,7 +336,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         teacher_logits, transfer = None, None
         if cfg.distill.alpha > 0 or teacher_only:
             if not teacher_only:
-                teachers += _extra_teachers(cfg, train.label_names)
+                teachers += _extra_teachers(cfg, train)
             teacher_logits, summary["soft_targets_cache_hit"] = _weighted_logits(
                 cfg, teachers, lambda model, tokenizer, folder: soft_targets(
                     model, tokenizer, folder, train, tokens(tokenizer, "train", train.texts), cfg.data,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from kd.classifier import sigmoid
+from kd.classifier import SINGLE_LABEL, sigmoid
 from kd.batches import EncodedDataset, make_loader
 from kd.data import LabeledTexts, encode
 from kd.errors import KDError
@@ -55,10 +55,13 @@ def out_of_fold_thresholds(probs: np.ndarray, labels: np.ndarray, folds: int = 2
     return out
 
 
-def tuned_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> tuple[dict, np.ndarray]:
+def tuned_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
+                  single_label: bool = False) -> tuple[dict, np.ndarray | None]:
     """(metrics, thresholds) where the thresholds are tuned on all these rows (the ones to deploy)
     and the tuned F1 is reported with out-of-fold thresholds: tuning on the rows it reports on
-    would overstate it."""
+    would overstate it. A single-label model has no thresholds (None): it predicts its argmax."""
+    if single_label:
+        return single_label_metrics(logits, labels, label_names), None
     probs = sigmoid(logits.astype(np.float64))
     thresholds = tune_thresholds(probs, labels)
     return compute_metrics(logits, labels, thresholds, label_names, out_of_fold_thresholds(probs, labels)), thresholds
@@ -70,14 +73,52 @@ def _auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, probs))
 
 
+def _check_finite(logits: np.ndarray) -> None:
+    if not np.isfinite(logits).all():
+        raise KDError(f"{int((~np.isfinite(logits)).any(axis=1).sum())} of {len(logits)} rows got outputs that are "
+                      "not finite (NaN or infinity): the model's weights have diverged; train it with a lower lr")
+
+
+def single_label_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
+    """Cross-entropy, accuracy, one-vs-rest ROC AUC per class and macro, F1 of the argmax class."""
+    _check_finite(logits)
+    logits = logits.astype(np.float64)
+    log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    probs, truth = np.exp(log_probs), labels.argmax(axis=1)
+    predicted, classes = probs.argmax(axis=1), list(range(len(label_names)))
+    aucs = [_auc((truth == j).astype(int), probs[:, j]) for j in classes]
+    defined = [a for a in aucs if a is not None]
+    f1 = f1_score(truth, predicted, labels=classes, average=None, zero_division=0)
+    return {
+        "n": int(len(labels)),
+        "cross_entropy": float(-np.mean(log_probs[np.arange(len(truth)), truth])),
+        "accuracy": float(np.mean(predicted == truth)),
+        "macro_auc": float(np.mean(defined)) if defined else None,
+        "macro_f1": float(np.mean(f1)),
+        "micro_f1": float(np.mean(predicted == truth)),
+        "per_label": {name: {"auc": aucs[j], "support": int((truth == j).sum()), "f1": float(f1[j])}
+                      for j, name in enumerate(label_names)},
+    }
+
+
+def score(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None, label_names: list[str]) -> dict:
+    """A saved model's metrics: at its thresholds, or single-label (thresholds None) at its argmax."""
+    if thresholds is None:
+        return single_label_metrics(logits, labels, label_names)
+    return compute_metrics(logits, labels, thresholds, label_names)
+
+
+def val_loss(metrics: dict) -> float:
+    """The loss that selects the best epoch: BCE (multi-label) or cross-entropy (single-label)."""
+    return metrics["bce"] if "bce" in metrics else metrics["cross_entropy"]
+
+
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
                     label_names: list[str], tuned: np.ndarray | None = None) -> dict:
     """BCE, ROC AUC per label and macro, F1 at 0.5 and at the tuned thresholds, exact match.
     `thresholds` (one per label) are reported; `tuned` (one per row and label, e.g. out of fold)
     decide the tuned metrics when given, else `thresholds` do."""
-    if not np.isfinite(logits).all():
-        raise KDError(f"{int((~np.isfinite(logits)).any(axis=1).sum())} of {len(logits)} rows got outputs that are "
-                      "not finite (NaN or infinity): the model's weights have diverged; train it with a lower lr")
+    _check_finite(logits)
     logits = logits.astype(np.float64)
     probs = sigmoid(logits)
     at_half = (probs >= 0.5).astype(int)
@@ -140,13 +181,18 @@ def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size
     model, loader = prepare_for_inference(accelerator, model,
                                           make_loader(dataset, tokenizer, model, batch_size, False))
     logits, labels = predict_logits(model, loader, accelerator)
-    if thresholds is None:
-        return tuned_metrics(logits, labels, data.label_names)
-    return compute_metrics(logits, labels, thresholds, data.label_names), thresholds
+    single = model.config.problem_type == SINGLE_LABEL
+    if thresholds is None or single:
+        return tuned_metrics(logits, labels, data.label_names, single)
+    return score(logits, labels, thresholds, data.label_names), thresholds
 
 
 def summary_line(metrics: dict) -> str:
     auc = metrics["macro_auc"]
+    if "accuracy" in metrics:
+        return (f"cross-entropy {metrics['cross_entropy']:.4f} | macro AUC "
+                f"{'n/a' if auc is None else f'{auc:.4f}'} | accuracy {metrics['accuracy']:.4f} | "
+                f"macro F1 {metrics['macro_f1']:.4f}")
     return (f"bce {metrics['bce']:.4f} | macro AUC {auc:.4f} | " if auc is not None else
             f"bce {metrics['bce']:.4f} | macro AUC n/a | ") + (
         f"macro F1 {metrics['macro_f1']:.4f} (tuned, out of fold {metrics['macro_f1_tuned']:.4f}) | "

@@ -26,7 +26,7 @@ import torch
 from kd.classifier import ONNX_FILE, Classifier, write_thresholds
 from kd.data import LabeledTexts
 from kd.errors import KDError
-from kd.evaluate import compute_metrics
+from kd.evaluate import score
 from kd.files import staged_folder
 from kd.models import label_names, load_classifier, save_classifier
 
@@ -127,8 +127,7 @@ def parity_texts() -> list[str]:
 
 
 def _macro_auc(clf: Classifier, data: LabeledTexts) -> float | None:
-    metrics = compute_metrics(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels)
-    return metrics["macro_auc"]
+    return score(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels)["macro_auc"]
 
 
 def check_parity(reference: Classifier, exported: Classifier, texts: list[str],

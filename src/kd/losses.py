@@ -1,4 +1,5 @@
-"""The distillation loss for multi-label classification: per-label sigmoid, not softmax."""
+"""The distillation loss: per-label sigmoids for multi-label classification, one softmax over
+the classes for single-label (multi-class) classification."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import torch.nn.functional as F
 def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor,
                       teacher_logits: torch.Tensor | None = None,
                       alpha: float = 0.5, temperature: float = 2.0,
-                      labelled: torch.Tensor | None = None) -> torch.Tensor:
-    """(1 - alpha) * BCE(z_s, y) + alpha * T^2 * BCE(sigmoid(z_s / T), sigmoid(z_t / T)).
+                      labelled: torch.Tensor | None = None, single_label: bool = False) -> torch.Tensor:
+    """(1 - alpha) * BCE(z_s, y) + alpha * T^2 * BCE(sigmoid(z_s / T), sigmoid(z_t / T)); with
+    `single_label` (1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))
+    (Hinton et al., 2015), y one-hot.
 
-    Both terms are means over rows and labels. The T^2 factor keeps the soft term's
-    gradient on the same scale as the hard term's when T changes (Hinton et al., 2015).
-    With alpha = 0 this is plain BCE and the teacher's logits are not needed. `labelled`
+    Both terms are means over rows (and, multi-label, labels). The T^2 factor keeps the soft
+    term's gradient on the same scale as the hard term's when T changes (Hinton et al., 2015).
+    With alpha = 0 this is plain BCE (CE) and the teacher's logits are not needed. `labelled`
     (one bool per row) marks rows with labels: transfer-set rows have only the teacher's
     soft targets, so the hard term averages over the labelled rows alone.
     """
-    hard = F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype),
-                                              reduction="none").mean(dim=1)
+    if single_label:
+        hard = F.cross_entropy(student_logits, labels.argmax(dim=1), reduction="none")
+    else:
+        hard = F.binary_cross_entropy_with_logits(student_logits, labels.to(student_logits.dtype),
+                                                  reduction="none").mean(dim=1)
     if labelled is None:
         hard = hard.mean()
     else:
@@ -29,8 +35,12 @@ def distillation_loss(student_logits: torch.Tensor, labels: torch.Tensor,
         return hard
     if teacher_logits is None:
         raise ValueError("alpha > 0 needs the teacher's logits")
-    soft_targets = torch.sigmoid(teacher_logits.to(student_logits.dtype) / temperature)
-    soft = F.binary_cross_entropy_with_logits(student_logits / temperature, soft_targets)
+    teacher_logits = teacher_logits.to(student_logits.dtype) / temperature
+    if single_label:
+        soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1), F.log_softmax(teacher_logits, dim=1),
+                        reduction="batchmean", log_target=True)
+    else:
+        soft = F.binary_cross_entropy_with_logits(student_logits / temperature, torch.sigmoid(teacher_logits))
     return (1.0 - alpha) * hard + alpha * temperature**2 * soft
 
 

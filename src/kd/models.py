@@ -22,7 +22,7 @@ import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
                           BertTokenizer, DistilBertTokenizer, PretrainedConfig)
 
-from kd.classifier import read_thresholds, write_thresholds
+from kd.classifier import SINGLE_LABEL, read_thresholds, write_thresholds
 from kd.errors import KDError
 from kd.files import staged_folder
 
@@ -250,11 +250,23 @@ def classifier_head(model) -> torch.nn.Linear:
     return heads[-1]
 
 
+def set_single_label(model, single_label: bool) -> None:
+    """problem_type single_label_classification (softmax over classes) or multi-label (sigmoids);
+    it is saved in config.json, where kd and transformers' pipeline read it."""
+    model.config.problem_type = SINGLE_LABEL if single_label else "multi_label_classification"
+
+
+def is_single_label(model) -> bool:
+    return model.config.problem_type == SINGLE_LABEL
+
+
 def init_prior_bias(model, labels: np.ndarray) -> None:
-    """Set the head's bias to each label's prior log-odds, so training starts at the base rates."""
+    """Set the head's bias to each label's prior log-odds (single-label: log class priors), so
+    training starts at the base rates."""
     prior = np.clip(labels.mean(axis=0), 1e-4, 1 - 1e-4)
+    bias = np.log(prior) if is_single_label(model) else np.log(prior / (1 - prior))
     with torch.no_grad():
-        classifier_head(model).bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))))
+        classifier_head(model).bias.copy_(torch.from_numpy(bias))
 
 
 def default_lr(model, batch_size: int = 32) -> float:
@@ -287,7 +299,7 @@ def label_names(model) -> list[str]:
     return [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
-def save_classifier(model, tokenizer, thresholds: np.ndarray, folder: Path) -> None:
+def save_classifier(model, tokenizer, thresholds: np.ndarray | None, folder: Path) -> None:
     """A save_pretrained folder plus the per-label decision thresholds, written whole or not at all."""
     names = label_names(model)
     with staged_folder(Path(folder)) as staging:
@@ -319,4 +331,4 @@ def load_classifier(folder: str | Path, **model_kwargs):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, pickle.UnpicklingError) as err:  # weights_only refuses code
         raise KDError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
-    return model.eval(), tokenizer, read_thresholds(folder, label_names(model))
+    return model.eval(), tokenizer, None if is_single_label(model) else read_thresholds(folder, label_names(model))

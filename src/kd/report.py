@@ -85,13 +85,18 @@ class Reporter:
         for role in summary:
             table.add_column(role, justify="right")
         table.add_column("student / teacher", justify="right")
+        single = "accuracy" in summary[next(iter(summary))]["val"]
         rows = [("macro AUC", "macro_auc", "{:.4f}"), ("macro F1 (tuned, out of fold)", "macro_f1_tuned", "{:.4f}"),
-                ("macro F1 @0.5", "macro_f1", "{:.4f}"), ("micro F1 @0.5", "micro_f1", "{:.4f}"),
-                ("BCE", "bce", "{:.4f}"), ("exact match @0.5", "exact_match", "{:.4f}"),
+                ("macro F1" if single else "macro F1 @0.5", "macro_f1", "{:.4f}"),
+                ("accuracy", "accuracy", "{:.4f}"), ("micro F1 @0.5", "micro_f1", "{:.4f}"),
+                ("cross-entropy", "cross_entropy", "{:.4f}"), ("BCE", "bce", "{:.4f}"),
+                ("exact match @0.5", "exact_match", "{:.4f}"),
                 ("parameters", "parameters", "{:,}"), ("size on disk (MB)", "size_mb", "{:.1f}"),
                 ("train time (s)", "train_time_s", "{:.1f}")]
         for label, key, fmt in rows:
             values = [summary[role]["val"].get(key, summary[role].get(key)) for role in summary]
+            if all(v is None for v in values) or (single and key == "micro_f1"):
+                continue  # a metric of the other problem type
             cells = ["n/a" if v is None else fmt.format(v) for v in values]
             ratio = (f"{values[-1] / values[0]:.3f}" if None not in values[:1] + values[-1:]
                      and values[0] else "")

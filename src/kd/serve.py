@@ -198,7 +198,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
     class PredictResponse(BaseModel):
         predictions: list[Prediction]
 
-    app = FastAPI(title="kd classifier", version="1", description=f"Multi-label classifier {model_name}")
+    kind = "Single-label" if classifier.single_label else "Multi-label"
+    app = FastAPI(title="kd classifier", version="1", description=f"{kind} classifier {model_name}")
 
     app.add_middleware(RequestBody, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
 
@@ -235,7 +236,9 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
     @app.get("/metadata")
     async def metadata():
         return {"model": model_name, "backend": classifier.backend, "labels": classifier.labels,
-                "thresholds": dict(zip(classifier.labels, classifier.thresholds.tolist())),
+                "problem_type": "single_label" if classifier.single_label else "multi_label",
+                "thresholds": None if classifier.single_label else dict(zip(classifier.labels,
+                                                                            classifier.thresholds.tolist())),
                 "limits": asdict(limits)}
 
     return app

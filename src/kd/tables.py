@@ -59,11 +59,11 @@ class Table:
 
 
 def read_table(path: str | Path, delimiter: str, quoting: str = "csv",
-               looks_like_row: Callable[[list[str], list[str]], bool] | None = None,
+               looks_like_row: Callable[[list[str], list[list[str]]], bool] | None = None,
                check_header: Callable[[list[str], str], None] | None = None) -> Table:
     """Every non-blank row of a delimited file, with the line it starts on. Rows with another
     number of fields than the first, quotes that do not parse, and quoted fields that swallow
-    whole rows (`looks_like_row(fields, first row)` says what a row looks like) are errors
+    whole rows (`looks_like_row(fields, rows read)` says what a row looks like) are errors
     naming their lines. `check_header(first row, first line)` runs before the other rows are
     parsed, so that a wrong delimiter is reported as such."""
     path = Path(path)
@@ -137,7 +137,7 @@ def _check_swallowed_rows(path: Path, text: str, rows: list[list[str]], lines: l
             last -= 1
         text_field = next(j for j, field in enumerate(rows[i]) if "\n" in field or "\r" in field)
         own = [n for n in range(lines[i], last) if looks_like_row(
-            _line_as_row(physical[n - 1], delimiter, len(rows[0]), text_field), rows[0])]
+            _line_as_row(physical[n - 1], delimiter, len(rows[0]), text_field), rows)]
         if own:
             raise KDError(f"{path}: lines {lines[i]}-{last} were read as one row, but {lines_text(own)} "
                           f"{'reads as a row of its own' if len(own) == 1 else 'read as rows of their own'}: "

@@ -25,11 +25,11 @@ from kd.config import TrainConfig
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.batches import EncodedDataset, make_loader
-from kd.evaluate import MODEL_INPUTS, predict_logits, summary_line, tuned_metrics
+from kd.evaluate import MODEL_INPUTS, predict_logits, summary_line, tuned_metrics, val_loss
 from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss, scheduled_temperature
-from kd.models import default_lr, save_classifier, save_encoder
+from kd.models import default_lr, is_single_label, save_classifier, save_encoder
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.report import Reporter
 from kd.runtime import keep_freed_memory
@@ -73,7 +73,7 @@ def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
         return True
     if select_by == "macro_auc":
         return (metrics["macro_auc"] or 0.0) > (best["macro_auc"] or 0.0)
-    return metrics["bce"] < best["bce"]
+    return val_loss(metrics) < val_loss(best)
 
 
 def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None,
@@ -86,6 +86,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
     `final_temperature` (None: constant), plus `matching`'s loss when given (its projections
     train with the model)."""
     lr = cfg.lr or default_lr(model, cfg.batch_size)
+    single_label = is_single_label(model)
     use_fast_dropout(model)
     if matching is None:  # matching reads every token's hidden states
         use_first_token_last_layer(model)
@@ -144,7 +145,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
                             extra = matching(outputs, inputs) if matching is not None else 0.0
                         loss = distillation_loss(outputs.logits.float(), batch["labels"], batch.get("teacher_logits"),
                                                  alpha, scheduled_temperature(temperature, final_temperature, done),
-                                                 batch.get("labelled")) + extra
+                                                 batch.get("labelled"), single_label) + extra
                         accelerator.backward(loss)
                         if accelerator.sync_gradients and cfg.max_grad_norm:
                             clip(model.parameters(), cfg.max_grad_norm)
@@ -166,7 +167,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
         progress.train_time_s += time.perf_counter() - started
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / len(train_loader)
 
-        metrics, thresholds = _evaluate(model, val_loader, label_names, accelerator, reporter, stage)
+        metrics, thresholds = _evaluate(model, val_loader, label_names, accelerator, reporter, stage, single_label)
         record = {"stage": stage, "epoch": epoch, "train_loss": train_loss,
                   "epoch_time_s": time.perf_counter() - started, "lr": lr, "val": metrics}
         progress.history.append(record)
@@ -190,13 +191,13 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
 
 
 def _evaluate(model, val_loader, label_names: list[str], accelerator, reporter: Reporter,
-              stage: str) -> tuple[dict | None, object]:
+              stage: str, single_label: bool) -> tuple[dict | None, object]:
     """(val metrics, tuned thresholds); (None, None) without a val set."""
     if val_loader is None:
         return None, None
     with reporter.task(f"{stage} eval", len(val_loader)) as advance:
         logits, labels = predict_logits(model, val_loader, accelerator, advance)
-    return tuned_metrics(logits, labels, label_names)
+    return tuned_metrics(logits, labels, label_names, single_label)
 
 
 class _Divergence:
