@@ -114,3 +114,48 @@ def test_tokenizing_shows_progress(models):
     recorder = Recorder()
     ids = TokenCache(16, recorder)(load_tokenizer(str(models["bert"])), "train", ["happy day"] * 5000)
     assert len(ids) == 5000 and recorder.steps == [("tokenizing train", 2), "step", "step"]
+
+
+def test_distill_on_a_users_csv_with_labels_inferred_from_its_0_1_columns(models, csv_data, tmp_path):
+    import json
+
+    assert main(["distill", "--train", str(csv_data["train"]), "--val", str(csv_data["val"]),
+                 f"teacher.name={models['bert']}", f"student.name={models['student']}", "data.max_length=32",
+                 f"output_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", "run_name=mine",
+                 "teacher.train.epochs=1", "student.train.epochs=1"]) == 0
+    config = json.loads((tmp_path / "mine/student/config.json").read_text())
+    assert list(config["id2label"].values()) == tiny.LABELS  # every 0/1 column but the text and id
+    assert config["problem_type"] == "multi_label_classification"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text,topic,source\nhi,a,x\nho,b,y\n", "cannot tell the label columns: none of \\['topic', 'source'\\] holds only 0 and 1"),
+    ("text,label\nhi,0\nho,2\nhu,1\n", "label values must be 0 or 1; line 3 column 'label' holds '2' \\(one class column: "
+                                       "set data.problem_type=single_label\\)"),
+    ("text,a,b\nhi,1,1\nho,0,1\n", "single-label data needs exactly one label per row; line 2 holds another number"),
+])
+def test_labels_that_cannot_be_told_apart_are_a_clear_error(tmp_path, capsys, content, message):
+    import re
+
+    path = tmp_path / "mine.csv"
+    path.write_text(content)
+    argv = ["distill", "--train", str(path), f"output_dir={tmp_path}"]
+    if "exactly one" in message:
+        argv.append("data.problem_type=single_label")
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_class_ids_read_as_classes_when_single_label_is_set(tmp_path):
+    from kd.data import read_labeled
+
+    path = tmp_path / "ids.csv"
+    path.write_text("text,label\nhi,0\nho,2\nhu,1\nha,10\n")
+    data = read_labeled(path, "csv", "text", ["label"], problem_type="single_label")
+    assert data.single_label and data.label_names == ["0", "1", "2", "10"]  # numeric order
+    assert data.labels.argmax(axis=1).tolist() == [0, 2, 1, 3]
+
+
+def test_own_data_flags_go_with_train_only(capsys):
+    assert main(["distill", "--val", "v.csv"]) == 2
+    assert "go with --train FILE" in capsys.readouterr().err

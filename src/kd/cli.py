@@ -14,7 +14,7 @@ from pathlib import Path
 from kd.errors import KDError
 
 
-def _run_parser(sub, name: str, help: str, description: str) -> None:
+def _run_parser(sub, name: str, help: str, description: str):
     """kd distill and kd pretrain: the same config, CLI overrides and --resume."""
     p = sub.add_parser(name, help=help, description=description)
     p.add_argument("--config", action="append", default=[], metavar="FILE",
@@ -24,6 +24,17 @@ def _run_parser(sub, name: str, help: str, description: str) -> None:
     p.add_argument("--resume", metavar="RUN_FOLDER",
                    help="continue an interrupted run from its saved state (with its own config)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. distill.alpha=0.7")
+    return p
+
+
+def _own_data_arguments(p) -> None:
+    """kd distill on the user's own CSV/TSV without a config file."""
+    g = p.add_argument_group("your own data (a CSV or TSV with a header)")
+    g.add_argument("--train", metavar="FILE", help="train file (= data.format=csv data.train=FILE)")
+    g.add_argument("--val", metavar="FILE", help="val file (default: data.val_fraction of train)")
+    g.add_argument("--text-column", metavar="C", help="the text column (default: text)")
+    g.add_argument("--label-columns", metavar="A,B",
+                   help="0/1 label columns, or one class column (single-label); default: the 0/1 columns")
 
 
 def _sweep_parser(sub) -> None:
@@ -111,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kd", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub, "distill", "fine-tune a teacher and distill it into a student",
-                "Fine-tune the teacher, cache its soft targets, train the student.")
+    _own_data_arguments(_run_parser(sub, "distill", "fine-tune a teacher and distill it into a student",
+                                    "Fine-tune the teacher, cache its soft targets, train the student."))
     _run_parser(sub, "pretrain", "pre-train a student on unlabelled text by matching the teacher's hidden states",
                 "Before any task: the student learns the pretrained teacher's hidden states on the texts of "
                 "pretrain.files; then distill with student.name=RUN_FOLDER/student student.init=pretrained.")
@@ -130,18 +141,31 @@ def _run_config(args):
 
     if args.resume:
         folder = Path(args.resume)
-        if args.config or args.teacher or args.student or args.overrides:
+        if args.config or args.teacher or args.student or args.overrides or _own_data_overrides(args):
             raise KDError("--resume takes the run's own config.yaml; give no other settings")
         if not (folder / "config.yaml").is_file():
             raise KDError(f"not a run folder (no config.yaml): {folder}")
         return load_config([str(folder / "config.yaml")],
                            [f"run_name={folder.name}", f"output_dir={folder.parent}"]), True
-    overrides = list(args.overrides)
+    overrides = _own_data_overrides(args) + list(args.overrides)
     if args.teacher:
         overrides.insert(0, f"teacher.name={args.teacher}")
     if args.student:
         overrides.insert(0, f"student.name={args.student}")
     return load_config(args.config, overrides), False
+
+
+def _own_data_overrides(args) -> list[str]:
+    """--train/--val/--text-column/--label-columns as data.* overrides (given settings win)."""
+    given = [getattr(args, key, None) for key in ("train", "val", "text_column", "label_columns")]
+    if not any(given):
+        return []
+    if not args.train:
+        raise KDError("--val, --text-column and --label-columns go with --train FILE")
+    columns = [c.strip() for c in (args.label_columns or "").split(",") if c.strip()]
+    return ["data.format=csv", f"data.train={json.dumps(args.train)}", f"data.val={json.dumps(args.val)}",
+            "data.labels_file=null", f"data.text_column={json.dumps(args.text_column or 'text')}",
+            f"data.label_columns={json.dumps(columns)}"]
 
 
 def _distill(args) -> None:

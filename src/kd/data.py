@@ -128,7 +128,7 @@ def _read_columns(path: Path, text_column: str, label_columns: list[str], delimi
     if not rows:
         raise KDError(f"data file has no rows: {path}")
     table = Table(rows, table.lines[1:])
-    columns = list(label_columns) or infer_label_columns(path, header, rows, keys)
+    columns = list(label_columns) or infer_label_columns(path, header, rows, [*keys, "id"])
     labels = read_labels(path, [[row[header.index(c)] for c in columns] for row in rows], columns, table.lines,
                          problem_type, classes)
     ids = [row[header.index(id_column)] for row in rows] if id_column else None
