@@ -38,8 +38,10 @@ def checkpoint_digest(folder: Path) -> str:
 def soft_targets_key(teacher_folder: Path, data_cfg: DataConfig, tokenizer) -> str:
     split = {k: v for k, v in vars(data_cfg).items()
              if k not in ("train", "val", "labels_file", "max_val_samples", "max_length")}
-    if data_cfg.quoting == "csv":  # the default, left out so caches from before the setting stay valid
-        del split["quoting"]
+    # settings added after caches were written: left out at their defaults, so those caches stay valid
+    for key, default in (("quoting", "csv"), ("problem_type", "auto")):
+        if split[key] == default:
+            del split[key]
     parts = {
         "teacher": checkpoint_digest(teacher_folder),
         "train_file": file_digest([data_cfg.train]),
