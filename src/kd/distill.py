@@ -89,7 +89,7 @@ def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[
         accelerator.wait_for_everyone()
         try:
             yield run_dir
-        except BaseException:
+        except Exception:  # a failure; a Ctrl-C keeps the folder, for --resume
             if created and accelerator.is_main_process and _holds_no_work(run_dir):
                 held.close()  # the lock first: Windows cannot remove an open file
                 shutil.rmtree(run_dir, ignore_errors=True)
