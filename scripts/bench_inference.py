@@ -18,7 +18,6 @@ weights; the int8 AUC check then means nothing, and the report says so).
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from kd.export import export_model
 from kd.loadgen import free_port, run_load
 from kd.report import cpu_name
 from kd.models import build_model, count_parameters, load_classifier, load_tokenizer, save_classifier
+from kd.cores import usable_cores
 
 MODES = {"a": "PyTorch, pad to 200, reference", "b": "PyTorch, dynamic length",
          "c": "ONNX Runtime fp32", "d": "ONNX Runtime int8"}
@@ -67,7 +67,9 @@ def untrained(name: str, labels: list[str], folder: Path) -> Path:
         model = build_model(model_name, init, labels, num_layers=layers, teacher_name=model_name)
     except KDError:  # no hub cache with the weights: the same shape from random init
         model = build_model(model_name, "random", labels, num_layers=layers)
-    save_classifier(model, load_tokenizer(model_name), np.full(len(labels), 0.5), folder)
+    tokenizer = load_tokenizer(model_name)
+    tokenizer.model_max_length = 200  # the length kd trains at by default, as the reference pads to
+    save_classifier(model, tokenizer, np.full(len(labels), 0.5), folder)
     return folder
 
 
@@ -220,7 +222,7 @@ def main() -> None:
     texts = labelled.texts
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     results = {"command": "python " + " ".join(sys.argv),
-               "machine": f"{cpu_name()}, {len(os.sched_getaffinity(0))} cores; torch "
+               "machine": f"{cpu_name()}, {usable_cores()} cores; torch "
                           f"{torch.__version__}, onnxruntime {onnxruntime.__version__}",
                "texts": f"{len(texts)} from {args.data} (mean {np.mean([len(t) for t in texts]):.0f} characters)",
                "models": {}}

@@ -45,7 +45,7 @@ from kd.classifier import Classifier, read_thresholds
 from kd.config import load_config
 from kd.data import LabeledTexts, load_splits, read_labeled
 from kd.distill import run
-from kd.evaluate import compute_metrics, evaluate_model, tune_thresholds
+from kd.evaluate import compute_metrics, evaluate_model, tuned_metrics
 from kd.models import load_classifier
 from kd.pretrain import pretrain
 from kd.report import cpu_name
@@ -209,9 +209,8 @@ def tfidf_lr(train: LabeledTexts, dev: LabeledTexts, test: LabeledTexts | None) 
         x = features.transform(texts)
         return np.stack([m.decision_function(x) for m in models], axis=1)
 
-    dev_logits = logits(dev.texts)
-    thresholds = tune_thresholds(1 / (1 + np.exp(-dev_logits)), dev.labels)
-    result = {"dev": compute_metrics(dev_logits, dev.labels, thresholds, dev.label_names),
+    dev_metrics, thresholds = tuned_metrics(logits(dev.texts), dev.labels, dev.label_names)  # as kd distill
+    result = {"dev": dev_metrics,
               "parameters": int(sum(m.coef_.size + 1 for m in models)), "train_time_s": train_time,
               "ms_per_text": ms_per_text(logits, dev.texts[:1000])}
     if test is not None:

@@ -10,6 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 import tiny
+from kd.cores import usable_cores
 
 HERE = Path(__file__).resolve().parent
 RANK_METRICS = ("macro_auc", "macro_f1", "macro_f1_tuned", "micro_f1", "exact_match")
@@ -66,13 +67,12 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
 
 def test_a_single_cpu_process_under_accelerate_launch_uses_every_core(monkeypatch, capsys):
     """`accelerate launch` sets OMP_NUM_THREADS=1 by default; one CPU process should not train on one core."""
-    import os
 
     import torch
 
     from kd.runtime import use_all_cores_under_accelerate_launch
 
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     before = torch.get_num_threads()
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -1,7 +1,7 @@
 """Resumable training state: one safetensors file per stage, written atomically.
 
 `state/<stage>.safetensors` holds the model weights, the optimizer's tensors and the
-torch RNG state; its metadata holds, as JSON, where training stands (epoch, step within
+torch RNG states (CPU, and each CUDA device's where CUDA runs); its metadata holds, as JSON, where training stands (epoch, step within
 it, scheduler, best epoch, history, loss so far). Nothing is pickled, so a state file
 from anywhere can be read safely; a damaged one is an error, not a crash.
 """
@@ -44,15 +44,30 @@ def save_state(path: Path, model, optimizer, scheduler, progress: Progress) -> N
     for index, slots in optimizer_state["state"].items():
         for name, value in slots.items():
             tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).contiguous().cpu()
-    tensors["rng"] = torch.get_rng_state()
+    tensors.update(rng_state())
     progress.scheduler = scheduler.state_dict()
     progress.optimizer_groups = optimizer_state["param_groups"]
     metadata = {"progress": json.dumps(vars(progress))}
     write_atomically(path, lambda partial: save_file(tensors, partial, metadata=metadata))
 
 
-def load_state(path: Path, model, optimizer, scheduler) -> tuple[Progress, torch.Tensor]:
-    """Restore model, optimizer and scheduler in place; (progress, torch RNG state)."""
+def rng_state() -> dict[str, torch.Tensor]:
+    """torch's RNG states: the CPU's and, once CUDA is in use, every CUDA device's (dropout on a
+    GPU draws from those: without them a resumed GPU run would not repeat the uninterrupted one)."""
+    state = {"rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda_rng"]))
+
+
+def load_state(path: Path, model, optimizer, scheduler) -> tuple[Progress, dict[str, torch.Tensor]]:
+    """Restore model, optimizer and scheduler in place; (progress, RNG states for restore_rng)."""
     try:
         with safe_open(path, framework="pt") as handle:
             progress = Progress(**json.loads(handle.metadata()["progress"]))
@@ -67,4 +82,4 @@ def load_state(path: Path, model, optimizer, scheduler) -> tuple[Progress, torch
             slots.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": progress.optimizer_groups})
     scheduler.load_state_dict(progress.scheduler)
-    return progress, tensors["rng"]
+    return progress, {key: tensors[key] for key in ("rng", "cuda_rng") if key in tensors}

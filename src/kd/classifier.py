@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from kd.cores import usable_cores
 from kd.errors import KDError
 
 ONNX_FILE = "model.onnx"
@@ -63,11 +63,13 @@ def write_thresholds(folder: Path, labels: list[str], thresholds: np.ndarray | N
         (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2))
 
 
-def inference_max_length(requested: int | None, positions: int | None) -> int:
-    """Tokens per text: `requested`, refused beyond the model's position embeddings; None:
-    DEFAULT_MAX_LENGTH, capped at them."""
+def inference_max_length(requested: int | None, positions: int | None, trained: int | None = None) -> int:
+    """Tokens per text: `requested`, refused beyond the model's position embeddings; None: the
+    length the model was trained at (`trained`, its tokenizer's model_max_length), else
+    DEFAULT_MAX_LENGTH, capped at the positions."""
     if requested is None:
-        return min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
+        limit = positions or DEFAULT_MAX_LENGTH
+        return min(trained, limit) if trained and trained < 1_000_000 else min(DEFAULT_MAX_LENGTH, limit)
     if requested < 2:
         raise KDError(f"max_length must be at least 2 ([CLS] and [SEP]), got {requested}")
     if positions is not None and requested > positions:
@@ -175,7 +177,8 @@ class Classifier:
     def from_pretrained(cls, folder: str | Path, backend: str = "auto", max_length: int | None = None,
                         batch_size: int = 64, num_threads: int | None = None) -> "Classifier":
         """backend: "auto" (ONNX when the folder has model.onnx), "onnx" or "torch"; max_length:
-        tokens per text (None: 200, or the model's position embeddings if fewer)."""
+        tokens per text (None: the length the model was trained at, saved as its tokenizer's
+        model_max_length; else 200), never beyond its position embeddings."""
         if batch_size < 1:
             raise KDError(f"batch_size must be at least 1, got {batch_size}")
         from tokenizers import Tokenizer
@@ -194,8 +197,10 @@ class Classifier:
         thresholds = None if single_label_folder(folder) else read_thresholds(folder, labels)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
-        tokenizer.enable_truncation(inference_max_length(max_length, config.get("max_position_embeddings")))
-        threads = num_threads or len(os.sched_getaffinity(0))
+        trained = (_read_json(folder / "tokenizer_config.json").get("model_max_length")
+                   if (folder / "tokenizer_config.json").is_file() else None)
+        tokenizer.enable_truncation(inference_max_length(max_length, config.get("max_position_embeddings"), trained))
+        threads = num_threads or usable_cores()
         run = (_onnx_runner(folder / ONNX_FILE, threads) if backend == "onnx"
                else _torch_runner(folder, num_threads))
         return cls(tokenizer, run, labels, thresholds, backend, config.get("pad_token_id") or 0,

@@ -67,7 +67,7 @@ def _data_arguments(p) -> None:
     p.add_argument("--model", required=True, help="a model folder written by kd")
     p.add_argument("--batch-size", type=_at_least(1), default=128)
     p.add_argument("--max-length", type=_at_least(MIN_MAX_LENGTH),
-                   help="tokens per text (default: 200, or the model's position embeddings if fewer)")
+                   help="tokens per text (default: the length the model was trained at)")
 
 
 def _labelled_file_arguments(p, required: bool) -> None:
@@ -221,7 +221,8 @@ def _evaluate(args) -> None:
         from kd.models import is_single_label, label_names, load_classifier
 
         model, tokenizer, thresholds = load_classifier(args.model)
-        max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None))
+        max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None),
+                                          tokenizer.model_max_length)
         data = _read_for_model(args, label_names(model), is_single_label(model))
         metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds)
     print(json.dumps(metrics, indent=2))

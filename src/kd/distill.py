@@ -148,6 +148,7 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
 
     folder = run_dir / "teacher"
     tokenizer = load_tokenizer(cfg.teacher.name)
+    tokenizer.model_max_length = cfg.data.max_length  # saved with the model: inference truncates there too
     model = build_model(cfg.teacher.name, cfg.teacher.init, train.label_names, role="teacher")
     set_single_label(model, train.single_label)
     if cfg.teacher.train.prior_bias_init:
@@ -232,6 +233,7 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                    accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool) -> dict:
     student = cfg.student
     tokenizer = load_tokenizer(cfg.teacher.name if student.init in TEACHER_INITS else student.name)
+    tokenizer.model_max_length = cfg.data.max_length  # saved with the model: inference truncates there too
     model = build_model(student.name, student.init, train.label_names, role="student",
                         num_layers=student.num_layers, layers=student.layers,
                         teacher_name=cfg.teacher.name)

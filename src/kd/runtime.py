@@ -14,6 +14,8 @@ import sys
 
 import torch
 
+from kd.cores import usable_cores
+
 
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 matrix products in hardware."""
@@ -46,7 +48,7 @@ def precision_name(setting: str, device: torch.device) -> str:
 def use_all_cores_under_accelerate_launch() -> None:
     """`accelerate launch` without a config sets OMP_NUM_THREADS=1 (its default
     --num_cpu_threads_per_process), which leaves a single CPU process one core."""
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ
     if launched and os.environ.get("OMP_NUM_THREADS") == "1" and torch.get_num_threads() == 1 and cores > 1:
         torch.set_num_threads(cores)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from kd.config import Config, flatten, load_config, nest, parse_override, read_yaml_mapping, save_config
+from kd.cores import usable_cores
 from kd.distill import run, shared_teacher, teacher_key
 from kd.errors import KDError
 from kd.sweep_report import METRICS, write_report
@@ -195,7 +196,7 @@ def run_sweep(sweep: Sweep, jobs: int = 1, out: Path | None = None) -> list[Swee
             _run_in_process(sweep_run)
     else:
         # the first run alone computes what the rest share (soft targets) instead of all at once
-        cores = len(os.sched_getaffinity(0))
+        cores = usable_cores()
         codes = [_run_in_subprocess(todo[0], sweep, cores)] if todo else []
         with ThreadPoolExecutor(jobs) as pool:
             codes += pool.map(lambda r: _run_in_subprocess(r, sweep, max(1, cores // jobs)), todo[1:])

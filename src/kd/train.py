@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from kd.checkpoint import Progress, load_state, save_state
+from kd.checkpoint import Progress, load_state, restore_rng, save_state
 from kd.config import TrainConfig
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
@@ -125,7 +125,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
 
     for epoch in range(progress.epoch, cfg.epochs + 1):
         if rng is not None and progress.step == 0:  # before the epoch's iterator draws its seed
-            torch.set_rng_state(rng)
+            restore_rng(rng)
             rng = None
         train_loader.iteration, train_loader.skip_batches = epoch - 1, progress.step  # same shuffle
         started = time.perf_counter()
@@ -135,7 +135,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
             with _deferred_ctrl_c() as stop:
                 for batch in train_loader:
                     if rng is not None:  # mid-epoch: where the interrupted run stood after its last batch
-                        torch.set_rng_state(rng)
+                        restore_rng(rng)
                         rng = None
                     with accelerator.accumulate(model):
                         inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}

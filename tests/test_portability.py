@@ -1,0 +1,86 @@
+"""What must work on macOS and Windows too, and what a model folder carries with it."""
+
+import os
+
+import numpy as np
+import pytest
+
+import tiny
+from kd.classifier import Classifier
+from kd.cli import main
+from kd.cores import usable_cores
+
+
+def test_no_sched_getaffinity_as_on_macos_and_windows(models, tmp_path, monkeypatch, capsys):
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert usable_cores() == 3
+    folder = tiny.make_classifier(tmp_path / "clf", models["bert"], steps=1)
+    assert Classifier.from_pretrained(folder).predict_proba(["so happy"]).shape == (1, 3)
+    assert main(["predict", "--model", str(folder), "so happy"]) == 0
+    assert '"labels"' in capsys.readouterr().out
+
+
+def test_cpu_count_unknown_means_one_core(monkeypatch):
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores() == 1
+
+
+@pytest.fixture(scope="module")
+def trained_at_32(models, csv_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("len32")
+    overrides = tiny.tiny_overrides(models, csv_data, tmp, **{"data.max_length": 32, "teacher.train.epochs": 1,
+                                                               "student.train.epochs": 1})
+    assert main(["distill", *overrides]) == 0
+    return tmp / "runs/run/student"
+
+
+def test_a_model_trained_at_32_tokens_predicts_identically_everywhere(trained_at_32, tmp_path):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from kd.data import encode
+    from kd.export import export_model
+    from kd.models import load_classifier
+    from kd.serve import create_app
+
+    long_texts = [" ".join(["happy", "the", "day", "was", "so", "very"] * 9) + " furious rage",  # > 32 tokens
+                  "scared " * 40, "just a short one"]
+    model, tokenizer, _ = load_classifier(trained_at_32)
+    assert tokenizer.model_max_length == 32  # the folder records the length it was trained at
+    with torch.no_grad():
+        as_trained = [model(input_ids=torch.tensor([ids])).logits[0].numpy()
+                      for ids in encode(tokenizer, long_texts, 32)]
+    torch_clf = Classifier.from_pretrained(trained_at_32)
+    assert np.allclose(torch_clf.logits(long_texts), as_trained, atol=1e-5)
+    report = export_model(trained_at_32, tmp_path / "onnx", onnx=True)
+    onnx_clf = Classifier.from_pretrained(tmp_path / "onnx")
+    assert np.allclose(onnx_clf.logits(long_texts), as_trained, atol=1e-4) and report["parity"]["texts"] > 0
+    with TestClient(create_app(onnx_clf)) as client:
+        served = client.post("/predict", json={"texts": long_texts}).json()["predictions"]
+    assert [p["labels"] for p in served] == onnx_clf.predict(long_texts)
+    probs = [list(p["probabilities"].values()) for p in served]
+    assert np.allclose(probs, torch_clf.predict_proba(long_texts), atol=1e-4)
+    for clf in (torch_clf, onnx_clf):  # both read at 32 tokens, the texts hold more
+        assert len(clf.tokenizer.encode(long_texts[0]).ids) == 32
+    assert len(Classifier.from_pretrained(trained_at_32, max_length=64).tokenizer.encode(long_texts[0]).ids) == 58  # 56 words
+
+
+def test_the_training_state_carries_the_cuda_rng_where_cuda_runs(monkeypatch):
+    import torch
+
+    from kd import checkpoint
+
+    cuda_states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    state = checkpoint.rng_state()
+    assert torch.equal(state["cuda_rng"], torch.stack(cuda_states)) and torch.equal(state["rng"], torch.get_rng_state())
+    checkpoint.restore_rng(state)
+    assert [s.tolist() for s in restored] == [s.tolist() for s in cuda_states]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert set(checkpoint.rng_state()) == {"rng"}  # CPU only: as before
