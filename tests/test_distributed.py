@@ -55,8 +55,9 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
         weights = [load_file(tmp_path / f"p{p}/runs/run/{role}/model.safetensors") for p in (1, 2)]
         assert max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0]) < 1e-5
         # Rank metrics jump when float noise reorders two near-tied scores: allow a few such swaps.
+        # The tuned F1 is out of fold: thresholds tuned on ~25 rows move more with one swap.
         for key in RANK_METRICS:
-            assert two[key] == pytest.approx(one[key], abs=0.01), (role, key)
+            assert two[key] == pytest.approx(one[key], abs=0.03 if key == "macro_f1_tuned" else 0.01), (role, key)
     audit = tmp_path / "p2" / "audit"
     rank0 = (audit / "rank-0.txt").read_text().splitlines()
     rank1 = (audit / "rank-1.txt").read_text().splitlines()
