@@ -153,3 +153,23 @@ def test_teacher_and_student_with_different_vocabularies(models, csv_data, tmp_p
     assert main(["distill", *overrides]) == 0
     final = json.loads((tmp_path / "runs/run/final_metrics.json").read_text())
     assert final["soft_targets_cache_hit"] is False and final["student"]["val"]["n"] == 96
+
+
+def test_every_model_folder_gets_a_model_card(run_dir, tmp_path):
+    from kd.export import export_model
+
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    for role in ("student", "teacher"):
+        card = (run_dir / role / "README.md").read_text()
+        _, front, body = card.split("---\n", 2)
+        metadata = yaml.safe_load(front)
+        assert metadata["pipeline_tag"] == "text-classification" and "multi-label" in metadata["tags"]
+        metrics = {m["type"]: m["value"] for m in metadata["model-index"][0]["results"][0]["metrics"]}
+        assert metrics["macro_auc"] == pytest.approx(final[role]["val"]["macro_auc"], abs=1e-4)
+        assert all(f"`{label}`" in body for label in tiny.LABELS)
+        assert "train.csv" in body and "CPU ms per text" in body and f"{final['student']['parameters']:,}" in body
+        assert "```bash\n" in body and "distill" in body  # the command that made it
+    export_model(run_dir / "student", tmp_path / "onnx", onnx=True)
+    exported = (tmp_path / "onnx" / "README.md").read_text()
+    assert exported.startswith((run_dir / "student" / "README.md").read_text().rstrip("\n"))
+    assert "## Export" in exported and '"format": "onnx"' in exported

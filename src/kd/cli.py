@@ -275,6 +275,9 @@ def one_line(err: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kd import card
+
+    card.invocation = list(sys.argv[1:] if argv is None else argv)  # for the model cards
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 

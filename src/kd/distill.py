@@ -28,6 +28,7 @@ from kd import mkl_amd
 from kd.checkpoint import state_path
 from kd.config import Config, flatten, save_config
 from kd.batches import EncodedDataset
+from kd.card import write_run_cards
 from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
 from kd.evaluate import evaluate_model
@@ -354,6 +355,11 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         if accelerator.is_main_process:
             write_json(run_dir / "final_metrics.json", summary)
             shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
+            if not teacher_only:
+                write_run_cards(["student"] + ([] if cfg.teacher.path else ["teacher"]),
+                                {"teacher": teacher_summary, "student": summary["student"]}, train.label_names,
+                                train.single_label, {"train": cfg.data.train, "val": cfg.data.val},
+                                {"alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature}, val.texts)
         if not teacher_only:
             reporter.final_table({"teacher": teacher_summary, "student": summary["student"]})
         reporter.print(f"run folder: {run_dir}")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kd.card import write_export_card
 from kd.classifier import ONNX_FILE, Classifier, write_thresholds
 from kd.data import LabeledTexts
 from kd.errors import KDError
@@ -188,4 +189,5 @@ def export_model(model_dir: str | Path, out_dir: str | Path, onnx: bool = False,
                 Classifier.from_pretrained(staging, backend="onnx"),
                 texts or parity_texts(), labelled, quantize is not None)
         (staging / "export.json").write_text(json.dumps(report, indent=2))
+        write_export_card(Path(model_dir), staging, report)
     return report
