@@ -173,3 +173,4 @@ def test_every_model_folder_gets_a_model_card(run_dir, tmp_path):
     exported = (tmp_path / "onnx" / "README.md").read_text()
     assert exported.startswith((run_dir / "student" / "README.md").read_text().rstrip("\n"))
     assert "## Export" in exported and '"format": "onnx"' in exported
+    assert (tmp_path / "onnx" / "calibration.json").read_text() == (run_dir / "student" / "calibration.json").read_text()

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kd.calibration import read_calibration
 from kd.cores import usable_cores
 from kd.errors import KDError
 
@@ -78,7 +79,8 @@ def inference_max_length(requested: int | None, positions: int | None, trained: 
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
+    with np.errstate(over="ignore"):  # exp(-z) is inf for z below about -88 in float32: sigmoid 0, as it should
+        return 1.0 / (1.0 + np.exp(-logits))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -164,10 +166,16 @@ class Classifier:
 
     def __init__(self, tokenizer, run: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  labels: list[str], thresholds: np.ndarray | None, backend: str, pad_id: int,
-                 batch_size: int = 64):
+                 batch_size: int = 64, temperatures: np.ndarray | None = None):
         self.tokenizer, self._run = tokenizer, run
         self.labels, self.thresholds, self.backend = labels, thresholds, backend
         self.pad_id, self.batch_size = pad_id, batch_size
+        self.temperatures = np.ones(1, np.float32) if temperatures is None else temperatures
+        # thresholds.json holds thresholds on the model's own sigmoids (transformers' pipeline gives
+        # those); on calibrated probabilities the same decisions need sigmoid(logit(t) / T)
+        if thresholds is not None:
+            t = np.clip(thresholds.astype(np.float64), 1e-7, 1 - 1e-7)
+            self.decision_thresholds = sigmoid(np.log(t / (1 - t)) / self.temperatures).astype(np.float32)
 
     @property
     def single_label(self) -> bool:
@@ -204,7 +212,7 @@ class Classifier:
         run = (_onnx_runner(folder / ONNX_FILE, threads) if backend == "onnx"
                else _torch_runner(folder, num_threads))
         return cls(tokenizer, run, labels, thresholds, backend, config.get("pad_token_id") or 0,
-                   batch_size)
+                   batch_size, read_calibration(folder, labels))
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
@@ -224,8 +232,9 @@ class Classifier:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), num_labels) float32 probabilities in `self.labels` order: per-label sigmoids,
-        or one softmax over the classes of a single-label model."""
-        return (softmax if self.single_label else sigmoid)(self.logits(texts))
+        or one softmax over the classes of a single-label model, of the logits divided by the
+        folder's calibrated temperatures (kd.calibration; 1 without)."""
+        return (softmax if self.single_label else sigmoid)(self.logits(texts) / self.temperatures).astype(np.float32)
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:
         """Per text, the labels whose probability reaches their threshold (in label order)."""
@@ -234,7 +243,7 @@ class Classifier:
     def labels_of(self, probs: np.ndarray) -> list[list[str]]:
         if self.single_label:
             return [[self.labels[j]] for j in probs.argmax(axis=1)]
-        hits = probs >= self.thresholds
+        hits = probs >= self.decision_thresholds
         return [[name for name, hit in zip(self.labels, row) if hit] for row in hits]
 
     def records(self, probs: np.ndarray) -> list[dict]:

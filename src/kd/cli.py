@@ -207,13 +207,15 @@ def _read_for_model(args, names: list[str], single_label: bool):
 def _evaluate(args) -> None:
     """Score any folder kd writes: a save_pretrained folder (as training evaluates), or a `kd export`
     folder with model.onnx (ONNX Runtime through kd.Classifier, int8 included)."""
+    from kd.calibration import read_calibration
     from kd.classifier import ONNX_FILE, Classifier, inference_max_length
     from kd.evaluate import score
 
     if (Path(args.model) / ONNX_FILE).is_file():
         clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
         data = _read_for_model(args, clf.labels, clf.single_label)
-        metrics = score(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels)
+        temperatures = read_calibration(Path(args.model), clf.labels)
+        metrics = score(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels, temperatures)
     else:
         from accelerate import Accelerator
 
@@ -224,7 +226,8 @@ def _evaluate(args) -> None:
         max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None),
                                           tokenizer.model_max_length)
         data = _read_for_model(args, label_names(model), is_single_label(model))
-        metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds)
+        metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds,
+                                    temperatures=read_calibration(Path(args.model), data.label_names))
     print(json.dumps(metrics, indent=2))
 
 

@@ -12,31 +12,27 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
-import time
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import set_seed
 
 from kd import mkl_amd
 from kd.checkpoint import state_path
-from kd.config import Config, flatten, save_config
-from kd.batches import EncodedDataset
+from kd.config import Config, flatten
+from kd.batches import EncodedDataset, make_loader
+from kd.calibration import calibrate, write_calibration
 from kd.card import write_run_cards
 from kd.data import LabeledTexts, TokenCache, load_splits
 from kd.errors import KDError
-from kd.evaluate import evaluate_model
-from kd.files import check_writable, folder_lock
-from kd.layer_matching import LayerMatching, check_shapes
-from kd.models import (TEACHER_INITS, build_model, check_positions, count_parameters, folder_size_mb,
-                       init_prior_bias, is_single_label, label_names, load_classifier, load_model_config,
-                       load_tokenizer, missing_weights, set_single_label)
+from kd.evaluate import evaluate_model, predict_logits, prepare_for_inference
+from kd.layer_matching import LayerMatching
+from kd.models import (TEACHER_INITS, build_model, count_parameters, folder_size_mb,
+                       init_prior_bias, is_single_label, label_names, load_classifier, load_tokenizer, set_single_label)
+from kd.preflight import check_models, check_output_folders, run_folder
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
@@ -67,60 +63,6 @@ def make_accelerator(cfg: Config) -> Accelerator:
             raise KDError(f"{key}={size} is the global batch and must divide by the "
                           f"{accelerator.num_processes} processes")
     return accelerator
-
-
-@contextmanager
-def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[Path]:
-    """checkpoints/<run_name>, the same on every process, held by this run while it lasts (a
-    second run of that name at the same time is refused); a finished run is never overwritten."""
-    name = cfg.run_name or "{}-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), cfg.teacher.name, cfg.student.name)
-    name = broadcast_object_list([re.sub(r"[^\w.-]+", "_", name)])[0]
-    run_dir = Path(cfg.output_dir) / name
-    if (run_dir / "final_metrics.json").exists():
-        raise KDError(f"run folder {run_dir} already holds a finished run; choose another run_name")
-    created = not run_dir.exists()
-    with ExitStack() as held:
-        def hold() -> None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            held.enter_context(folder_lock(run_dir))
-        on_main_process(accelerator, hold)
-        if accelerator.is_main_process and not resume:
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-        accelerator.wait_for_everyone()
-        try:
-            yield run_dir
-        except Exception:  # a failure; a Ctrl-C keeps the folder, for --resume
-            if created and accelerator.is_main_process and _holds_no_work(run_dir):
-                held.close()  # the lock first: Windows cannot remove an open file
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-
-
-def _holds_no_work(run_dir: Path) -> bool:
-    """Only what a run writes before its first batch: a failed run that holds no more leaves nothing."""
-    files = {p.name: p for p in run_dir.iterdir()}
-    return set(files) <= {"config.yaml", "metrics.jsonl", ".lock"} and (
-        "metrics.jsonl" not in files or files["metrics.jsonl"].stat().st_size == 0)
-
-
-def on_main_process(accelerator: Accelerator, action: Callable[[], None]) -> None:
-    """action() on the main process; its KDError raised on every process (none waits for it)."""
-    problem = None
-    if accelerator.is_main_process:
-        try:
-            action()
-        except KDError as err:
-            problem = str(err)
-    problem = broadcast_object_list([problem])[0]
-    if problem:
-        raise KDError(problem)
-
-
-def check_output_folders(cfg: Config, accelerator: Accelerator) -> None:
-    """output_dir and cache_dir writable, before anything is read or trained."""
-    on_main_process(accelerator, lambda: (check_writable(cfg.output_dir, "output_dir"),
-                                          check_writable(cfg.cache_dir, "cache_dir")))
 
 
 def _model_summary(folder: Path, metrics: dict, model, train_time_s: float | None, **extra) -> dict:
@@ -160,8 +102,9 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                  cfg.teacher.train, accelerator, reporter, folder, stage="teacher",
                  state_file=state_path(run_dir, "teacher"), resume=resume)
     best, tokenizer, _ = load_classifier(folder)
+    calibration = _calibrate(folder, best, tokenizer, val, tokens, cfg.teacher.train.eval_batch_size, accelerator)
     summary = _model_summary(folder, result.metrics, best, result.train_time_s,
-                             best_epoch=result.best_epoch, lr=result.lr)
+                             best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
     return summary, best, tokenizer, folder
 
 
@@ -178,55 +121,6 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
         model.set_attn_implementation("eager")  # the fused attention kernels return no attention maps
     return LayerMatching(model.config, teacher, distill.layer_map, distill.hidden_weight,
                          distill.attention_weight, distill.hidden_loss)
-
-
-def _missing_models(cfg: Config) -> list[str]:
-    """Every model the run needs that cannot be loaded, each with the settings that avoid it."""
-    student, problems = cfg.student, []
-    if cfg.teacher.path:
-        if not (Path(cfg.teacher.path) / "config.json").is_file():
-            problems.append(f"teacher.path {cfg.teacher.path} is not a model folder (no config.json)")
-    elif cfg.teacher.init == "pretrained" and (why := missing_weights(cfg.teacher.name)):
-        problems.append(f"the teacher's pretrained weights: {why} (or set teacher.init=random, or "
-                        "teacher.path=FOLDER of a fine-tuned teacher)")
-    for path in cfg.distill.extra_teachers:
-        if not (Path(path) / "config.json").is_file():
-            problems.append(f"extra teacher {path} is not a model folder (no config.json)")
-    if student.init == "pretrained" and (why := missing_weights(student.name)):
-        problems.append(f"the student's pretrained weights: {why} (or set student.init=random)")
-    elif student.init in TEACHER_INITS and (why := missing_weights(cfg.teacher.name)):
-        problems.append(f"student.init={student.init} needs the teacher's pretrained weights: {why} "
-                        "(or set student.init=random)")
-    return problems
-
-
-def _check_models_early(cfg: Config) -> None:
-    """Every model the run needs, data.max_length against their positions, and the layer numbers
-    and head counts of layer matching: checked before a teacher is fine-tuned. Missing models
-    are listed together in one error."""
-    problems = _missing_models(cfg)
-    student_name = cfg.teacher.name if cfg.student.init in TEACHER_INITS else cfg.student.name
-    configs = {}
-    for who, name in [("teacher", cfg.teacher.path or cfg.teacher.name), ("student", student_name),
-                      *[("extra teacher", path) for path in cfg.distill.extra_teachers]]:
-        try:
-            configs[f"{who} {name}"] = load_model_config(name)
-        except KDError as err:
-            if not any(name in problem for problem in problems):
-                problems.append(str(err))
-    if problems:
-        raise KDError(f"{len(problems)} model(s) this run needs cannot be loaded: " + "; ".join(problems)
-                      + ". Offline, point HF_HUB_CACHE at a hub cache that has them")
-    check_positions(cfg.data.max_length, configs)
-    if not cfg.distill.matches_layers:
-        return
-    student = cfg.student
-    config = load_model_config(cfg.teacher.name if student.init == "teacher-layers" else student.name)
-    layers = len(student.layers) if student.layers else student.num_layers
-    if layers is not None:
-        config.num_hidden_layers = layers
-    check_shapes(config, load_model_config(cfg.teacher.path or cfg.teacher.name), cfg.distill.layer_map,
-                 cfg.distill.attention_weight)
 
 
 def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
@@ -258,8 +152,23 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                  final_temperature=cfg.distill.final_temperature, matching=matching,
                  state_file=state_path(run_dir, "student"), resume=resume)
     best, _, _ = load_classifier(folder)
+    calibration = _calibrate(folder, best, tokenizer, val, tokens, student.train.eval_batch_size, accelerator)
     return _model_summary(folder, result.metrics, best, result.train_time_s,
-                          best_epoch=result.best_epoch, lr=result.lr)
+                          best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
+
+
+def _calibrate(folder: Path, model, tokenizer, val: LabeledTexts, tokens: TokenCache, batch_size: int,
+               accelerator: Accelerator) -> dict:
+    """Temperatures fitted on val for the saved model, written beside it (kd.calibration); its
+    expected calibration error before and after (out of fold)."""
+    dataset = EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels)
+    model, loader = prepare_for_inference(accelerator, model, make_loader(dataset, tokenizer, model, batch_size, False))
+    logits, labels = predict_logits(model, loader, accelerator)
+    temperatures, errors = calibrate(logits, labels, val.single_label)
+    if accelerator.is_main_process:
+        write_calibration(folder, val.label_names, temperatures, val.single_label)
+    accelerator.wait_for_everyone()
+    return {**errors, "temperatures": [round(float(t), 4) for t in temperatures]}
 
 
 def _extra_teachers(cfg: Config, train: LabeledTexts) -> list[tuple]:
@@ -319,7 +228,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     set_seed(cfg.seed)
     check_output_folders(cfg, accelerator)
     train, val = load_splits(cfg.data)  # bad data fails before anything is written
-    _check_models_early(cfg)
+    check_models(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
     with run_folder(cfg, accelerator, resume) as run_dir, \
             Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
+from kd.calibration import calibrated_probabilities, expected_calibration_error
 from kd.classifier import SINGLE_LABEL, sigmoid
 from kd.batches import EncodedDataset, make_loader
 from kd.data import LabeledTexts, encode
@@ -96,16 +97,23 @@ def single_label_metrics(logits: np.ndarray, labels: np.ndarray, label_names: li
         "macro_auc": float(np.mean(defined)) if defined else None,
         "macro_f1": float(np.mean(f1)),
         "micro_f1": float(np.mean(predicted == truth)),
+        "ece": expected_calibration_error(probs, labels, True),
         "per_label": {name: {"auc": aucs[j], "support": int((truth == j).sum()), "f1": float(f1[j])}
                       for j, name in enumerate(label_names)},
     }
 
 
-def score(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None, label_names: list[str]) -> dict:
-    """A saved model's metrics: at its thresholds, or single-label (thresholds None) at its argmax."""
-    if thresholds is None:
-        return single_label_metrics(logits, labels, label_names)
-    return compute_metrics(logits, labels, thresholds, label_names)
+def score(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None, label_names: list[str],
+          temperatures: np.ndarray | None = None) -> dict:
+    """A saved model's metrics: at its thresholds, or single-label (thresholds None) at its argmax;
+    with its calibration's temperatures, the calibrated probabilities' ECE too."""
+    single = thresholds is None
+    metrics = (single_label_metrics(logits, labels, label_names) if single
+               else compute_metrics(logits, labels, thresholds, label_names))
+    if temperatures is not None:
+        metrics["ece_calibrated"] = expected_calibration_error(
+            calibrated_probabilities(logits, temperatures, single), labels, single)
+    return metrics
 
 
 def val_loss(metrics: dict) -> float:
@@ -142,6 +150,7 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarr
         "macro_f1_tuned": float(f1_score(truth, tuned, average="macro", zero_division=0)),
         "exact_match": float(np.mean((at_half == truth).all(axis=1))),
         "exact_match_tuned": float(np.mean((tuned == truth).all(axis=1))),
+        "ece": expected_calibration_error(probs, truth, False),
         "per_label": per_label,
     }
 
@@ -174,7 +183,8 @@ def predict_logits(model, loader, accelerator, on_batch=None) -> tuple[np.ndarra
 
 def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size: int,
                    max_length: int, thresholds: np.ndarray | None = None,
-                   input_ids: list[list[int]] | None = None) -> tuple[dict, np.ndarray]:
+                   input_ids: list[list[int]] | None = None,
+                   temperatures: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """(metrics, thresholds) of a model on labelled data; thresholds tuned on it when not given
     (see tuned_metrics)."""
     dataset = EncodedDataset(input_ids or encode(tokenizer, data.texts, max_length), data.labels)
@@ -184,7 +194,7 @@ def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size
     single = model.config.problem_type == SINGLE_LABEL
     if thresholds is None or single:
         return tuned_metrics(logits, labels, data.label_names, single)
-    return score(logits, labels, thresholds, data.label_names), thresholds
+    return score(logits, labels, thresholds, data.label_names, temperatures), thresholds
 
 
 def summary_line(metrics: dict) -> str:

@@ -14,6 +14,7 @@ records the check.
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import tempfile
 import warnings
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kd.calibration import CALIBRATION_FILE
 from kd.card import write_export_card
 from kd.classifier import ONNX_FILE, Classifier, write_thresholds
 from kd.data import LabeledTexts
@@ -181,6 +183,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, onnx: bool = False,
             _write_onnx_folder(model, tokenizer, thresholds, staging, quantize)
         else:
             save_classifier(model, tokenizer, thresholds, staging)
+        if (Path(model_dir) / CALIBRATION_FILE).is_file():
+            shutil.copy(Path(model_dir) / CALIBRATION_FILE, staging / CALIBRATION_FILE)
         report = {"source": str(model_dir), "format": "onnx" if onnx else "pytorch",
                   "quantize": quantize}
         if onnx:

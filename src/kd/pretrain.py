@@ -25,7 +25,8 @@ from kd.batches import EncodedDataset
 from kd.checkpoint import state_path
 from kd.config import Config
 from kd.data import encode
-from kd.distill import check_output_folders, make_accelerator, run_folder
+from kd.distill import make_accelerator
+from kd.preflight import check_output_folders, run_folder
 from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.models import build_model, check_positions, count_parameters, load_encoder, load_tokenizer

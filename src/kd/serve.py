@@ -238,7 +238,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
         return {"model": model_name, "backend": classifier.backend, "labels": classifier.labels,
                 "problem_type": "single_label" if classifier.single_label else "multi_label",
                 "thresholds": None if classifier.single_label else dict(zip(classifier.labels,
-                                                                            classifier.thresholds.tolist())),
+                                                                            classifier.decision_thresholds.tolist())),
+                "calibrated": bool((classifier.temperatures != 1).any()),
                 "limits": asdict(limits)}
 
     return app
