@@ -12,7 +12,7 @@ from kd.config import DataConfig
 from kd.data import encode, load_splits
 from kd.models import build_model, load_classifier, load_tokenizer, save_classifier
 from kd.report import Reporter
-from kd.teacher import soft_targets
+from kd.soft_targets import soft_targets
 
 
 @pytest.fixture

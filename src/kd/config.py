@@ -196,6 +196,7 @@ class Config:
     run_name: str | None = None
     cache_dir: str = "checkpoints/cache"
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    log_with: Literal["none", "tensorboard", "mlflow", "wandb"] = "none"  # Accelerate's experiment trackers
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)

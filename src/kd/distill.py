@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 
 from kd import mkl_amd
 from kd.checkpoint import state_path
@@ -36,7 +36,7 @@ from kd.preflight import check_models, check_output_folders, run_folder
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
-from kd.teacher import cached_metrics, soft_targets, transfer_soft_targets
+from kd.soft_targets import cached_metrics, soft_targets, transfer_soft_targets
 from kd.transfer import augmented_copies, read_texts
 from kd.train import fit
 
@@ -51,6 +51,8 @@ def make_accelerator(cfg: Config) -> Accelerator:
     if not several and not torch.accelerator.is_available():
         use_all_cores_under_accelerate_launch()
     accelerator = Accelerator(cpu=several and not torch.accelerator.is_available(),
+                              log_with=None if cfg.log_with == "none" else cfg.log_with,
+                              project_config=ProjectConfiguration(cfg.output_dir, logging_dir=cfg.output_dir),
                               mixed_precision=resolve_mixed_precision(cfg.mixed_precision, training_device()),
                               dataloader_config=DataLoaderConfiguration(split_batches=True,
                                                                         use_seedable_sampler=True,
@@ -231,7 +233,8 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     check_models(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
     with run_folder(cfg, accelerator, resume) as run_dir, \
-            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
+            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl", _tracking(cfg, accelerator, run_dir)) \
+            as reporter:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
                        f"{precision_name(accelerator.mixed_precision, accelerator.device)}")
@@ -274,6 +277,18 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         reporter.print(f"run folder: {run_dir}")
     accelerator.end_training()
     return run_dir
+
+
+def _tracking(cfg: Config, accelerator: Accelerator, run_dir: Path):
+    """accelerator.log of the tracker cfg.log_with, its run named for the run folder (TensorBoard
+    writes its event file into that folder); None for none."""
+    if cfg.log_with == "none":
+        return None
+    try:
+        accelerator.init_trackers(run_dir.name)
+    except ImportError as err:
+        raise KDError(f"log_with={cfg.log_with} needs its package: {err}") from None
+    return accelerator.log
 
 
 def teacher_key(cfg: Config) -> str:

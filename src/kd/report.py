@@ -42,9 +42,11 @@ class Reporter:
     """Progress bars (rate and ETA) on a terminal, nothing of them in a log or pipe; epoch lines
     and the final table everywhere."""
 
-    def __init__(self, is_main: bool, metrics_file: Path | None = None):
+    def __init__(self, is_main: bool, metrics_file: Path | None = None,
+                 track: Callable[[dict, int | None], None] | None = None):
         self.is_main = is_main
         self.metrics_file = metrics_file
+        self.track = track  # an experiment tracker's log(values, step), e.g. Accelerator.log
         self.console = Console(stderr=True, force_terminal=True if terminal_behind_accelerate() else None)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -71,13 +73,19 @@ class Reporter:
             self.console.print(message, highlight=False, soft_wrap=True)
 
     def log_epoch(self, record: dict) -> None:
-        """Append one epoch's record to the run's metrics.jsonl."""
+        """Append one epoch's record to the run's metrics.jsonl, and give its numbers to the tracker
+        as `<stage>/train_loss`, `<stage>/val/macro_auc`, ... at step = epoch."""
         if self.is_main and self.metrics_file is not None:
             with self.metrics_file.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
+        if self.track is not None:
+            self.track(scalars({k: v for k, v in record.items() if k not in ("stage", "epoch")},
+                               f"{record['stage']}/"), record["epoch"])
 
     def final_table(self, summary: dict) -> None:
-        """Teacher vs student: quality on val, size and training time."""
+        """Teacher vs student: quality on val, size and training time (to the tracker as `final/...`)."""
+        if self.track is not None:
+            self.track(scalars(summary, "final/"), None)
         if not self.is_main:
             return
         table = Table(title="teacher vs student (validation set)")
@@ -102,6 +110,17 @@ class Reporter:
                      and values[0] else "")
             table.add_row(label, *cells, ratio)
         self.console.print(table)
+
+
+def scalars(tree: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested dict as {"a/b": value}; per-label details and text left out."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "per_label":
+            out.update(scalars(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def write_json(path: Path, content: dict) -> None:
