@@ -295,3 +295,36 @@ def test_429_says_when_to_retry(classifier):
     finally:
         classifier.predict_proba = original
     assert answer.status_code == 429 and 1 <= int(answer.headers["Retry-After"]) <= 60
+
+
+def test_kd_serve_closes_connections_whose_headers_never_arrive(models, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    folder = tiny.make_classifier(tmp_path / "m", models["bert"], steps=1)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "kd.cli", "serve", "--model", str(folder), "--port", str(port),
+                               "--body-timeout-s", "1", "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        started = time.monotonic()
+        partial = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+        for sock in partial[:5]:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Le")  # headers cut off
+        for sock in partial:  # the other five send nothing at all
+            assert sock.recv(100) == b""  # closed by the server
+            sock.close()
+        assert time.monotonic() - started < 6
+        body = json.dumps({"texts": ["so happy"]}).encode()
+        assert run_load("127.0.0.1", port, [body], concurrency=2, seconds=0.3).summary()["errors"] == 0
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=10)
+    assert err.decode().count("sent no complete request headers in 1 s; closed") == 10

@@ -272,4 +272,5 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     print(json.dumps({"serving": str(model_dir), "workers": workers,
                       "url": f"http://{host}:{port}"}), flush=True)
     uvicorn.run(app, host=host, port=port, workers=workers, factory=workers > 1,
+                http="kd.http_timeouts:HeaderTimeoutProtocol",
                 log_level="warning", access_log=False)
