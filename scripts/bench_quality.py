@@ -220,7 +220,8 @@ def tfidf_lr(train: LabeledTexts, dev: LabeledTexts, test: LabeledTexts | None) 
 
 def read_like(data_cfg, path: str) -> LabeledTexts:
     return read_labeled(path, data_cfg.format, data_cfg.text_column, data_cfg.label_columns or None,
-                        data_cfg.labels_file, data_cfg.delimiter, data_cfg.id_column, data_cfg.empty_texts)
+                        data_cfg.labels_file, data_cfg.delimiter, data_cfg.id_column, data_cfg.empty_texts,
+                        data_cfg.quoting, data_cfg.problem_type)
 
 
 def run_summary(run_dir: Path, dev: LabeledTexts, test, max_length: int, stage: str = "student") -> dict:
