@@ -56,7 +56,8 @@ def write_run_cards(roles: list[str], summaries: dict, labels: list[str], single
                     settings: dict, val_texts: list[str]) -> None:
     """README.md of the run's folders of `roles`; `summaries` has "teacher" and "student"."""
     texts = val_texts[:SPEED_TEXTS]
-    speeds = {role: ms_per_text(Path(s["path"]), texts) for role, s in summaries.items()}
+    speeds = {role: ms_per_text(Path(s["path"]), texts) if Path(s["path"]).is_dir() else None  # not a file of scores
+              for role, s in summaries.items()}
     for role in roles:
         folder = Path(summaries[role]["path"])
         lines = ["---", yaml.safe_dump(_metadata(role, summaries, labels, single_label, data), sort_keys=False).strip(),
@@ -78,16 +79,20 @@ def _body(folder: Path, role: str, summaries: dict, labels: list[str], single_la
              "## Metrics on val", "", "| metric | " + " | ".join(summaries) + " |", "|---|" + "---:|" * len(summaries)]
     for key, _ in _metric_rows(summaries[role]):
         cells = [summaries[r]["val"].get(key) for r in summaries]
-        lines.append(f"| {key} | " + " | ".join("n/a" if c is None else f"{c:.4f}" for c in cells) + " |")
+        lines.append(f"| {key} | " + " | ".join(_cell(c, "{:.4f}") for c in cells) + " |")
     return lines + [
         "", "## Size and speed", "", "| | " + " | ".join(summaries) + " |", "|---|" + "---:|" * len(summaries),
-        "| parameters | " + " | ".join(f"{s['parameters']:,}" for s in summaries.values()) + " |",
-        "| size on disk (MB) | " + " | ".join(f"{s['size_mb']:.1f}" for s in summaries.values()) + " |",
-        "| CPU ms per text (batches of 64) | " + " | ".join(f"{speeds[r]:.2f}" for r in summaries) + " |",
+        "| parameters | " + " | ".join(_cell(s["parameters"], "{:,}") for s in summaries.values()) + " |",
+        "| size on disk (MB) | " + " | ".join(_cell(s["size_mb"], "{:.1f}") for s in summaries.values()) + " |",
+        "| CPU ms per text (batches of 64) | " + " | ".join(_cell(speeds[r], "{:.2f}") for r in summaries) + " |",
         "", "## How it was made", "", "```bash", command_line(), "```", "",
         "The resolved settings are in the run's `config.yaml`.", "", "## Use", "", "```python",
         "from transformers import pipeline",
         f'classify = pipeline("text-classification", model="{folder}", top_k=None)', "```"]
+
+
+def _cell(value, fmt: str) -> str:
+    return "n/a" if value is None else fmt.format(value)
 
 
 def write_export_card(source: Path, out: Path, report: dict) -> None:

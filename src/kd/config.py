@@ -120,6 +120,8 @@ class TeacherConfig:
     name: str = "distilbert"
     init: Literal["pretrained", "random"] = "pretrained"
     path: str | None = None  # an already fine-tuned teacher folder: training is skipped
+    soft_targets: str | None = None  # a file of the teacher's per-label scores (CSV, TSV, JSONL, Parquet): no teacher model
+    soft_targets_kind: Literal["probabilities", "logits"] = "probabilities"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3))
 
 
@@ -209,12 +211,27 @@ class Config:
         self.data.validate()
         self.distill.validate()
         self.pretrain.validate()
+        self._check_soft_targets_file()
         if self.student.layers is not None:
             if self.student.init != "teacher-layers":
                 raise KDError("student.layers applies only to student.init=teacher-layers")
             if self.student.num_layers not in (None, len(self.student.layers)):
                 raise KDError("student.layers and student.num_layers disagree")
         return self
+
+    def _check_soft_targets_file(self) -> None:
+        """teacher.soft_targets replaces the teacher model: nothing may need one."""
+        if not self.teacher.soft_targets:
+            return
+        needs_model = [key for key, on in [
+            ("teacher.path", self.teacher.path), ("distill.transfer_files", self.distill.transfer_files),
+            ("distill.augment_copies", self.distill.augment_copies), ("distill.extra_teachers", self.distill.extra_teachers),
+            ("distill.hidden_weight / attention_weight", self.distill.matches_layers)] if on]
+        if needs_model:
+            raise KDError(f"teacher.soft_targets takes the teacher's scores from a file, without a teacher model; "
+                          f"{', '.join(needs_model)} need one")
+        if self.distill.alpha == 0:
+            raise KDError("teacher.soft_targets needs distill.alpha > 0: with alpha 0 the student never sees them")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,6 +8,7 @@ into input ids (kd.batches turns those into padded batches).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -36,13 +37,17 @@ class LabeledTexts:
     dropped: int = 0  # rows with empty texts left out (data.empty_texts=drop)
     single_label: bool = False  # one class per row (softmax), else any number of labels (sigmoid)
     class_column: str | None = None  # single-label data read from one class column
+    ids: list[str] | None = None  # the rows' ids, where the format has them
+    rows: np.ndarray | None = None  # each row's position among the file's data rows
+    file_rows: int = 0  # data rows in the file, empty texts included
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def take(self, rows: np.ndarray) -> LabeledTexts:
-        return LabeledTexts([self.texts[i] for i in rows], self.labels[rows], self.label_names,
-                            self.dropped, self.single_label, self.class_column)
+        return dataclasses.replace(self, texts=[self.texts[i] for i in rows], labels=self.labels[rows],
+                                   ids=None if self.ids is None else [self.ids[i] for i in rows],
+                                   rows=None if self.rows is None else self.rows[rows])
 
     def labels_without_positives(self) -> list[str]:
         return [n for n, count in zip(self.label_names, self.labels.sum(axis=0)) if count == 0]
@@ -78,7 +83,8 @@ def _finish(path: Path, table: Table, texts: list[str], labels: Labels, ids: lis
                       "(no visible character; set data.empty_texts=drop to leave them out)")
     keep = np.setdiff1d(np.arange(len(texts)), empty)
     return LabeledTexts([texts[i] for i in keep], labels.matrix[keep], labels.names, len(empty),
-                        labels.single_label, labels.class_column)
+                        labels.single_label, labels.class_column, None if ids is None else [ids[i] for i in keep],
+                        keep, len(texts))
 
 
 def _check_unique(names: list[str], where: str) -> None:

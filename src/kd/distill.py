@@ -36,7 +36,7 @@ from kd.preflight import check_models, check_output_folders, run_folder
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
-from kd.soft_targets import cached_metrics, soft_targets, transfer_soft_targets
+from kd.soft_targets import cached_metrics, file_soft_targets, soft_targets, transfer_soft_targets
 from kd.transfer import augmented_copies, read_texts
 from kd.train import fit
 
@@ -243,23 +243,10 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
                            "CPU; import kd first for faster fp32 matrix products (kd/mkl_amd.py)")
         _warn_about(train, val, reporter)
         tokens = TokenCache(cfg.data.max_length, reporter)
-        teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
-            cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
-        summary = {"teacher": teacher_summary, "soft_targets_cache_hit": None,
+        teacher_summary, teacher_logits, cache_hit, transfer, online = _teacher_side(
+            cfg, train, val, tokens, file_texts, accelerator, reporter, run_dir, resume, teacher_only)
+        summary = {"teacher": teacher_summary, "soft_targets_cache_hit": cache_hit,
                    "num_processes": accelerator.num_processes}
-        teachers = [(teacher, teacher_tokenizer, teacher_folder)]
-        teacher_logits, transfer = None, None
-        if cfg.distill.alpha > 0 or teacher_only:
-            if not teacher_only:
-                teachers += _extra_teachers(cfg, train)
-            teacher_logits, summary["soft_targets_cache_hit"] = _weighted_logits(
-                cfg, teachers, lambda model, tokenizer, folder: soft_targets(
-                    model, tokenizer, folder, train, tokens(tokenizer, "train", train.texts), cfg.data,
-                    Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
-        if cfg.distill.alpha > 0 and not teacher_only:
-            transfer = _transfer_set(cfg, train, file_texts, teachers, tokens, accelerator, reporter)
-        online = teachers[0][:2] if cfg.distill.matches_layers else (None, None)
-        del teacher, teachers
         if not teacher_only:
             set_seed(cfg.seed)
             summary["student"] = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, online,
@@ -268,7 +255,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
             write_json(run_dir / "final_metrics.json", summary)
             shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
             if not teacher_only:
-                write_run_cards(["student"] + ([] if cfg.teacher.path else ["teacher"]),
+                write_run_cards(["student"] + ([] if cfg.teacher.path or cfg.teacher.soft_targets else ["teacher"]),
                                 {"teacher": teacher_summary, "student": summary["student"]}, train.label_names,
                                 train.single_label, {"train": cfg.data.train, "val": cfg.data.val},
                                 {"alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature}, val.texts)
@@ -277,6 +264,34 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         reporter.print(f"run folder: {run_dir}")
     accelerator.end_training()
     return run_dir
+
+
+def _teacher_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache, file_texts: list[str],
+                  accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool, teacher_only: bool):
+    """(teacher summary, its logits over train or None, whether they came from the cache, the
+    transfer set or None, (model, tokenizer) of a teacher that runs at every step or Nones)."""
+    if cfg.teacher.soft_targets:
+        reporter.print(f"teacher: scores from {cfg.teacher.soft_targets} ({cfg.teacher.soft_targets_kind}), "
+                       "no teacher model")
+        return ({"path": cfg.teacher.soft_targets, "val": {}, "parameters": None, "size_mb": None,
+                 "train_time_s": None, "given": True},
+                file_soft_targets(cfg.teacher.soft_targets, train, cfg.teacher.soft_targets_kind), None, None,
+                (None, None))
+    teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
+        cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
+    teachers = [(teacher, teacher_tokenizer, teacher_folder)]
+    teacher_logits, cache_hit, transfer = None, None, None
+    if cfg.distill.alpha > 0 or teacher_only:
+        if not teacher_only:
+            teachers += _extra_teachers(cfg, train)
+        teacher_logits, cache_hit = _weighted_logits(
+            cfg, teachers, lambda model, tokenizer, folder: soft_targets(
+                model, tokenizer, folder, train, tokens(tokenizer, "train", train.texts), cfg.data,
+                Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
+    if cfg.distill.alpha > 0 and not teacher_only:
+        transfer = _transfer_set(cfg, train, file_texts, teachers, tokens, accelerator, reporter)
+    online = teachers[0][:2] if cfg.distill.matches_layers else (None, None)
+    return teacher_summary, teacher_logits, cache_hit, transfer, online
 
 
 def _tracking(cfg: Config, accelerator: Accelerator, run_dir: Path):

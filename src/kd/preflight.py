@@ -79,7 +79,10 @@ def check_output_folders(cfg: Config, accelerator: Accelerator) -> None:
 def missing_models(cfg: Config) -> list[str]:
     """Every model the run needs that cannot be loaded, each with the settings that avoid it."""
     student, problems = cfg.student, []
-    if cfg.teacher.path:
+    if cfg.teacher.soft_targets:
+        if not Path(cfg.teacher.soft_targets).is_file():
+            problems.append(f"teacher.soft_targets {cfg.teacher.soft_targets} is not a file")
+    elif cfg.teacher.path:
         if not (Path(cfg.teacher.path) / "config.json").is_file():
             problems.append(f"teacher.path {cfg.teacher.path} is not a model folder (no config.json)")
     elif cfg.teacher.init == "pretrained" and (why := missing_weights(cfg.teacher.name)):
@@ -103,7 +106,8 @@ def check_models(cfg: Config) -> None:
     problems = missing_models(cfg)
     student_name = cfg.teacher.name if cfg.student.init in TEACHER_INITS else cfg.student.name
     configs = {}
-    for who, name in [("teacher", cfg.teacher.path or cfg.teacher.name), ("student", student_name),
+    teacher = [] if cfg.teacher.soft_targets else [("teacher", cfg.teacher.path or cfg.teacher.name)]
+    for who, name in [*teacher, ("student", student_name),
                       *[("extra teacher", path) for path in cfg.distill.extra_teachers]]:
         try:
             configs[f"{who} {name}"] = load_model_config(name)

@@ -182,10 +182,11 @@ def run_sweep(sweep: Sweep, jobs: int = 1, out: Path | None = None) -> list[Swee
     runs = plan(sweep)
     teachers: dict[str, Path] = {}
     for sweep_run in runs:  # every teacher before any student: parallel runs never race for one
-        key = sweep_run.teacher_config.teacher.path or teacher_key(sweep_run.teacher_config)
-        if key not in teachers:
-            teachers[key] = shared_teacher(sweep_run.teacher_config)
-        sweep_run.config.teacher.path = str(teachers[key])
+        if not sweep_run.config.teacher.soft_targets:  # a file of scores needs no teacher model
+            key = sweep_run.teacher_config.teacher.path or teacher_key(sweep_run.teacher_config)
+            if key not in teachers:
+                teachers[key] = shared_teacher(sweep_run.teacher_config)
+            sweep_run.config.teacher.path = str(teachers[key])
         _check_same_settings(sweep_run)
     todo = [r for r in runs if not r.finished()]
     print(f"sweep {sweep.name}: {len(runs)} runs ({len(runs) - len(todo)} already finished), "
