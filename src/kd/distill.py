@@ -22,7 +22,8 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from kd import mkl_amd
 from kd.checkpoint import state_path
-from kd.config import Config, flatten
+from kd.config import Config
+from kd.config_files import flatten
 from kd.batches import EncodedDataset, make_loader
 from kd.calibration import calibrate, write_calibration
 from kd.card import write_run_cards

@@ -94,40 +94,6 @@ def load_model_config(name: str) -> PretrainedConfig:
                           lambda spec: AutoConfig.for_model(spec.pop("model_type"), **spec))
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-
-
-def missing_weights(name: str) -> str | None:
-    """Why the pretrained weights of `name` cannot be loaded, or None when they can: a local
-    folder must hold them, a hub id must be in the local cache or answered by the hub (asked
-    once, briefly, so that an unreachable hub costs seconds, not a run)."""
-    from huggingface_hub import constants, model_info, try_to_load_from_cache
-
-    model_id = resolve_name(name)
-    if Path(model_id).is_dir():
-        found = any(f for pattern in ("*.safetensors", "*.bin") for f in Path(model_id).glob(pattern))
-        return None if found else f"the folder {model_id} holds no weights"
-    if any(isinstance(try_to_load_from_cache(model_id, f), str) for f in WEIGHT_FILES):
-        return None
-    if constants.HF_HUB_OFFLINE:
-        return f"{model_id} is not in the local hub cache (HF_HUB_OFFLINE is set)"
-    try:
-        model_info(model_id, timeout=5)
-    except Exception:  # noqa: BLE001  unreachable, unknown or gated: hub errors come in many types
-        return f"{model_id} is not in the local hub cache, and the hub did not serve it"
-    return None
-
-
-def check_positions(max_length: int, configs: dict[str, PretrainedConfig]) -> None:
-    """Refuse a max_length beyond the position embeddings of a model ({who: config})."""
-    for who, config in configs.items():
-        positions = getattr(config, "max_position_embeddings", None)
-        if positions is not None and max_length > positions:
-            raise KDError(f"data.max_length={max_length} is beyond the {positions} position embeddings "
-                          f"of the {who}; set data.max_length={positions} or less")
-
-
 def label_kwargs(label_names: list[str]) -> dict:
     return {"num_labels": len(label_names), "problem_type": "multi_label_classification",
             "id2label": dict(enumerate(label_names)),

@@ -26,10 +26,10 @@ from kd.checkpoint import state_path
 from kd.config import Config
 from kd.data import encode
 from kd.distill import make_accelerator
-from kd.preflight import check_output_folders, run_folder
+from kd.preflight import check_output_folders, check_positions, run_folder
 from kd.errors import KDError
 from kd.layer_matching import LayerMatching
-from kd.models import build_model, check_positions, count_parameters, load_encoder, load_tokenizer
+from kd.models import build_model, count_parameters, load_encoder, load_tokenizer
 from kd.report import Reporter, write_json
 from kd.train import fit
 from kd.transfer import read_texts

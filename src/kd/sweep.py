@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kd.config import Config, flatten, load_config, nest, parse_override, read_yaml_mapping, save_config
+from kd.config import Config, load_config, save_config
+from kd.config_files import flatten, nest, parse_override, read_yaml_mapping
 from kd.cores import usable_cores
 from kd.distill import run, shared_teacher, teacher_key
 from kd.errors import KDError
