@@ -29,7 +29,7 @@ def _write_sweep(tmp_path, models, csv_data, grid, seeds, **extra) -> str:
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts fit() calls per stage and distill runs started by the sweep."""
+    """Counts fit() calls per stage and the student runs the sweep starts (not the shared teacher's)."""
     counts = {"teacher": 0, "student": 0, "runs": 0}
     real_fit, real_run = train.fit, sweep.run
 
@@ -38,7 +38,7 @@ def counted(monkeypatch):
         return real_fit(*args, stage=stage, **kwargs)
 
     def run(*args, **kwargs):
-        counts["runs"] += 1
+        counts["runs"] += not kwargs.get("teacher_only", False)
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(distill, "fit", fit)
@@ -126,17 +126,17 @@ def test_named_values_and_errors(models, csv_data, tmp_path):
 def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults(monkeypatch):
     monkeypatch.setattr(distill, "training_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False})
-    base = distill.Config()  # mixed_precision=auto trains this teacher in fp32 here
-    assert distill.teacher_key(base) == distill.hashlib.sha256(b"{}").hexdigest()[:16]
+    base = sweep.Config()  # mixed_precision=auto trains this teacher in fp32 here
+    assert sweep.teacher_key(base) == sweep.hashlib.sha256(b"{}").hexdigest()[:16]
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})  # in bf16
-    assert distill.teacher_key(base) == distill.hashlib.sha256(b'{"mixed_precision": "bf16"}').hexdigest()[:16]
+    assert sweep.teacher_key(base) == sweep.hashlib.sha256(b'{"mixed_precision": "bf16"}').hexdigest()[:16]
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False})
-    changed = distill.Config()
+    changed = sweep.Config()
     changed.teacher.train.lr = 1e-4
-    assert distill.teacher_key(changed) != distill.teacher_key(base)
+    assert sweep.teacher_key(changed) != sweep.teacher_key(base)
     changed.student.train.lr = 1e-2  # the student does not decide the teacher
     changed.teacher.train.group_by_length = True  # set, but to its default
-    assert distill.teacher_key(changed) == distill.hashlib.sha256(b'{"teacher.train.lr": 0.0001}').hexdigest()[:16]
+    assert sweep.teacher_key(changed) == sweep.hashlib.sha256(b'{"teacher.train.lr": 0.0001}').hexdigest()[:16]
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs/sweeps").glob("*.yaml")),

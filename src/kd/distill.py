@@ -7,10 +7,6 @@ folders with thresholds.json), `config.yaml` (the resolved config), `metrics.jso
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +19,6 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from kd import mkl_amd
 from kd.checkpoint import state_path
 from kd.config import Config
-from kd.config_files import flatten
 from kd.batches import EncodedDataset, make_loader
 from kd.calibration import calibrate, write_calibration
 from kd.card import write_run_cards
@@ -305,31 +300,3 @@ def _tracking(cfg: Config, accelerator: Accelerator, run_dir: Path):
     except ImportError as err:
         raise KDError(f"log_with={cfg.log_with} needs its package: {err}") from None
     return accelerator.log
-
-
-def teacher_key(cfg: Config) -> str:
-    """What decides the fine-tuned teacher: the data, the teacher's settings, seed and the
-    precision it trains in here (`auto` resolved). Only values that differ from kd's defaults
-    (for the precision, from fp32) are hashed, so that a setting added to kd later, whose
-    default keeps the old behaviour, leaves every cached teacher valid."""
-    def decisive(c: Config) -> dict:
-        return flatten({"data": dataclasses.asdict(c.data), "teacher": dataclasses.asdict(c.teacher), "seed": c.seed,
-                        "mixed_precision": resolve_mixed_precision(c.mixed_precision, training_device())})
-    defaults = decisive(Config(mixed_precision="no"))
-    parts = {k: v for k, v in decisive(cfg).items() if k not in defaults or defaults[k] != v}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def shared_teacher(cfg: Config) -> Path:
-    """The fine-tuned teacher folder for `cfg`: `teacher.path` when set, else fine-tuned once per
-    teacher_key into cache_dir/teachers/<key>/ (its soft targets cached with it) and reused by
-    every later call, so a sweep or a benchmark fine-tunes each distinct teacher only once. An
-    interrupted fine-tuning resumes."""
-    if cfg.teacher.path:
-        return Path(cfg.teacher.path)
-    run_dir = Path(cfg.cache_dir) / "teachers" / teacher_key(cfg)
-    if not (run_dir / "final_metrics.json").is_file():
-        teacher_cfg = copy.deepcopy(cfg)
-        teacher_cfg.output_dir, teacher_cfg.run_name = str(run_dir.parent), run_dir.name
-        run(teacher_cfg, resume=(run_dir / "config.yaml").is_file(), teacher_only=True)
-    return run_dir / "teacher"

@@ -14,7 +14,7 @@ A sweep file (YAML):
     metric: macro_auc                   # the student val metric that orders the table
     output_dir: checkpoints/sweeps      # the sweep writes output_dir/name/
 
-Each distinct teacher is fine-tuned, and its soft targets computed, once (distill.shared_teacher)
+Each distinct teacher is fine-tuned, and its soft targets computed, once (shared_teacher)
 before any student; every run then takes it as `teacher.path`. Finished runs are skipped and
 interrupted ones resumed, so running a stopped sweep again continues it; a run folder that holds
 other settings is an error, never overwritten. `jobs` > 1 runs that many at once, each in its
@@ -25,6 +25,8 @@ the runs share, such as the teacher's soft targets, is computed once). Tables an
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -39,8 +41,9 @@ from typing import Any
 from kd.config import Config, load_config, save_config
 from kd.config_files import flatten, nest, parse_override, read_yaml_mapping
 from kd.cores import usable_cores
-from kd.distill import run, shared_teacher, teacher_key
+from kd.distill import run
 from kd.errors import KDError
+from kd.runtime import resolve_mixed_precision, training_device
 from kd.sweep_report import METRICS, write_report
 
 SWEEP_KEYS = {"name", "configs", "set", "grid", "seeds", "metric", "output_dir"}
@@ -174,6 +177,34 @@ def _run_in_subprocess(sweep_run: SweepRun, sweep: Sweep, threads: int) -> int:
     with log.open("a") as handle:
         return subprocess.run([sys.executable, "-m", "kd.cli", "distill", *command], env=env,
                               stdout=handle, stderr=subprocess.STDOUT).returncode
+
+
+def teacher_key(cfg: Config) -> str:
+    """What decides the fine-tuned teacher: the data, the teacher's settings, seed and the
+    precision it trains in here (`auto` resolved). Only values that differ from kd's defaults
+    (for the precision, from fp32) are hashed, so that a setting added to kd later, whose
+    default keeps the old behaviour, leaves every cached teacher valid."""
+    def decisive(c: Config) -> dict:
+        return flatten({"data": dataclasses.asdict(c.data), "teacher": dataclasses.asdict(c.teacher), "seed": c.seed,
+                        "mixed_precision": resolve_mixed_precision(c.mixed_precision, training_device())})
+    defaults = decisive(Config(mixed_precision="no"))
+    parts = {k: v for k, v in decisive(cfg).items() if k not in defaults or defaults[k] != v}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shared_teacher(cfg: Config) -> Path:
+    """The fine-tuned teacher folder for `cfg`: `teacher.path` when set, else fine-tuned once per
+    teacher_key into cache_dir/teachers/<key>/ (its soft targets cached with it) and reused by
+    every later call, so a sweep or a benchmark fine-tunes each distinct teacher only once. An
+    interrupted fine-tuning resumes."""
+    if cfg.teacher.path:
+        return Path(cfg.teacher.path)
+    run_dir = Path(cfg.cache_dir) / "teachers" / teacher_key(cfg)
+    if not (run_dir / "final_metrics.json").is_file():
+        teacher_cfg = copy.deepcopy(cfg)
+        teacher_cfg.output_dir, teacher_cfg.run_name = str(run_dir.parent), run_dir.name
+        run(teacher_cfg, resume=(run_dir / "config.yaml").is_file(), teacher_only=True)
+    return run_dir / "teacher"
 
 
 def run_sweep(sweep: Sweep, jobs: int = 1, out: Path | None = None) -> list[SweepRun]:
