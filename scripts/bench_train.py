@@ -56,7 +56,8 @@ from transformers.utils import logging as hf_logging
 
 from kd.config import load_config
 from kd.batches import EncodedDataset, make_loader
-from kd.data import encode, read_labeled
+from kd.data import read_labeled
+from kd.tokens import encode
 from kd.evaluate import MODEL_INPUTS
 from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer

@@ -9,7 +9,8 @@ from accelerate import Accelerator
 
 import tiny
 from kd.config import DataConfig
-from kd.data import encode, load_splits
+from kd.data import load_splits
+from kd.tokens import encode
 from kd.models import build_model, load_classifier, load_tokenizer, save_classifier
 from kd.report import Reporter
 from kd.soft_targets import soft_targets

@@ -6,8 +6,8 @@ import tiny
 from conftest import SHARED
 from kd.config import DataConfig
 from kd.batches import EncodedDataset, PadCollator
-from kd.data import (JIGSAW_LABELS, TokenCache, encode, load_splits, read_labeled, split_rows,
-                     tokenizer_fingerprint)
+from kd.data import JIGSAW_LABELS, load_splits, read_labeled, split_rows
+from kd.tokens import TokenCache, encode, tokenizer_fingerprint
 from kd.errors import KDError
 from kd.models import wordpiece_tokenizer
 

@@ -21,7 +21,8 @@ from accelerate import Accelerator
 import tiny
 from kd.batches import EncodedDataset, LengthGroupedSampler, make_loader
 from kd.config import TrainConfig, load_config
-from kd.data import encode, read_labeled
+from kd.data import read_labeled
+from kd.tokens import encode
 from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
 from kd.losses import distillation_loss
 from kd.models import build_model, load_classifier, load_tokenizer

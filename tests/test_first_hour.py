@@ -99,7 +99,7 @@ def test_progress_bars_are_drawn_on_terminals_only(monkeypatch, environment, std
 def test_tokenizing_shows_progress(models):
     from contextlib import contextmanager
 
-    from kd.data import TokenCache
+    from kd.tokens import TokenCache
     from kd.models import load_tokenizer
 
     class Recorder:

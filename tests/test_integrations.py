@@ -6,7 +6,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 import tiny
-from kd.data import encode
+from kd.tokens import encode
 from kd.errors import KDError
 from kd.integrations.hf import DistillationTrainer, cached_teacher_logits, with_teacher_logits
 from kd.losses import distillation_loss

@@ -40,7 +40,7 @@ def test_a_model_trained_at_32_tokens_predicts_identically_everywhere(trained_at
     import torch
     from fastapi.testclient import TestClient
 
-    from kd.data import encode
+    from kd.tokens import encode
     from kd.export import export_model
     from kd.models import load_classifier
     from kd.serve import create_app

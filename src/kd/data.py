@@ -1,19 +1,17 @@
-"""Labelled text files in, padded tensor batches out.
+"""Labelled text files in: texts, a 0/1 label matrix, train and val splits.
 
-Three formats: `jigsaw` (Kaggle train.csv), `csv` (any CSV/TSV with a text column
-and 0/1 label columns) and `goemotions` (TSV without header: text, comma-separated
-label ids, id; label names from a file). Texts are tokenized once per tokenizer
-into input ids (kd.batches turns those into padded batches).
+Three formats: `jigsaw` (Kaggle train.csv), `csv` (a text column and label columns, from a
+CSV, TSV, JSON-lines or Parquet file; kd.labels reads the labels) and `goemotions` (TSV
+without header: text, comma-separated label ids, id; label names from a file). A file name
+may be a glob of shards, read as one file. kd.tables parses the files; kd.tokens tokenizes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 import unicodedata
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +19,9 @@ import numpy as np
 
 from kd.config import DataConfig
 from kd.errors import KDError
-from kd.labels import Labels, check_one_class_per_row, infer_label_columns, read_labels
-from kd.tables import Table, delimiter_hint, lines_text, read_table, read_text
+from kd.labels import Labels, check_one_class_per_row, class_order, infer_label_columns, read_labels
+from kd.tables import (RECORD_SUFFIXES, Table, delimiter_hint, expand, lines_text, read_records, read_table,
+                       read_text)
 
 BLANK_CATEGORIES = {"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"}
 BLANK_FILLERS = set("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers, the blank Braille pattern
@@ -129,7 +128,11 @@ def _read_columns(path: Path, text_column: str, label_columns: list[str], delimi
         if twice:
             raise KDError(f"{path}: the header names column(s) {twice} more than once; rename them")
 
-    table = read_table(path, sep, quoting, looks_like_row, check_header)
+    if path.suffix.lower() in RECORD_SUFFIXES:
+        table = read_records(path)
+        check_header(table.rows[0], "")
+    else:
+        table = read_table(path, sep, quoting, looks_like_row, check_header)
     header, rows = table.rows[0], table.rows[1:]
     if not rows:
         raise KDError(f"data file has no rows: {path}")
@@ -183,6 +186,40 @@ def _read_goemotions(path: Path, label_names: list[str], empty_texts: str, quoti
 
 
 def read_labeled(path: str | Path, fmt: str, text_column: str = "comment_text",
+                 label_columns: list[str] | None = None, labels_file: str | Path | None = None,
+                 delimiter: str | None = None, id_column: str | None = None,
+                 empty_texts: str = "error", quoting: str = "csv", problem_type: str = "auto",
+                 classes: list[str] | None = None) -> LabeledTexts:
+    """One labelled file, or every file a glob matches (shards, in name order, read as one), in one
+    of the supported formats: see _read_one. Shards of a class column share one set of classes."""
+    def read(one: Path, known: list[str] | None) -> LabeledTexts:
+        return _read_one(one, fmt, text_column, label_columns, labels_file, delimiter, id_column, empty_texts,
+                         quoting, problem_type, known)
+
+    shards = [read(one, classes) for one in expand(path)]
+    if len(shards) == 1:
+        return shards[0]
+    if shards[0].class_column and classes is None:
+        union = class_order({c for shard in shards for c in shard.label_names})
+        shards = [read(one, union) for one in expand(path)]
+    for one, shard in zip(expand(path), shards):
+        if shard.label_names != shards[0].label_names or shard.single_label != shards[0].single_label:
+            raise KDError(f"{one} has labels {shard.label_names}, the first shard {shards[0].label_names}")
+    ids = None if shards[0].ids is None else [i for shard in shards for i in shard.ids]
+    if ids is not None and len(set(ids)) < len(ids):
+        seen: set[str] = set()
+        again = next(i for i in ids if i in seen or seen.add(i))
+        raise KDError(f"{path}: id {again!r} is in more than one shard")
+    offsets = np.cumsum([0] + [shard.file_rows for shard in shards[:-1]])
+    return dataclasses.replace(
+        shards[0], texts=[t for shard in shards for t in shard.texts],
+        labels=np.concatenate([shard.labels for shard in shards]), dropped=sum(shard.dropped for shard in shards),
+        ids=ids,
+        rows=np.concatenate([shard.rows + offset for shard, offset in zip(shards, offsets)]),
+        file_rows=sum(shard.file_rows for shard in shards))
+
+
+def _read_one(path: str | Path, fmt: str, text_column: str = "comment_text",
                  label_columns: list[str] | None = None, labels_file: str | Path | None = None,
                  delimiter: str | None = None, id_column: str | None = None,
                  empty_texts: str = "error", quoting: str = "csv", problem_type: str = "auto",
@@ -260,42 +297,3 @@ def file_digest(paths: list[str | Path | None]) -> str:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """A hash that is equal for two tokenizers exactly when they produce the same ids. The
-    truncation and padding settings are left out: encoding a batch changes them in place, and
-    encode() passes its own."""
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    spec.pop("truncation", None), spec.pop("padding", None)
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids with special tokens, truncated to max_length, unpadded."""
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-
-
-class TokenCache:
-    """Token ids per (tokenizer, split): each split is tokenized once per distinct tokenizer,
-    with a progress bar when a `reporter` is given."""
-
-    CHUNK = 4096  # texts per tokenizer call (one progress step)
-
-    def __init__(self, max_length: int, reporter=None):
-        self.max_length, self.reporter = max_length, reporter
-        self._ids: dict[tuple[str, str], list[list[int]]] = {}
-
-    def __call__(self, tokenizer, split: str, texts: list[str]) -> list[list[int]]:
-        key = (tokenizer_fingerprint(tokenizer), split)
-        if key not in self._ids:
-            chunks = range(0, len(texts), self.CHUNK)
-            ids: list[list[int]] = []
-            bar = (self.reporter.task(f"tokenizing {split}", len(chunks)) if self.reporter is not None
-                   else nullcontext(lambda: None))
-            with bar as advance:
-                for start in chunks:
-                    ids += encode(tokenizer, texts[start:start + self.CHUNK], self.max_length)
-                    advance()
-            self._ids[key] = ids
-        return self._ids[key]

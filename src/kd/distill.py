@@ -22,7 +22,8 @@ from kd.config import Config
 from kd.batches import EncodedDataset, make_loader
 from kd.calibration import calibrate, write_calibration
 from kd.card import write_run_cards
-from kd.data import LabeledTexts, TokenCache, load_splits
+from kd.data import LabeledTexts, load_splits
+from kd.tokens import TokenCache
 from kd.errors import KDError
 from kd.evaluate import evaluate_model, predict_logits, prepare_for_inference
 from kd.layer_matching import LayerMatching

@@ -14,7 +14,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 from kd.calibration import calibrated_probabilities, expected_calibration_error
 from kd.classifier import SINGLE_LABEL, sigmoid
 from kd.batches import EncodedDataset, make_loader
-from kd.data import LabeledTexts, encode
+from kd.data import LabeledTexts
+from kd.tokens import encode
 from kd.errors import KDError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -72,13 +72,18 @@ def check_one_class_per_row(path, matrix: np.ndarray, lines: list[int]) -> None:
                       f"{lines_text([lines[i] for i in bad])} hold{'s' if len(bad) == 1 else ''} another number")
 
 
+def class_order(classes) -> list[str]:
+    """Class names sorted, numbers by value (2 before 10)."""
+    return sorted(classes, key=lambda c: (0, int(c), c) if c.isdigit() else (1, 0, c))
+
+
 def _class_column(path, values: np.ndarray, column: str, lines: list[int], classes: list[str] | None) -> Labels:
     empty = [lines[i] for i, v in enumerate(values) if not v]
     if empty:
         raise KDError(f"{path}: column '{column}' has no class on {lines_text(empty)}")
     found = set(values.tolist())
     if classes is None:
-        classes = sorted(found, key=lambda c: (0, int(c), c) if c.isdigit() else (1, 0, c))
+        classes = class_order(found)
         if len(classes) < 2:
             raise KDError(f"{path}: column '{column}' holds one class only ({classes[0]!r}); "
                           "a classifier needs two or more")

@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from kd.batches import EncodedDataset
 from kd.checkpoint import state_path
 from kd.config import Config
-from kd.data import encode
+from kd.tokens import encode
 from kd.distill import make_accelerator
 from kd.preflight import check_output_folders, check_positions, run_folder
 from kd.errors import KDError

@@ -24,12 +24,13 @@ from safetensors.torch import save_file
 
 from kd.config import DataConfig
 from kd.batches import EncodedDataset, make_loader
-from kd.data import LabeledTexts, file_digest, tokenizer_fingerprint
+from kd.data import LabeledTexts, file_digest
+from kd.tokens import tokenizer_fingerprint
 from kd.evaluate import predict_logits, prepare_for_inference
 from kd.files import write_atomically
 from kd.errors import KDError
 from kd.report import Reporter
-from kd.tables import read_table, read_text
+from kd.tables import RECORD_SUFFIXES, expand, read_records, read_table
 
 
 def checkpoint_digest(folder: Path) -> str:
@@ -47,7 +48,7 @@ def soft_targets_key(teacher_folder: Path, data_cfg: DataConfig, tokenizer) -> s
             del split[key]
     parts = {
         "teacher": checkpoint_digest(teacher_folder),
-        "train_file": file_digest([data_cfg.train]),
+        "train_file": file_digest(expand(data_cfg.train)),  # every shard of a glob
         "labels_file": file_digest([data_cfg.labels_file]) if data_cfg.labels_file else None,
         "val_file_given": data_cfg.val is not None,
         "split": split,
@@ -142,30 +143,12 @@ def cached_metrics(teacher_folder: Path, val: LabeledTexts, max_length: int, cac
 
 
 def _score_columns(path: Path) -> dict[str, list]:
-    """{column: values} of a CSV, TSV, JSONL or Parquet file."""
+    """{column: values} of a CSV, TSV, JSON-lines or Parquet file."""
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        try:
-            import pandas as pd
-
-            frame = pd.read_parquet(path)
-        except ImportError:
-            raise KDError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-        except Exception as err:  # pyarrow raises its own types for damaged files
-            raise KDError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
-        return {str(c): frame[c].tolist() for c in frame.columns}
-    if suffix in (".jsonl", ".json"):
-        records = []
-        for number, line in enumerate(read_text(path, "soft-targets file").splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    raise KDError(f"{path}: line {number} is not a JSON object") from None
-        if not records or not all(isinstance(r, dict) for r in records):
-            raise KDError(f"{path}: expected one JSON object per line")
-        return {key: [r.get(key) for r in records] for key in records[0]}
-    table = read_table(path, "\t" if suffix in (".tsv", ".tab") else ",")
+    if suffix in RECORD_SUFFIXES:
+        table = read_records(path)
+    else:
+        table = read_table(path, "\t" if suffix in (".tsv", ".tab") else ",")
     header, rows = table.rows[0], table.rows[1:]
     return {name: [row[j] for row in rows] for j, name in enumerate(header)}
 

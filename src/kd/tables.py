@@ -1,5 +1,8 @@
 """Text files read strictly: every line accounted for, nothing changed without an error.
 
+Data files are CSV or TSV (below), JSON lines (one object per line) or Parquet (with pyarrow),
+and a file name may be a glob of shards (`data/train-*.csv`), read in name order.
+
 Delimited files follow CSV quoting (a field in double quotes may hold the delimiter, newlines
 and doubled quotes), parsed by the csv module in strict mode: a quote that does not open and
 close a field properly is an error naming its line, never text silently eaten. A quoted field
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,6 +60,69 @@ def check_delimiter(delimiter: str | None) -> None:
 class Table:
     rows: list[list[str]]
     lines: list[int]  # the line of the file each row starts on (1-based)
+
+
+RECORD_SUFFIXES = (".jsonl", ".parquet")
+
+
+def expand(pattern: str | Path) -> list[Path]:
+    """The files a name stands for: itself, or the files a glob matches, in name order."""
+    text = str(pattern)
+    if not any(c in text for c in "*?["):
+        return [Path(text)]
+    import glob
+
+    found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+    if not found:
+        raise KDError(f"no file matches {text}")
+    return found
+
+
+def _cell(value) -> str:
+    """A JSON or Parquet value as the text a CSV cell would hold (true / false as 1 / 0)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def read_records(path: str | Path) -> Table:
+    """A JSON-lines or Parquet file as a Table: the first row is the column names (of the first
+    record), the others the values as CSV text; `lines` are record numbers (1-based)."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        if not path.is_file():
+            raise KDError(f"data file not found: {path}")
+        try:
+            import pyarrow.parquet as pq
+
+            records = pq.read_table(path).to_pylist()
+        except ImportError:
+            raise KDError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+        except Exception as err:  # pyarrow raises its own types for damaged files
+            raise KDError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+        numbers = list(range(1, len(records) + 1))
+    else:
+        records, numbers = [], []
+        for number, line in enumerate(read_text(path).splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    raise KDError(f"{path}: line {number} is not valid JSON") from None
+                numbers.append(number)
+        if any(not isinstance(r, dict) for r in records):
+            raise KDError(f"{path}: every line must hold one JSON object")
+    if not records:
+        raise KDError(f"data file has no rows: {path}")
+    header = list(records[0])
+    missing = [(n, [k for k in header if k not in r]) for n, r in zip(numbers, records) if any(k not in r for k in header)]
+    if missing:
+        raise KDError(f"{path}: record {missing[0][0]} lacks {missing[0][1]} (and {len(missing) - 1} more records)")
+    return Table([header] + [[_cell(r[k]) for k in header] for r in records], [0] + numbers)
 
 
 def read_table(path: str | Path, delimiter: str, quoting: str = "csv",
