@@ -230,7 +230,8 @@ def run_summary(run_dir: Path, dev: LabeledTexts, test, max_length: int, stage: 
 
 
 def aggregate(scores: list[dict], **extra) -> dict:
-    """Mean over seeds of every metric in METRICS, their std, and the per-seed values."""
+    """Mean over seeds of every metric, their sample std (ddof 1, as kd sweep reports it), and the
+    per-seed values."""
     out = {"seeds": len(scores), "parameters": scores[0]["parameters"], **extra,
            "train_time_s": float(np.mean([s["train_time_s"] for s in scores])),
            "ms_per_text": float(np.mean([s["ms_per_text"] for s in scores]))}
@@ -239,7 +240,8 @@ def aggregate(scores: list[dict], **extra) -> dict:
             keys = [k for k, v in scores[0][split].items() if isinstance(v, (int, float))]
             values = {m: [s[split][m] for s in scores] for m in keys}
             out[split] = {m: float(np.mean(v)) for m, v in values.items()}
-            out["std" if split == "dev" else "test_std"] = {m: float(np.std(v)) for m, v in values.items()}
+            out["std" if split == "dev" else "test_std"] = {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+                                                            for m, v in values.items()}
             out[f"{split}_per_seed"] = values
     return out
 
@@ -327,7 +329,7 @@ def findings(data: dict) -> list[str]:
 def markdown(results: dict) -> str:
     out = ["# Quality on real data", "", f"Command: `{results['command']}`", "",
            f"Machine: {results['cpu']}, {results['threads']} torch threads; every model trained in "
-           f"{results['precision']} (kd's default here, mixed_precision=auto). Means ± std over "
+           f"{results['precision']} (kd's default here, mixed_precision=auto). Means ± sample std over "
            f"{results['seeds']} seeds for the students; train time in seconds on this CPU; inference "
            "ms per text: PyTorch, batches of 64, 1,000 dev texts.", "",
            f"Wall time of this invocation: {results['wall_time_s'] / 60:.1f} min, "
