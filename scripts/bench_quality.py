@@ -41,7 +41,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
 from transformers.utils import logging as hf_logging
 
-from kd.classifier import Classifier, read_thresholds
+from kd.classifier import Classifier
+from kd.model_folder import read_thresholds
 from kd.config import load_config
 from kd.data import LabeledTexts, load_splits, read_labeled
 from kd.distill import run

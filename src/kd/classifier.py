@@ -9,7 +9,6 @@ cut into batches padded only to their own longest row, so a batch wastes little 
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,50 +17,15 @@ import numpy as np
 from kd.calibration import read_calibration
 from kd.cores import usable_cores
 from kd.errors import KDError
+from kd.model_folder import read_json, read_labels, read_thresholds, single_label_folder
 
 ONNX_FILE = "model.onnx"
-THRESHOLDS_FILE = "thresholds.json"
 SMALL_BATCH_TOKENS = 512  # below this many tokens one thread beats a thread pool
 # A longer row joins a batch only if the padding it adds to the rows already there costs less
 # than a model call of its own, about as much as this many tokens (measured for BERT-Tiny on a
 # 2-core CPU: 16 gave 7,000-7,300 texts/s batched, 64 gave 8,000-8,600, no cut 8,100-8,200).
 CALL_COST_TOKENS = 64
 DEFAULT_MAX_LENGTH = 200
-SINGLE_LABEL = "single_label_classification"  # config.json's problem_type of one-class-per-text models
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise KDError(f"cannot read {path}: {err}") from None
-
-
-def read_labels(folder: Path) -> list[str]:
-    """Label names in output order, from the folder's config.json."""
-    path = folder / "config.json"
-    config = _read_json(path) if path.is_file() else {}
-    if "id2label" not in config:
-        raise KDError(f"not a kd model folder (no config.json with id2label): {folder}")
-    return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-
-
-def single_label_folder(folder: Path) -> bool:
-    """Whether the model in `folder` is single-label (softmax over classes)."""
-    return _read_json(folder / "config.json").get("problem_type") == SINGLE_LABEL
-
-
-def read_thresholds(folder: Path, labels: list[str]) -> np.ndarray:
-    """Per-label decision thresholds from thresholds.json (0.5 where none is saved)."""
-    path = folder / THRESHOLDS_FILE
-    saved = _read_json(path) if path.is_file() else {}
-    return np.array([saved.get(name, 0.5) for name in labels], dtype=np.float32)
-
-
-def write_thresholds(folder: Path, labels: list[str], thresholds: np.ndarray | None) -> None:
-    """thresholds.json; none for a single-label model, which predicts its most probable class."""
-    if thresholds is not None:
-        (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2))
 
 
 def inference_max_length(requested: int | None, positions: int | None, trained: int | None = None) -> int:
@@ -193,7 +157,7 @@ class Classifier:
 
         folder = Path(folder)
         labels = read_labels(folder)
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json")
         if not (folder / "tokenizer.json").is_file():
             raise KDError(f"no tokenizer.json (a fast tokenizer) in {folder}")
         if backend == "auto":
@@ -205,7 +169,7 @@ class Classifier:
         thresholds = None if single_label_folder(folder) else read_thresholds(folder, labels)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
-        trained = (_read_json(folder / "tokenizer_config.json").get("model_max_length")
+        trained = (read_json(folder / "tokenizer_config.json").get("model_max_length")
                    if (folder / "tokenizer_config.json").is_file() else None)
         tokenizer.enable_truncation(inference_max_length(max_length, config.get("max_position_embeddings"), trained))
         threads = num_threads or usable_cores()

@@ -232,7 +232,7 @@ def _evaluate(args) -> None:
 
 
 def _export(args) -> None:
-    from kd.classifier import read_labels, single_label_folder
+    from kd.model_folder import read_labels, single_label_folder
     from kd.export import export_model
 
     labelled = None

@@ -12,7 +12,8 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 from kd.calibration import calibrated_probabilities, expected_calibration_error
-from kd.classifier import SINGLE_LABEL, sigmoid
+from kd.classifier import sigmoid
+from kd.model_folder import SINGLE_LABEL
 from kd.batches import EncodedDataset, make_loader
 from kd.data import LabeledTexts
 from kd.tokens import encode

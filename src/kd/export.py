@@ -26,7 +26,8 @@ import torch
 
 from kd.calibration import CALIBRATION_FILE
 from kd.card import write_export_card
-from kd.classifier import ONNX_FILE, Classifier, write_thresholds
+from kd.classifier import ONNX_FILE, Classifier
+from kd.model_folder import write_thresholds
 from kd.data import LabeledTexts
 from kd.errors import KDError
 from kd.evaluate import score

@@ -22,7 +22,7 @@ import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
                           BertTokenizer, DistilBertTokenizer, PretrainedConfig)
 
-from kd.classifier import SINGLE_LABEL, read_thresholds, write_thresholds
+from kd.model_folder import SINGLE_LABEL, read_thresholds, write_thresholds
 from kd.errors import KDError
 from kd.files import staged_folder
 
