@@ -35,9 +35,9 @@ from kd.data import read_labeled
 from kd.errors import KDError
 from kd.export import export_model
 from kd.loadgen import free_port, run_load
-from kd.report import cpu_name
 from kd.models import build_model, count_parameters, load_classifier, load_tokenizer, save_classifier
 from kd.cores import usable_cores
+from machine import cpu_name  # scripts/machine.py
 
 MODES = {"a": "PyTorch, pad to 200, reference", "b": "PyTorch, dynamic length",
          "c": "ONNX Runtime fp32", "d": "ONNX Runtime int8"}

@@ -49,8 +49,8 @@ from kd.distill import run
 from kd.evaluate import compute_metrics, evaluate_model, tuned_metrics
 from kd.models import load_classifier
 from kd.pretrain import pretrain
-from kd.report import cpu_name
 from kd.runtime import precision_name, training_device
+from machine import cpu_name  # scripts/machine.py
 
 DATASETS = {
     "goemotions": ("configs/goemotions.yaml", {

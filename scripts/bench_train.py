@@ -61,12 +61,12 @@ from kd.tokens import encode
 from kd.evaluate import MODEL_INPUTS
 from kd.losses import distillation_loss
 from kd.models import build_model, default_lr, load_tokenizer
-from kd.report import cpu_name
 from kd.dropout import use_fast_dropout
 from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
 from kd.train import MIXED_PRECISION_PAD_MULTIPLE as BF16_PAD
+from machine import cpu_name  # scripts/machine.py
 
 from bench_train_report import markdown
 

@@ -7,21 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
-from kd import mkl_amd
-from kd.runtime import native_bf16
 
 
 class RateColumn(ProgressColumn):
@@ -125,14 +121,3 @@ def scalars(tree: dict, prefix: str = "") -> dict[str, float]:
 
 def write_json(path: Path, content: dict) -> None:
     path.write_text(json.dumps(content, indent=2))
-
-
-def cpu_name() -> str:
-    """The CPU model and the vector instructions torch uses on it, for benchmark reports:
-    VMs of one model name can differ in those, and with them in speed."""
-    info = Path("/proc/cpuinfo")
-    fields = mkl_amd.first_cpu_fields(info.read_text()) if info.exists() else {}
-    model = fields.get("model name") or platform.processor() or platform.machine()
-    bf16 = ", native bf16" if native_bf16(torch.device("cpu")) else ""
-    mkl = ", MKL's Intel kernels" if mkl_amd.status == mkl_amd.ON else ""
-    return f"{model} ({torch.backends.cpu.get_cpu_capability()}{bf16}{mkl})"
