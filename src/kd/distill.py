@@ -101,7 +101,8 @@ def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                  cfg.teacher.train, accelerator, reporter, folder, stage="teacher",
                  state_file=state_path(run_dir, "teacher"), resume=resume)
     best, tokenizer, _ = load_classifier(folder)
-    calibration = _calibrate(folder, best, tokenizer, val, tokens, cfg.teacher.train.eval_batch_size, accelerator)
+    calibration = _calibrate(folder, best, tokenizer, val, tokens, cfg.teacher.train.eval_batch_size, accelerator,
+                             reporter, "teacher")
     summary = _model_summary(folder, result.metrics, best, result.train_time_s,
                              best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
     return summary, best, tokenizer, folder
@@ -151,18 +152,20 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                  final_temperature=cfg.distill.final_temperature, matching=matching,
                  state_file=state_path(run_dir, "student"), resume=resume)
     best, _, _ = load_classifier(folder)
-    calibration = _calibrate(folder, best, tokenizer, val, tokens, student.train.eval_batch_size, accelerator)
+    calibration = _calibrate(folder, best, tokenizer, val, tokens, student.train.eval_batch_size, accelerator,
+                             reporter, "student")
     return _model_summary(folder, result.metrics, best, result.train_time_s,
                           best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
 
 
 def _calibrate(folder: Path, model, tokenizer, val: LabeledTexts, tokens: TokenCache, batch_size: int,
-               accelerator: Accelerator) -> dict:
+               accelerator: Accelerator, reporter: Reporter, stage: str) -> dict:
     """Temperatures fitted on val for the saved model, written beside it (kd.calibration); its
     expected calibration error before and after (out of fold)."""
     dataset = EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels)
     model, loader = prepare_for_inference(accelerator, model, make_loader(dataset, tokenizer, model, batch_size, False))
-    logits, labels = predict_logits(model, loader, accelerator)
+    with reporter.task(f"{stage} calibration", len(loader)) as advance:
+        logits, labels = predict_logits(model, loader, accelerator, advance)
     temperatures, errors = calibrate(logits, labels, val.single_label)
     if accelerator.is_main_process:
         write_calibration(folder, val.label_names, temperatures, val.single_label)
