@@ -51,7 +51,9 @@ def test_the_run_trains_softmax_models_and_reports_accuracy(run_dir):
         assert list(config["id2label"].values()) == sorted(tiny.LABELS)  # the classes, in order
         assert not (run_dir / role / "thresholds.json").exists()
         val = final[role]["val"]
-        assert val["n"] == 96 and val["accuracy"] > 0.5 and "cross_entropy" in val and "bce" not in val
+        # both learn (chance: AUC 0.5); tiny models' accuracy comes late and varies from run to run
+        assert val["n"] == 96 and val["macro_auc"] > 0.7 and 0 <= val["accuracy"] <= 1
+        assert "cross_entropy" in val and "bce" not in val
     saved = json.loads((run_dir.parent.parent / "runs/run/final_metrics.json").read_text())
     assert saved["soft_targets_cache_hit"] is False
 
@@ -87,7 +89,8 @@ def test_evaluate_scores_single_label_folders(run_dir, tmp_path, capsys, folder)
     assert main(["evaluate", "--model", str(path), "--data", str(val), "--format", "csv",
                  "--text-column", "text", "--label-columns", "label"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert metrics["n"] == 60 and 0.5 < metrics["accuracy"] <= 1 and set(metrics["per_label"]) == set(tiny.LABELS)
+    assert metrics["n"] == 60 and metrics["macro_auc"] > 0.7 and 0 <= metrics["accuracy"] <= 1
+    assert set(metrics["per_label"]) == set(tiny.LABELS)
 
 
 def test_a_class_the_model_does_not_know_is_refused(run_dir, tmp_path, capsys):
