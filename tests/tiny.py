@@ -25,7 +25,7 @@ LABELS = list(LABEL_WORDS)
 
 
 def make_model(folder: Path, model_type: str = "bert", layers: int = 2, hidden: int = 32,
-               dropout: float = 0.1, vocab: list[str] = VOCAB) -> Path:
+               dropout: float = 0.1, vocab: list[str] = VOCAB, seed: int = 0) -> Path:
     """A save_pretrained folder of a random tiny encoder with its tokenizer: a local 'pretrained' model."""
     extra = ({"n_layers": layers, "dim": hidden, "hidden_dim": 2 * hidden, "n_heads": 2,
               "dropout": dropout, "attention_dropout": dropout} if model_type == "distilbert" else
@@ -33,6 +33,7 @@ def make_model(folder: Path, model_type: str = "bert", layers: int = 2, hidden: 
               "num_attention_heads": 2, "hidden_dropout_prob": dropout,
               "attention_probs_dropout_prob": dropout})
     config = AutoConfig.for_model(model_type, vocab_size=len(vocab), max_position_embeddings=64, **extra)
+    torch.manual_seed(seed)  # the same weights in every test session: thresholds on them do not flake
     AutoModel.from_config(config).save_pretrained(folder)
     wordpiece_tokenizer(vocab, model_type).save_pretrained(folder)
     return folder
