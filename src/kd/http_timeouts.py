@@ -10,6 +10,7 @@ line. `kd serve` names it as uvicorn's `http` setting; worker processes import i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 
@@ -18,12 +19,18 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from kd.serve import LOG, SERVE_ENV
 
 
+@functools.cache
+def body_timeout_s() -> float:
+    """This server process's --body-timeout-s, from the settings `kd serve` left in KD_SERVE (read once)."""
+    return json.loads(os.environ[SERVE_ENV])["limits"]["body_timeout_s"]
+
+
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     header_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
         if self.header_timer is None:
-            timeout = json.loads(os.environ[SERVE_ENV])["limits"]["body_timeout_s"]
+            timeout = body_timeout_s()
             self.header_timer = self.loop.call_later(timeout, self._too_slow, timeout)
 
     def _disarm(self) -> None:

@@ -18,6 +18,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.table import Table
 from rich.text import Text
 
+from kd.config_files import flatten
 
 
 class RateColumn(ProgressColumn):
@@ -110,13 +111,8 @@ class Reporter:
 
 def scalars(tree: dict, prefix: str = "") -> dict[str, float]:
     """The numbers of a nested dict as {"a/b": value}; per-label details and text left out."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "per_label":
-            out.update(scalars(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[f"{prefix}{key}"] = value
-    return out
+    return {prefix + key.replace(".", "/"): value for key, value in flatten(tree).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and "per_label" not in key.split(".")}
 
 
 def write_json(path: Path, content: dict) -> None:

@@ -165,11 +165,14 @@ def file_soft_targets(path: str | Path, train: LabeledTexts, kind: str) -> torch
         raise KDError(f"{path} has no column for label(s) {missing}; it has {list(columns)}")
     scores = np.empty((len(next(iter(columns.values()))), len(train.label_names)), dtype=np.float64)
     for j, name in enumerate(train.label_names):
-        for i, value in enumerate(columns[name]):
-            try:
-                scores[i, j] = float(value)
-            except (TypeError, ValueError):
-                raise KDError(f"{path}: row {i + 1}, label '{name}' holds {value!r}, not a number") from None
+        try:
+            scores[:, j] = np.array(columns[name], dtype=np.float64)  # one conversion per column
+        except (TypeError, ValueError):
+            for i, value in enumerate(columns[name]):  # name the first value that is no number
+                try:
+                    float(value)
+                except (TypeError, ValueError):
+                    raise KDError(f"{path}: row {i + 1}, label '{name}' holds {value!r}, not a number") from None
     bad = ~np.isfinite(scores) | ((scores < 0) | (scores > 1) if kind == "probabilities" else False)
     if bad.any():
         i, j = np.argwhere(bad)[0]
