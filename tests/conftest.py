@@ -17,6 +17,18 @@ import pytest  # noqa: E402
 import tiny  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate's state is process-wide and takes one mixed-precision setting: each test starts
+    from a fresh one, as a run in its own process does (a test's Accelerator(cpu=True), in fp32,
+    would otherwise refuse a later run's bf16)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory) -> dict[str, Path]:
     """Local 'pretrained' tiny models: a 3-layer BERT and DistilBERT teacher, a 2-layer BERT student."""

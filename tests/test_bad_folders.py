@@ -38,9 +38,9 @@ def test_a_folder_that_cannot_be_written_fails_before_the_teacher_trains(models,
 
 
 def test_a_full_disk_is_one_line(models, csv_data, tmp_path, capsys, monkeypatch):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(args[1]))
-    monkeypatch.setattr(soft_targets, "save_file", full)
+    def full(path, array):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    monkeypatch.setattr(soft_targets, "_save_array", full)  # the teacher's first shard of soft targets
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("kd: error: No space left on device: ") and "Traceback" not in err

@@ -22,7 +22,7 @@ def _launch(processes: int, overrides: list[str], audit_dir: Path) -> subprocess
     command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
                str(HERE / "audited_distill.py"), *overrides]
-    env = {**os.environ, "AUDIT_DIR": str(audit_dir), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "AUDIT_DIR": str(audit_dir), "OMP_NUM_THREADS": "1", "SHARD_ROWS": "48"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -45,7 +45,7 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
         runs[processes] = json.loads((run_dir / "final_metrics.json").read_text())
         lines = (run_dir / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == 4  # 2 teacher + 2 student epochs, each written once
-        assert len(list((root / "cache" / "soft_targets").iterdir())) == 1
+        assert len(list((root / "cache" / "soft_targets").iterdir())) == 1  # 5 shards of up to 48 rows, joined
     assert runs[2]["num_processes"] == 2 and runs[1]["num_processes"] == 1
     for role in ("teacher", "student"):
         one, two = runs[1][role]["val"], runs[2][role]["val"]
@@ -58,12 +58,16 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
         # The tuned F1 is out of fold: thresholds tuned on ~25 rows move more with one swap.
         for key in RANK_METRICS:
             assert two[key] == pytest.approx(one[key], abs=0.03 if key == "macro_f1_tuned" else 0.01), (role, key)
+    soft = [load_file(next((tmp_path / f"p{p}/cache/soft_targets").iterdir()))["logits"] for p in (1, 2)]
+    assert (soft[0] - soft[1]).abs().max().item() < 1e-5  # each process labelled every other shard
     audit = tmp_path / "p2" / "audit"
     rank0 = (audit / "rank-0.txt").read_text().splitlines()
     rank1 = (audit / "rank-1.txt").read_text().splitlines()
     outputs = str(tmp_path / "p2")
     assert any(p.startswith(outputs) for p in rank0)
-    assert not [p for p in rank1 if p.startswith(outputs) and "/audit/" not in p]
+    shards = [p for p in rank1 if ".shards/" in p and p.endswith(".npy")]  # rank 1 saves the shards it labels
+    assert len(shards) == 2 and not [p for p in rank1 if p.startswith(outputs) and "/audit/" not in p
+                                     and ".shards/" not in p]
 
 
 def test_a_single_cpu_process_under_accelerate_launch_uses_every_core(monkeypatch, capsys):

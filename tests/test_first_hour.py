@@ -112,8 +112,8 @@ def test_tokenizing_shows_progress(models):
             yield lambda: self.steps.append("step")
 
     recorder = Recorder()
-    ids = TokenCache(16, recorder)(load_tokenizer(str(models["bert"])), "train", ["happy day"] * 5000)
-    assert len(ids) == 5000 and recorder.steps == [("tokenizing train", 2), "step", "step"]
+    ids = TokenCache(16, recorder)(load_tokenizer(str(models["bert"])), "train", ["happy day"] * 10000)
+    assert len(ids) == 10000 and recorder.steps == [("tokenizing train", 2), "step", "step"]
 
 
 def test_distill_on_a_users_csv_with_labels_inferred_from_its_0_1_columns(models, csv_data, tmp_path):

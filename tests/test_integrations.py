@@ -13,18 +13,6 @@ from kd.losses import distillation_loss
 from kd.models import build_model, load_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    """Accelerate's state is process-wide and takes one mixed-precision setting: the Trainer's
-    fp32 and kd's runs (bf16 where the CPU has it) each start from a fresh one, as in their own
-    processes."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
 @pytest.fixture(scope="module")
 def rows(models):
     texts, labels = tiny.make_texts(64, seed=3)

@@ -115,7 +115,7 @@ def test_distilbert_teacher_to_bert_student_with_labels_only(models, csv_data, t
         "student.train.epochs": 1})
     assert main(["distill", *overrides]) == 0
     final = json.loads((tmp_path / "runs/run/final_metrics.json").read_text())
-    assert final["soft_targets_cache_hit"] is None and not (tmp_path / "cache").exists()
+    assert final["soft_targets_cache_hit"] is None and not (tmp_path / "cache/soft_targets").exists()
 
 
 @pytest.mark.parametrize("init,student", [("teacher-layers", "bert"), ("teacher-embeddings", "student")])

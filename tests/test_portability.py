@@ -50,7 +50,7 @@ def test_a_model_trained_at_32_tokens_predicts_identically_everywhere(trained_at
     model, tokenizer, _ = load_classifier(trained_at_32)
     assert tokenizer.model_max_length == 32  # the folder records the length it was trained at
     with torch.no_grad():
-        as_trained = [model(input_ids=torch.tensor([ids])).logits[0].numpy()
+        as_trained = [model(input_ids=torch.tensor([ids.tolist()])).logits[0].numpy()
                       for ids in encode(tokenizer, long_texts, 32)]
     torch_clf = Classifier.from_pretrained(trained_at_32)
     assert np.allclose(torch_clf.logits(long_texts), as_trained, atol=1e-5)

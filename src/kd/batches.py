@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from kd.errors import KDError
 from kd.models import accepts_token_type_ids
+from kd.tokens import TokenColumns
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -21,11 +22,11 @@ class EncodedDataset(torch.utils.data.Dataset):
     `labelled_rows`, only the first that many rows have labels; the rest are transfer-set
     rows (zero labels) and batches say which is which in a `labelled` mask."""
 
-    def __init__(self, input_ids: list[list[int]], labels: np.ndarray,
+    def __init__(self, input_ids: TokenColumns | list[list[int]], labels: np.ndarray,
                  teacher_logits: torch.Tensor | None = None, labelled_rows: int | None = None):
         if teacher_logits is not None and len(teacher_logits) != len(input_ids):
             raise KDError(f"{len(teacher_logits)} teacher logits for {len(input_ids)} rows")
-        self.input_ids = input_ids
+        self.input_ids = input_ids if isinstance(input_ids, TokenColumns) else TokenColumns.from_rows(input_ids)
         self.labels = torch.from_numpy(labels)
         self.teacher_logits = teacher_logits
         self.labelled_rows = labelled_rows
@@ -81,7 +82,7 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
 
     MEGA_BATCHES = 50
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0):
+    def __init__(self, lengths: np.ndarray | list[int], batch_size: int, seed: int = 0):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -103,8 +104,9 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         tail = [batches.pop()] if len(batches[-1]) < self.batch_size else []
+        in_order = batches + tail
         for i in rng.permutation(len(batches)).tolist() + [len(batches)] * len(tail):
-            yield from (batches + tail)[i].tolist()
+            yield from in_order[i].tolist()
 
 
 def make_loader(dataset: EncodedDataset, tokenizer, model, batch_size: int, shuffle: bool,
@@ -118,7 +120,7 @@ def make_loader(dataset: EncodedDataset, tokenizer, model, batch_size: int, shuf
     otherwise top it up with rows from the epoch's first batch.
     """
     collator = PadCollator(tokenizer.pad_token_id, accepts_token_type_ids(model), pad_to_multiple_of)
-    lengths = [len(ids) for ids in dataset.input_ids]
+    lengths = dataset.input_ids.lengths
     if shuffle:
         sampler = LengthGroupedSampler(lengths, batch_size, seed) if group_by_length else None
         return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,

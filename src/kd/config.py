@@ -84,9 +84,11 @@ class DataConfig:
     max_length: int = 200
     max_train_samples: int | None = None
     max_val_samples: int | None = None
+    num_proc: int = 1  # tokenizer processes (kd/tokens.py)
     RANGES: ClassVar[dict[str, Range]] = {
         "val_fraction": Range(0, 1, open_low=True, open_high=True), "split_seed": SEED,
-        "max_length": Range(MIN_MAX_LENGTH), "max_train_samples": AT_LEAST_1, "max_val_samples": AT_LEAST_1}
+        "max_length": Range(MIN_MAX_LENGTH), "max_train_samples": AT_LEAST_1, "max_val_samples": AT_LEAST_1,
+        "num_proc": AT_LEAST_1}
 
     def validate(self) -> None:
         check_delimiter(self.delimiter)

@@ -23,7 +23,7 @@ from kd.batches import EncodedDataset, make_loader
 from kd.calibration import calibrate, write_calibration
 from kd.card import write_run_cards
 from kd.data import LabeledTexts, load_splits
-from kd.tokens import TokenCache
+from kd.tokens import TokenCache, TokenColumns
 from kd.errors import KDError
 from kd.evaluate import evaluate_model, predict_logits, prepare_for_inference
 from kd.layer_matching import LayerMatching
@@ -143,7 +143,7 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     if transfer is not None:  # transfer-set rows after the labelled ones: soft targets only
         texts, logits = transfer
         train_set = EncodedDataset(
-            train_set.input_ids + tokens(tokenizer, "transfer", texts),
+            TokenColumns.concat([train_set.input_ids, tokens(tokenizer, "transfer", texts)]),
             np.concatenate([train.labels, np.zeros((len(texts), train.labels.shape[1]), np.float32)]),
             torch.cat([teacher_logits, logits]), labelled_rows=len(train))
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
@@ -190,6 +190,8 @@ def _weighted_logits(cfg: Config, teachers: list[tuple], logits_of) -> tuple[tor
     they all came from the cache; logits_of(model, tokenizer, folder) -> (logits, cache hit)."""
     weights = cfg.distill.teacher_weights or [1.0] * len(teachers)
     results = [logits_of(*teacher) for teacher in teachers]
+    if len(results) == 1:  # as cached: memory-mapped, not copied
+        return results[0]
     logits = sum(w * logits for w, (logits, _) in zip(weights, results)) / sum(weights)
     return logits, all(hit for _, hit in results)
 
@@ -242,7 +244,8 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
             reporter.print("note: torch was imported before kd, so MKL runs generic kernels on this AMD "
                            "CPU; import kd first for faster fp32 matrix products (kd/mkl_amd.py)")
         _warn_about(train, val, reporter)
-        tokens = TokenCache(cfg.data.max_length, reporter)
+        tokens = TokenCache(cfg.data.max_length, reporter, Path(cfg.cache_dir) / "tokens",
+                            cfg.data.num_proc, accelerator.main_process_first)
         teacher_summary, teacher_logits, cache_hit, transfer, online = _teacher_side(
             cfg, train, val, tokens, file_texts, accelerator, reporter, run_dir, resume, teacher_only)
         summary = {"teacher": teacher_summary, "soft_targets_cache_hit": cache_hit,

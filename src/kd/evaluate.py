@@ -16,7 +16,7 @@ from kd.classifier import sigmoid
 from kd.model_folder import SINGLE_LABEL
 from kd.batches import EncodedDataset, make_loader
 from kd.data import LabeledTexts
-from kd.tokens import encode
+from kd.tokens import TokenColumns, encode
 from kd.errors import KDError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -185,11 +185,12 @@ def predict_logits(model, loader, accelerator, on_batch=None) -> tuple[np.ndarra
 
 def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size: int,
                    max_length: int, thresholds: np.ndarray | None = None,
-                   input_ids: list[list[int]] | None = None,
+                   input_ids: TokenColumns | None = None,
                    temperatures: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """(metrics, thresholds) of a model on labelled data; thresholds tuned on it when not given
     (see tuned_metrics)."""
-    dataset = EncodedDataset(input_ids or encode(tokenizer, data.texts, max_length), data.labels)
+    dataset = EncodedDataset(input_ids if input_ids is not None else encode(tokenizer, data.texts, max_length),
+                             data.labels)
     model, loader = prepare_for_inference(accelerator, model,
                                           make_loader(dataset, tokenizer, model, batch_size, False))
     logits, labels = predict_logits(model, loader, accelerator)

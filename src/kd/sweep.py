@@ -185,7 +185,8 @@ def teacher_key(cfg: Config) -> str:
     (for the precision, from fp32) are hashed, so that a setting added to kd later, whose
     default keeps the old behaviour, leaves every cached teacher valid."""
     def decisive(c: Config) -> dict:
-        return flatten({"data": dataclasses.asdict(c.data), "teacher": dataclasses.asdict(c.teacher), "seed": c.seed,
+        data = {k: v for k, v in dataclasses.asdict(c.data).items() if k != "num_proc"}  # ids do not depend on it
+        return flatten({"data": data, "teacher": dataclasses.asdict(c.teacher), "seed": c.seed,
                         "mixed_precision": resolve_mixed_precision(c.mixed_precision, training_device())})
     defaults = decisive(Config(mixed_precision="no"))
     parts = {k: v for k, v in decisive(cfg).items() if k not in defaults or defaults[k] != v}

@@ -1,0 +1,115 @@
+"""The data path for large corpora: flat token columns saved and memory-mapped back, tokenization in
+several processes, and the teacher's soft targets labelled in shards, resumable after a kill."""
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors import safe_open
+
+import tiny
+from kd import soft_targets as soft_targets_module
+from kd.config import DataConfig
+from kd.data import load_splits
+from kd.models import build_model, load_classifier, load_tokenizer, save_classifier
+from kd.report import Reporter
+from kd.soft_targets import soft_targets
+from kd.tokens import TokenCache, TokenColumns, encode
+
+TEXTS = ["happy day", "so very sad and angry at it", "", "the a", "ünïcödé text 😀 ok", "word " * 80]
+
+
+def test_encode_gives_the_ids_of_a_transformers_tokenizer_call(models):
+    tokenizer = load_tokenizer(str(models["bert"]))
+    expected = tokenizer(TEXTS, truncation=True, max_length=12)["input_ids"]
+    columns = encode(tokenizer, TEXTS, 12)
+    assert columns.tolist() == expected and columns.ids.dtype == np.uint16
+    assert columns.lengths.tolist() == [len(row) for row in expected]
+
+
+def test_several_tokenizer_processes_give_the_same_columns(models, monkeypatch):
+    monkeypatch.setattr("kd.tokens.CHUNK", 7)  # 100 texts: 15 chunks over 2 processes
+    tokenizer = load_tokenizer(str(models["bert"]))
+    texts = tiny.make_texts(100, seed=3)[0]
+    chunks = []
+    assert encode(tokenizer, texts, 16, num_proc=2, on_chunk=lambda: chunks.append(1)) == encode(tokenizer, texts, 16)
+    assert len(chunks) == 15
+
+
+def test_columns_slice_and_concatenate():
+    columns = TokenColumns.from_rows([[1, 2], [3], [4, 5, 6], []])
+    assert columns.slice(1, 3).tolist() == [[3], [4, 5, 6]]
+    joined = TokenColumns.concat([columns.slice(2, 4), columns.slice(0, 2)])
+    assert joined.tolist() == [[4, 5, 6], [], [1, 2], [3]] and joined.offsets[0] == 0
+
+
+def test_token_cache_saves_the_columns_and_maps_them_back(models, tmp_path, monkeypatch):
+    tokenizer = load_tokenizer(str(models["bert"]))
+    first = TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
+    assert first.tolist() == encode(tokenizer, TEXTS, 16).tolist()
+
+    def tokenized(*args, **kwargs):
+        raise RuntimeError("tokenized")
+
+    monkeypatch.setattr("kd.tokens.encode", tokenized)
+    again = TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
+    assert again == first and isinstance(again.ids, np.memmap)  # read back, not tokenized
+    with pytest.raises(RuntimeError, match="tokenized"):  # another max_length: another entry
+        TokenCache(12, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
+    with pytest.raises(RuntimeError, match="tokenized"):  # other texts too
+        TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS[:-1])
+
+
+@pytest.fixture
+def teacher_setup(models, tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    model = build_model(str(models["bert"]), "pretrained", tiny.LABELS)
+    save_classifier(model, load_tokenizer(str(models["bert"])), np.full(3, 0.5), teacher_dir)
+    data_cfg = DataConfig(format="csv", train=str(tiny.write_csv(tmp_path / "train.csv", 100, seed=0)), val=None,
+                          text_column="text", label_columns=tiny.LABELS, labels_file=None, max_length=16)
+    return teacher_dir, data_cfg
+
+
+def _label(teacher_dir, data_cfg, cache_dir, batches: list | None = None):
+    teacher, tokenizer, _ = load_classifier(teacher_dir)
+    if batches is not None:
+        teacher.register_forward_hook(lambda module, args, kwargs, out: batches.append(len(kwargs["input_ids"])),
+                                      with_kwargs=True)
+    train, _ = load_splits(data_cfg)
+    return soft_targets(teacher, tokenizer, teacher_dir, train, encode(tokenizer, train.texts, 16), data_cfg,
+                        cache_dir, 8, Accelerator(cpu=True), Reporter(is_main=True))
+
+
+def test_soft_targets_in_shards_equal_one_pass(teacher_setup, tmp_path, monkeypatch):
+    teacher_dir, data_cfg = teacher_setup
+    whole, hit = _label(teacher_dir, data_cfg, tmp_path / "one")
+    monkeypatch.setattr(soft_targets_module, "SHARD_ROWS", 16)  # 80 train rows: 5 shards
+    sharded, _ = _label(teacher_dir, data_cfg, tmp_path / "sharded")
+    assert not hit and torch.allclose(whole, sharded, atol=1e-6)
+    (entry,) = (tmp_path / "sharded/soft_targets").iterdir()  # the shards are joined and removed
+    with safe_open(entry, framework="pt") as handle:  # a plain safetensors file, checksum in its metadata
+        assert torch.equal(handle.get_tensor("logits"), sharded)
+
+
+def test_a_killed_labelling_run_labels_only_the_shards_it_had_not_saved(teacher_setup, tmp_path, monkeypatch):
+    teacher_dir, data_cfg = teacher_setup
+    monkeypatch.setattr(soft_targets_module, "SHARD_ROWS", 16)
+    saved = []
+    real_write = soft_targets_module.write_atomically
+
+    def killed_after_two_shards(path, write):
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+        saved.append(path.name)
+        real_write(path, write)
+
+    monkeypatch.setattr(soft_targets_module, "write_atomically", killed_after_two_shards)
+    with pytest.raises(KeyboardInterrupt):
+        _label(teacher_dir, data_cfg, tmp_path / "cache")
+    assert len(list((tmp_path / "cache/soft_targets").glob("*.shards/*.npy"))) == 2
+    monkeypatch.setattr(soft_targets_module, "write_atomically", real_write)
+    batches = []
+    resumed, hit = _label(teacher_dir, data_cfg, tmp_path / "cache", batches)
+    assert not hit and sum(batches) == 80 - 2 * 16  # the 3 shards left, nothing twice
+    assert torch.allclose(resumed, _label(teacher_dir, data_cfg, tmp_path / "fresh")[0], atol=1e-6)
+    assert _label(teacher_dir, data_cfg, tmp_path / "cache")[1]  # now a cache hit
