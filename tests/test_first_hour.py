@@ -20,7 +20,8 @@ def test_every_missing_model_is_listed_before_anything_trains(models, csv_data, 
     assert "nonexistent-org/no-such-teacher is not in the local hub cache" in err and "teacher.init=random" in err
     assert "google/bert_uncased_L-2_H-128_A-2" in err and "student.init=random" in err
     assert f"extra teacher {tmp_path / 'not-a-model'} is not a model folder" in err
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+    assert not (tmp_path / "runs").exists()  # the cache holds the data, read before (and reused next time)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["data"]
 
 
 def test_a_run_that_fails_before_training_leaves_no_folder(models, csv_data, tmp_path, monkeypatch):

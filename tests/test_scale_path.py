@@ -11,6 +11,7 @@ import tiny
 from kd import soft_targets as soft_targets_module
 from kd.config import DataConfig
 from kd.data import load_splits
+from kd.errors import KDError
 from kd.models import build_model, load_classifier, load_tokenizer, save_classifier
 from kd.report import Reporter
 from kd.soft_targets import soft_targets
@@ -23,7 +24,7 @@ def test_encode_gives_the_ids_of_a_transformers_tokenizer_call(models):
     tokenizer = load_tokenizer(str(models["bert"]))
     expected = tokenizer(TEXTS, truncation=True, max_length=12)["input_ids"]
     columns = encode(tokenizer, TEXTS, 12)
-    assert columns.tolist() == expected and columns.ids.dtype == np.uint16
+    assert columns.tolist() == expected and columns.values.dtype == np.uint16
     assert columns.lengths.tolist() == [len(row) for row in expected]
 
 
@@ -53,7 +54,7 @@ def test_token_cache_saves_the_columns_and_maps_them_back(models, tmp_path, monk
 
     monkeypatch.setattr("kd.tokens.encode", tokenized)
     again = TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
-    assert again == first and isinstance(again.ids, np.memmap)  # read back, not tokenized
+    assert again == first and isinstance(again.values, np.memmap)  # read back, not tokenized
     with pytest.raises(RuntimeError, match="tokenized"):  # another max_length: another entry
         TokenCache(12, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
     with pytest.raises(RuntimeError, match="tokenized"):  # other texts too
@@ -113,3 +114,56 @@ def test_a_killed_labelling_run_labels_only_the_shards_it_had_not_saved(teacher_
     assert not hit and sum(batches) == 80 - 2 * 16  # the 3 shards left, nothing twice
     assert torch.allclose(resumed, _label(teacher_dir, data_cfg, tmp_path / "fresh")[0], atol=1e-6)
     assert _label(teacher_dir, data_cfg, tmp_path / "cache")[1]  # now a cache hit
+
+
+def _shards(csv_path, folder, rows_per_shard=200):
+    lines = csv_path.read_text().splitlines(keepends=True)
+    folder.mkdir()
+    for k, start in enumerate(range(1, len(lines), rows_per_shard)):
+        (folder / f"part-{k}.csv").write_text(lines[0] + "".join(lines[start:start + rows_per_shard]))
+    return str(folder / "part-*.csv")
+
+
+def test_stored_shards_read_as_the_reader_reads_them_and_map_back(csv_data, tmp_path, monkeypatch):
+    from kd.columns import TextColumn
+    from kd.data import read_labeled
+
+    cfg = DataConfig(format="csv", train=_shards(csv_data["train"], tmp_path / "shards"), val=None,
+                     text_column="text", label_columns=tiny.LABELS, labels_file=None, id_column="id")
+    whole = read_labeled(cfg.train, "csv", "text", tiny.LABELS, id_column="id")
+    stored = load_splits(cfg, tmp_path / "store")[0]
+    plain = load_splits(cfg)[0]
+    assert isinstance(stored.texts, TextColumn) and list(stored.texts) == plain.texts
+    assert np.array_equal(stored.labels, plain.labels) and list(stored.ids) == plain.ids
+    assert stored.rows.tolist() == plain.rows.tolist() and stored.file_rows == whole.file_rows == 512
+
+    def parsed(*args):
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr("kd.data._read_one", parsed)
+    again = load_splits(cfg, tmp_path / "store")[0]  # mapped back, not parsed
+    assert isinstance(again.texts.values, np.memmap) and list(again.texts) == plain.texts
+    monkeypatch.undo()
+    last = tmp_path / "shards/part-2.csv"
+    last.write_text(last.read_text().replace(",1\n", ",0\n", 1))
+    changed = load_splits(cfg, tmp_path / "store")[0]  # a shard changed: read again
+    assert not np.array_equal(changed.labels, stored.labels)
+
+
+def test_stored_shards_keep_the_readers_checks(tmp_path):
+    (tmp_path / "a.csv").write_text("id,text,x\n1,hi,1\n2,ho,0\n")
+    (tmp_path / "b.csv").write_text("id,text,x\n3,hu,0\n1,ha,1\n")
+    cfg = DataConfig(format="csv", train=str(tmp_path / "*.csv"), val=None, text_column="text", label_columns=["x"],
+                     labels_file=None, id_column="id")
+    with pytest.raises(KDError, match="id '1' is in more than one shard"):
+        load_splits(cfg, tmp_path / "store")
+    (tmp_path / "b.csv").write_text("id,text,x\n3,hu,0\n4,\"ha,1\n")
+    with pytest.raises(KDError, match="b.csv"):
+        load_splits(cfg, tmp_path / "store")
+    assert not [p for p in (tmp_path / "store").iterdir() if not p.name.startswith(".")]  # nothing half-written
+    (tmp_path / "a.csv").write_text("text,label\nhi,joy\nho,anger\n")
+    (tmp_path / "b.csv").write_text("text,label\nhu,fear\nha,joy\n")
+    single = DataConfig(format="csv", train=str(tmp_path / "*.csv"), val=None, text_column="text",
+                        label_columns=["label"], labels_file=None)
+    train, val = load_splits(single, tmp_path / "store")  # shards of a class column share their classes
+    assert train.label_names == ["anger", "fear", "joy"] and len(train) + len(val) == 4

@@ -9,16 +9,17 @@ may be a glob of shards, read as one file. kd.tables parses the files; kd.tokens
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from kd.config import DataConfig
 from kd.errors import KDError
+from kd.files import file_digest
 from kd.labels import Labels, check_one_class_per_row, class_order, infer_label_columns, read_labels
 from kd.tables import (RECORD_SUFFIXES, Table, delimiter_hint, expand, lines_text, read_records, read_table,
                        read_text)
@@ -30,13 +31,13 @@ JIGSAW_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identi
 
 @dataclass
 class LabeledTexts:
-    texts: list[str]
+    texts: Sequence[str]  # a list, or a memory-mapped kd.columns.TextColumn (kd.stored_data)
     labels: np.ndarray  # (rows, labels) float32 of 0/1
     label_names: list[str]
     dropped: int = 0  # rows with empty texts left out (data.empty_texts=drop)
     single_label: bool = False  # one class per row (softmax), else any number of labels (sigmoid)
     class_column: str | None = None  # single-label data read from one class column
-    ids: list[str] | None = None  # the rows' ids, where the format has them
+    ids: Sequence[str] | None = None  # the rows' ids, where the format has them
     rows: np.ndarray | None = None  # each row's position among the file's data rows
     file_rows: int = 0  # data rows in the file, empty texts included
 
@@ -44,8 +45,8 @@ class LabeledTexts:
         return len(self.texts)
 
     def take(self, rows: np.ndarray) -> LabeledTexts:
-        return dataclasses.replace(self, texts=[self.texts[i] for i in rows], labels=self.labels[rows],
-                                   ids=None if self.ids is None else [self.ids[i] for i in rows],
+        return dataclasses.replace(self, texts=_take(self.texts, rows), labels=self.labels[rows],
+                                   ids=None if self.ids is None else _take(self.ids, rows),
                                    rows=None if self.rows is None else self.rows[rows])
 
     def labels_without_positives(self) -> list[str]:
@@ -53,6 +54,11 @@ class LabeledTexts:
 
     def labels_on_every_row(self) -> list[str]:
         return [n for n, count in zip(self.label_names, self.labels.sum(axis=0)) if count == len(self)]
+
+
+def _take(texts: Sequence[str], rows: np.ndarray) -> Sequence[str]:
+    """These rows of a list, or of a column (kd.columns: a view that shares its arrays)."""
+    return texts.take(rows) if hasattr(texts, "take") else [texts[i] for i in rows]
 
 
 def blank(text: str) -> bool:
@@ -258,11 +264,19 @@ def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def load_splits(cfg: DataConfig) -> tuple[LabeledTexts, LabeledTexts]:
-    """Train and val as the config says: a val file, or a seeded split of train."""
+def load_splits(cfg: DataConfig, store: Path | None = None) -> tuple[LabeledTexts, LabeledTexts]:
+    """Train and val as the config says: a val file, or a seeded split of train. With a `store`
+    folder, the files are read into memory-mapped columns there once (kd.stored_data)."""
     def read(path: str, columns: list[str], problem_type: str, classes: list[str] | None = None) -> LabeledTexts:
-        return read_labeled(path, cfg.format, cfg.text_column, columns, cfg.labels_file, cfg.delimiter,
-                            cfg.id_column, cfg.empty_texts, cfg.quoting, problem_type, classes)
+        settings = (cfg.format, cfg.text_column, columns, cfg.labels_file, cfg.delimiter, cfg.id_column,
+                    cfg.empty_texts, cfg.quoting, problem_type)
+        if store is None:
+            return read_labeled(path, *settings, classes)
+        from kd.stored_data import read_stored
+
+        labels_file = file_digest([cfg.labels_file]) if cfg.labels_file else None
+        return read_stored(path, store, lambda one, known: _read_one(one, *settings, known or classes),
+                           {"settings": settings, "labels_file": labels_file, "classes": classes})
 
     train = read(cfg.train, cfg.label_columns, cfg.problem_type)
     if cfg.val:  # with the train file's label columns and classes
@@ -286,14 +300,3 @@ def load_splits(cfg: DataConfig) -> tuple[LabeledTexts, LabeledTexts]:
     if cfg.max_val_samples:
         val = val.take(np.arange(min(cfg.max_val_samples, len(val))))
     return train, val
-
-
-def file_digest(paths: list[str | Path | None]) -> str:
-    """sha256 over the contents of the given files (None entries are skipped)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        if path is not None:
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()

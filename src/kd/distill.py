@@ -231,7 +231,8 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     check_output_folders(cfg, accelerator)
-    train, val = load_splits(cfg.data)  # bad data fails before anything is written
+    with accelerator.main_process_first():  # bad data fails first; its columns are cached only once all reads
+        train, val = load_splits(cfg.data, Path(cfg.cache_dir) / "data")
     check_models(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
     with run_folder(cfg, accelerator, resume) as run_dir, \

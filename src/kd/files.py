@@ -1,5 +1,5 @@
 """Files and folders: written whole or not at all, checked for writability before work starts,
-and a run folder held by one process at a time.
+a run folder held by one process at a time, and files' contents hashed (cache keys).
 
 Files and folders are written beside their target under a name that carries the writer's
 pid, then renamed into place. A writer killed outright (SIGKILL, power loss) leaves that
@@ -9,6 +9,7 @@ processes that no longer run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -116,3 +117,14 @@ def folder_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def file_digest(paths: list[str | Path | None]) -> str:
+    """sha256 over the contents of the given files (None entries are skipped)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is not None:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()

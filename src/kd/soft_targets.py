@@ -24,10 +24,10 @@ from accelerate.utils import broadcast_object_list
 
 from kd.config import DataConfig
 from kd.batches import EncodedDataset, make_loader
-from kd.data import LabeledTexts, file_digest
+from kd.data import LabeledTexts
 from kd.tokens import TokenColumns, tokenizer_fingerprint
 from kd.evaluate import MODEL_INPUTS
-from kd.files import write_atomically
+from kd.files import file_digest, write_atomically
 from kd.errors import KDError
 from kd.report import Reporter
 from kd.tables import RECORD_SUFFIXES, expand, read_records, read_table
@@ -204,7 +204,7 @@ def cached_metrics(teacher_folder: Path, val: LabeledTexts, max_length: int, cac
     that share a fine-tuned teacher (sweeps, benchmarks) skip re-evaluating it. The main
     process decides hit or miss for all, and alone writes."""
     # "oof": the tuned F1 is out of fold since then; metrics cached before are recomputed
-    digest = hashlib.sha256(json.dumps([checkpoint_digest(teacher_folder), val.texts, max_length, "oof"]).encode())
+    digest = hashlib.sha256(json.dumps([checkpoint_digest(teacher_folder), list(val.texts), max_length, "oof"]).encode())
     digest.update(val.labels.tobytes())
     path = cache_dir / "teacher_metrics" / f"{digest.hexdigest()[:24]}.json"
     metrics = None

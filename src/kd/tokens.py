@@ -1,7 +1,7 @@
 """Texts into token ids, once per tokenizer.
 
-Token ids live in two flat arrays (`TokenColumns`): every row's ids end to end (uint16 where the
-vocabulary fits, else int32) and the offset where each row starts. Five million rows of 27 tokens
+Token ids live in two flat arrays (`TokenColumns`, a kd.columns.Ragged): every row's ids end to
+end (uint16 where the vocabulary fits, else int32) and the offset where each row starts. Five million rows of 27 tokens
 take 0.3 GB so, against about 5 GB as Python lists of ints (docs/benchmarks/scale.md).
 
 `encode` runs the Rust tokenizer directly, in chunks, in `num_proc` processes when asked.
@@ -17,41 +17,18 @@ import multiprocessing
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from kd.columns import Ragged
 from kd.files import staged_folder
 
 CHUNK = 8192  # texts per tokenizer call (one progress step)
 
 
-class TokenColumns:
-    """A sequence of rows of token ids, stored flat: row i is ids[offsets[i]:offsets[i + 1]]."""
-
-    def __init__(self, ids: np.ndarray, offsets: np.ndarray):
-        self.ids, self.offsets = ids, offsets
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, row: int) -> np.ndarray:
-        return self.ids[self.offsets[row]:self.offsets[row + 1]]
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return (self[row] for row in range(len(self)))
-
-    def __eq__(self, other) -> bool:
-        return (isinstance(other, TokenColumns) and np.array_equal(self.offsets, other.offsets)
-                and np.array_equal(self.ids, other.ids))
-
-    def slice(self, start: int, stop: int) -> TokenColumns:
-        """Rows start..stop-1, sharing this one's arrays."""
-        return TokenColumns(self.ids, self.offsets[start:stop + 1])
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+class TokenColumns(Ragged):
+    """Rows of token ids (kd.columns.Ragged): a row reads back as a numpy array of ids."""
 
     def tolist(self) -> list[list[int]]:
         return [row.tolist() for row in self]
@@ -61,23 +38,6 @@ class TokenColumns:
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum([len(row) for row in rows], out=offsets[1:])
         return cls(np.fromiter((i for row in rows for i in row), dtype, int(offsets[-1])), offsets)
-
-    @classmethod
-    def concat(cls, parts: Sequence[TokenColumns]) -> TokenColumns:
-        """The rows of every part, in order (in memory)."""
-        starts = np.cumsum([0] + [part.offsets[-1] - part.offsets[0] for part in parts[:-1]])
-        offsets = np.concatenate([np.zeros(1, np.int64)] + [part.offsets[1:] - part.offsets[0] + start
-                                                            for part, start in zip(parts, starts)])
-        return cls(np.concatenate([part.ids[part.offsets[0]:part.offsets[-1]] for part in parts]), offsets)
-
-    def save(self, folder: Path) -> None:
-        np.save(folder / "ids.npy", self.ids)
-        np.save(folder / "offsets.npy", self.offsets)
-
-    @classmethod
-    def load(cls, folder: Path) -> TokenColumns:
-        """Memory-mapped: rows are read from disk as batches need them."""
-        return cls(np.load(folder / "ids.npy", mmap_mode="r"), np.load(folder / "offsets.npy", mmap_mode="r"))
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -186,12 +146,12 @@ class TokenCache:
         name = hashlib.sha256(json.dumps([fingerprint, self.max_length, texts_digest(texts)]).encode())
         folder = self.folder / name.hexdigest()[:24]
         try:
-            columns = TokenColumns.load(folder)
+            columns = TokenColumns.load(folder, "ids")
             if len(columns) == len(texts):
                 return columns
         except (OSError, ValueError):
             pass  # not there yet, or damaged: (re)written below
         columns = self._encode(tokenizer, split, texts)
         with staged_folder(folder) as staging:
-            columns.save(staging)
-        return TokenColumns.load(folder)
+            columns.save(staging, "ids")
+        return TokenColumns.load(folder, "ids")
