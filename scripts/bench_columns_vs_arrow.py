@@ -88,6 +88,9 @@ def main() -> None:
              "scripts/bench_scale.py's corpus, max_length 128, the BERT-Tiny tokenizer, 2 cores).", "",
              "| storage | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     lines += [f"| {name} | " + " | ".join(f"{r[k]:,.2f}" for k in keys) + " |" for name, r in results.items()]
+    lines += ["", "Most of the gap in tokenizing is the tokenizer call: a `datasets` recipe maps the transformers "
+              "tokenizer, kd calls its Rust tokenizer directly. The storage itself differs in size (uint16 ids "
+              "against Arrow's int32 lists) and in the cost of a shuffled batch; and numpy needs no new dependency."]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "columns_vs_arrow.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
