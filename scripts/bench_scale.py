@@ -122,7 +122,6 @@ class AnonymousPeak(threading.Thread):
 
 def worker(path: str, rows: int, stages: str, work: Path) -> None:
     """One (path, size) in this process: prints {stage: [seconds, peak GB after it]} as JSON."""
-    import kd  # noqa: F401  first, as kd's entry points: MKL's kernels where they help (kd/mkl_amd.py)
     from accelerate import Accelerator
 
     from kd.batches import EncodedDataset
@@ -210,8 +209,6 @@ def baseline_src(commit: str, work: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-        for built in (ROOT / "src/kd").glob("_mkl_intel_cpu*.so"):  # the same MKL kernels as this checkout's
-            shutil.copy(built, folder / "src/kd")
     return folder / "src"
 
 

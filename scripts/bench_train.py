@@ -4,8 +4,7 @@
   (a) reference distillation:  (c) plus the teacher run online at every student step
   (b) kd's default pipeline:   cached teacher logits, batches padded to their longest row and
                                grouped by length, fused AdamW, fast dropout masks (hidden states
-                               and attention), freed memory kept by the allocator, MKL's
-                               AVX2 kernels on an AMD CPU (`import kd` first), the last
+                               and attention), freed memory kept by the allocator, the last
                                layer run for the [CLS] row only, a sparse word-embedding
                                gradient, bf16 autocast where the CPU computes bf16 natively
                                (mixed_precision=auto) with every batch shape's oneDNN kernels
@@ -48,7 +47,7 @@ import sys
 import time
 from pathlib import Path
 
-import kd  # before torch: on an AMD CPU it lets MKL run its AVX2 kernels (kd/mkl_amd.py)
+import kd  # noqa: F401  before torch: it sizes oneDNN's kernel cache (kd/__init__.py)
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,7 +65,7 @@ from kd.first_token import use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
 from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
 from kd.train import MIXED_PRECISION_PAD_MULTIPLE as BF16_PAD
-from machine import cpu_name  # scripts/machine.py
+from machine import cpu_name, mkl_recipe_library  # scripts/machine.py
 
 from bench_train_report import markdown
 
@@ -84,7 +83,7 @@ class Recipe:
     fast_dropout: bool = False
     fast_attention_dropout: bool = False
     keep_freed_memory: bool = False
-    mkl_amd_kernels: bool = False  # MKL's Intel kernels on an AMD CPU (kd/mkl_amd.py)
+    mkl_amd_kernels: bool = False  # MKL's Intel kernels on an AMD CPU (opt-in: recipes/mkl_amd/)
     first_token_last_layer: bool = False
     sparse_embedding_gradient: bool = False
     lazy_embedding_update: bool = False
@@ -101,12 +100,13 @@ CPU_ONLY = {"fast_dropout", "fast_attention_dropout", "keep_freed_memory", "mkl_
             "sparse_embedding_gradient", "kernel_cache"}  # kd uses these on CPU alone; elsewhere its training leaves them out
 
 
-def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
+def ladder(kd_batch: int, bf16: bool, device: str = "cpu", mkl_recipe: bool = False) -> list[Recipe]:
     """(c), (a), then one technique at a time up to kd's default (b), in bf16 autocast where `bf16`;
-    then variants of (b) that kd does not use by default: bf16 where kd's default is fp32, the
-    lazy embedding update (opt-in: it costs dev AUC, see part 2), and no update of the word
-    embedding table at all (the floor for any embedding update). On a GPU: the steps kd takes
-    there, and no variants."""
+    then variants of (b) that kd does not use by default: bf16 where kd's default is fp32, MKL's
+    Intel kernels preloaded on an AMD CPU (`mkl_recipe`: recipes/mkl_amd, opt-in), the lazy
+    embedding update (opt-in: it costs dev AUC, see part 2), and no update of the word embedding
+    table at all (the floor for any embedding update). On a GPU: the steps kd takes there, and
+    no variants."""
     c = Recipe("(c) reference fine-tuning", distill=False, online_teacher=False)
     a = dataclasses.replace(c, name="(a) reference distillation", distill=True, online_teacher=True)
     steps = [("+ teacher logits cached", {"online_teacher": False}),
@@ -116,8 +116,6 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
              ("+ fast dropout masks", {"fast_dropout": True}),
              ("+ fast attention dropout", {"fast_attention_dropout": True}),
              ("+ freed memory kept", {"keep_freed_memory": True}),
-             *([("+ MKL's AVX2 kernels on AMD", {"mkl_amd_kernels": True})]
-               if kd.mkl_amd.status == kd.mkl_amd.ON else []),
              ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
              ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
              (f"+ batch {kd_batch}", {"batch_size": kd_batch}),
@@ -134,7 +132,9 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu") -> list[Recipe]:
         return recipes
     other_precision = [] if bf16 else [dataclasses.replace(b, name="(b) with bf16 autocast", bf16=True,
                                                            kernel_cache=True, pad_to_multiple_of=BF16_PAD)]
-    return recipes + other_precision + [
+    mkl = [dataclasses.replace(b, name="(b) with MKL's Intel kernels preloaded (recipes/mkl_amd)",
+                               mkl_amd_kernels=True)] if mkl_recipe else []
+    return recipes + other_precision + mkl + [
         dataclasses.replace(b, name="(b) with the lazy embedding update", lazy_embedding_update=True),
         dataclasses.replace(b, name="(b) without the embedding update", embedding_update=False)]
 
@@ -278,16 +278,16 @@ def _epoch(loader, epoch: int):
 
 
 def run_trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float, device: str,
-              epochs: int = 1) -> dict:
+              epochs: int = 1, mkl_library: Path | None = None) -> dict:
     """One trial in a fresh process (a recipe may change process-wide settings); oneDNN's kernel
-    cache as `import kd` sizes it, or at oneDNN's default; MKL's kernels on AMD as `import kd`
-    sets them, or MKL's generic ones."""
+    cache as `import kd` sizes it, or at oneDNN's default; with `mkl_amd_kernels`, `mkl_library`
+    (recipes/mkl_amd) preloaded."""
     command = [sys.executable, __file__, "--trial", json.dumps(dataclasses.asdict(recipe)),
                "--corpus-file", str(corpus_file), "--teacher-name", teacher_name, "--seconds", str(seconds),
                "--device", device, "--epochs", str(epochs)]
     env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY":
            os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] if recipe.kernel_cache else "1024",
-           kd.mkl_amd.SWITCH: "1" if recipe.mkl_amd_kernels else "0"}
+           **({"LD_PRELOAD": str(mkl_library)} if recipe.mkl_amd_kernels else {})}
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -298,7 +298,8 @@ def run_rounds(recipes: list[Recipe], corpus_file: Path, texts: int, args: argpa
     trials: list[list[dict]] = [[] for _ in recipes]
     for round_ in range(args.rounds):
         for recipe, recipe_trials in zip(recipes, trials):
-            recipe_trials.append(run_trial(recipe, corpus_file, args.teacher_name, args.seconds, args.device))
+            recipe_trials.append(run_trial(recipe, corpus_file, args.teacher_name, args.seconds, args.device,
+                                           mkl_library=args.mkl_library))
             row = recipe_trials[-1]
             print(f"  round {round_ + 1} {recipe.name:42s} {row['samples_per_s']:8.0f} samples/s  ms/step: "
                   + " ".join(f"{k} {v:.1f}" for k, v in row["ms_per_step"].items()), flush=True)
@@ -325,7 +326,8 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, batches: tuple
     args.work.mkdir(parents=True, exist_ok=True)
     corpus_file = args.work / f"ladder-{corpus}.pkl"
     corpus_file.write_bytes(pickle.dumps({"ids": ids, "labels": labels}))
-    recipes = ladder(batches[0], bf16, args.device)
+    args.mkl_library = mkl_recipe_library(args.work) if args.device == "cpu" else None
+    recipes = ladder(batches[0], bf16, args.device, args.mkl_library is not None)
     rows = run_rounds(recipes, corpus_file, len(texts), args)
     gpu = args.device != "cpu"
     teacher_rows = run_rounds(teacher_recipes(batches[1], bf16), corpus_file, len(texts), args) if gpu else []

@@ -16,7 +16,6 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import ProjectConfiguration, set_seed
 
-from kd import mkl_amd
 from kd.checkpoint import state_path
 from kd.config import Config
 from kd.batches import EncodedDataset, make_loader
@@ -241,9 +240,6 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
                        f"{precision_name(accelerator.mixed_precision, accelerator.device)}")
-        if mkl_amd.status == mkl_amd.TOO_LATE:
-            reporter.print("note: torch was imported before kd, so MKL runs generic kernels on this AMD "
-                           "CPU; import kd first for faster fp32 matrix products (kd/mkl_amd.py)")
         _warn_about(train, val, reporter)
         tokens = TokenCache(cfg.data.max_length, reporter, Path(cfg.cache_dir) / "tokens",
                             cfg.data.num_proc, accelerator.main_process_first)
