@@ -165,7 +165,7 @@ def worker(path: str, rows: int, stages: str, work: Path) -> None:
     if stages == "tokenize":
         return print("RESULT " + json.dumps(result))
     teacher, _, _ = load_classifier(teacher_dir)
-    logits, _ = soft_targets(teacher, tokenizer, teacher_dir, train, ids, data_cfg, cache / f"soft-{os.getpid()}",
+    logits, _ = soft_targets(teacher, tokenizer, teacher_dir, train, ids, data_cfg, cache / "soft",
                              256, accelerator, reporter)
     stage("label")
     if stages == "all":

@@ -113,20 +113,12 @@ def test_distilbert_exports_through_the_plain_graph(models, labelled, tmp_path):
     assert report["parity"]["max_abs_prob_diff"] <= 1e-4
 
 
-def test_bert_graph_computes_the_last_layer_for_cls_only(trained):
-    import torch
-
-    from kd.models import load_classifier
-
-    model = load_classifier(trained, attn_implementation="eager")[0]
-    assert export._BertFromCLS.applies(model)
-    ids = torch.randint(5, 30, (3, 11))
-    mask = torch.ones_like(ids)
-    mask[1, 6:] = 0
-    with torch.no_grad():
-        full = model(input_ids=ids, attention_mask=mask).logits
-        cls_only = export._BertFromCLS(model)(ids, mask)
-    assert torch.allclose(full, cls_only, atol=1e-5)
+def test_bert_graph_computes_the_last_layer_for_cls_only(trained, tmp_path, monkeypatch):
+    """The graph is traced with kd.first_token's last layer (its own tests check that layer)."""
+    applied, first_token = [], export.use_first_token_last_layer
+    monkeypatch.setattr(export, "use_first_token_last_layer", lambda model: applied.append(first_token(model)))
+    report = export.export_model(trained, tmp_path / "onnx", onnx=True)
+    assert applied == [True] and report["parity"]["max_abs_prob_diff"] <= 1e-4
 
 
 def test_cli_predict_runs_an_onnx_folder(trained, tmp_path, capsys):
