@@ -252,7 +252,7 @@ def write_report(results: dict, args) -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     lines = ["# Scale: reading, tokenizing, teacher labelling, one student epoch", "",
-             "Command: `python scripts/bench_scale.py " + " ".join(sys.argv[1:]) + "`", "",
+             "Command: `" + " ".join(["python scripts/bench_scale.py", *sys.argv[1:]]) + "`", "",
              f"Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time of this invocation: "
              f"{results['wall_min']} min. Written by `scripts/bench_scale.py`; its docstring says how the corpus "
              "and the models are made.", "",
@@ -265,11 +265,16 @@ def write_report(results: dict, args) -> None:
     for path in ("columns", "lists"):
         for rows, result in results[path].items():
             lines.append(f"| {path} | {int(rows):,} | " + " | ".join(_cells(result, int(rows))) + " |")
-    label, tokenize = results["labelling"], results["tokenizing"]
+    label, tokenize = ({int(k): v for k, v in results[part].items()} for part in ("labelling", "tokenizing"))
     if label.get(1) and label.get(2):
         one, two = label[1]["label"][0], label[2]["label"][0]
-        lines += ["", f"Teacher labelling of {args.processes_size:,} rows: 1 process (all cores) {one:.1f} s, "
-                  f"2 processes under `accelerate launch` (one thread each) {two:.1f} s: {one / two:.2f}x."]
+        lines += ["", f"Teacher labelling of {args.processes_size:,} rows under `accelerate launch`: 1 process "
+                  f"{one:.1f} s, 2 processes {two:.1f} s: {one / two:.2f}x. Accelerate gives each process one "
+                  "thread (its default `--num_cpu_threads_per_process`)."]
+        whole = {int(k): v for k, v in results["columns"].items()}.get(args.processes_size)
+        if whole:
+            lines[-1] += (f" One process started directly, with both cores' threads, took {whole['label'][0]:.1f} s "
+                          f"(the columns row above): {whole['label'][0] / two:.2f}x the 2 processes' time.")
     if tokenize.get(1) and tokenize.get(2):
         lines += ["", f"Tokenizing {args.processes_size:,} rows: num_proc 1 {tokenize[1]['tokenize'][0]:.1f} s, "
                   f"num_proc 2 {tokenize[2]['tokenize'][0]:.1f} s."]
