@@ -60,6 +60,10 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
             assert two[key] == pytest.approx(one[key], abs=0.03 if key == "macro_f1_tuned" else 0.01), (role, key)
     soft = [load_file(next((tmp_path / f"p{p}/cache/soft_targets").iterdir()))["logits"] for p in (1, 2)]
     assert (soft[0] - soft[1]).abs().max().item() < 1e-5  # each process labelled every other shard
+    given = tiny.tiny_overrides({"bert": models["bert_nodropout"], "student": models["student_nodropout"]}, data,
+                                tmp_path / "given", **{"teacher.path": tmp_path / "p2/runs/run/teacher",
+                                                       "student.train.epochs": 1, "mixed_precision": "no"})
+    _launch(2, given, tmp_path / "given" / "audit")  # a fine-tuned teacher, evaluated on 2 processes
     audit = tmp_path / "p2" / "audit"
     rank0 = (audit / "rank-0.txt").read_text().splitlines()
     rank1 = (audit / "rank-1.txt").read_text().splitlines()

@@ -191,10 +191,10 @@ def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size
     (see tuned_metrics)."""
     dataset = EncodedDataset(input_ids if input_ids is not None else encode(tokenizer, data.texts, max_length),
                              data.labels)
+    single = model.config.problem_type == SINGLE_LABEL  # before prepare: with several processes it wraps the model
     model, loader = prepare_for_inference(accelerator, model,
                                           make_loader(dataset, tokenizer, model, batch_size, False))
     logits, labels = predict_logits(model, loader, accelerator)
-    single = model.config.problem_type == SINGLE_LABEL
     if thresholds is None or single:
         return tuned_metrics(logits, labels, data.label_names, single)
     return score(logits, labels, thresholds, data.label_names, temperatures), thresholds
