@@ -14,6 +14,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 
+def offsets_from(lengths) -> np.ndarray:
+    """Where each row starts, and the end of the last: 0, then the running sum of the lengths."""
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
 class Ragged:
     """Rows of `values`, row i from offsets[i] to offsets[i + 1]; `index` maps rows to stored rows
     (a row subset that shares the arrays)."""
@@ -54,7 +61,7 @@ class Ragged:
 
     def save(self, folder: Path, name: str) -> None:
         """Two .npy files: `name`.npy (the values of every row, end to end) and `name`-offsets.npy."""
-        whole = self if self.index is None else self.take(np.arange(len(self))).compact()
+        whole = self.compact()
         np.save(folder / f"{name}.npy", whole.values[whole.offsets[0]:whole.offsets[-1]])
         np.save(folder / f"{name}-offsets.npy", whole.offsets - whole.offsets[0])
 
@@ -68,8 +75,7 @@ class Ragged:
         if self.index is None and self.offsets[0] == 0:
             return self
         lengths = self.lengths
-        offsets = np.zeros(len(lengths) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = offsets_from(lengths)
         starts = self.offsets[:-1] if self.index is None else self.offsets[self.index]
         positions = np.repeat(np.asarray(starts, np.int64) - offsets[:-1], lengths) + np.arange(offsets[-1])
         return type(self)(np.asarray(self.values[positions]), offsets)
@@ -96,10 +102,3 @@ class TextColumn(Ragged):
 
     def row(self, i: int) -> str:
         return bytes(super().row(i)).decode("utf-8", "surrogatepass")
-
-    @classmethod
-    def from_texts(cls, texts: Sequence[str]) -> TextColumn:
-        encoded = [text.encode("utf-8", "surrogatepass") for text in texts]
-        offsets = np.zeros(len(encoded) + 1, np.int64)
-        np.cumsum([len(b) for b in encoded], out=offsets[1:])
-        return cls(np.frombuffer(b"".join(encoded), np.uint8), offsets)

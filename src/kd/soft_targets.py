@@ -58,10 +58,6 @@ def soft_targets_key(teacher_folder: Path, data_cfg: DataConfig, tokenizer) -> s
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def tensor_digest(tensor: torch.Tensor) -> str:
-    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
-
-
 def _mapped_logits(path: Path) -> tuple[torch.Tensor, dict]:
     """The `logits` tensor of a safetensors file, memory-mapped (copy on write: pages are read from
     disk as rows are used, and never written back), and the file's metadata."""
@@ -76,7 +72,7 @@ def _mapped_logits(path: Path) -> tuple[torch.Tensor, dict]:
 
 
 def _digest_rows(arrays) -> str:
-    """sha256 of float32 arrays' bytes end to end (equal to tensor_digest of their concatenation)."""
+    """sha256 of float32 arrays' bytes end to end, as if they were one array."""
     digest = hashlib.sha256()
     for array in arrays:
         for start in range(0, len(array), 1 << 16):

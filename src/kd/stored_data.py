@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from kd.columns import TextColumn
+from kd.columns import TextColumn, offsets_from
 from kd.errors import KDError
 from kd.files import file_digest, staged_folder
 from kd.labels import class_order
@@ -88,8 +88,7 @@ def _append_texts(handle, texts) -> np.ndarray:
 
 
 def _finish_column(folder: Path, name: str, lengths: np.ndarray) -> None:
-    offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = offsets_from(lengths)
     np.save(folder / f"{name}-offsets.npy", offsets)
     _npy_from_raw(folder / f"{name}.bin", folder / f"{name}.npy", "|u1", (int(offsets[-1]),))
 

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kd.columns import Ragged
+from kd.columns import Ragged, offsets_from
 from kd.files import staged_folder
 
 CHUNK = 8192  # texts per tokenizer call (one progress step)
@@ -35,8 +35,7 @@ class TokenColumns(Ragged):
 
     @classmethod
     def from_rows(cls, rows: Sequence[Sequence[int]], dtype=np.int32) -> TokenColumns:
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum([len(row) for row in rows], out=offsets[1:])
+        offsets = offsets_from([len(row) for row in rows])
         return cls(np.fromiter((i for row in rows for i in row), dtype, int(offsets[-1])), offsets)
 
 
@@ -94,7 +93,7 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, num_proc: int = 1,
     that many processes. `on_chunk` is called after each chunk."""
     spec, dtype = _backend_spec(tokenizer, max_length), np.uint16 if len(tokenizer) <= 1 << 16 else np.int32
     chunks = (list(texts[start:start + CHUNK]) for start in range(0, len(texts), CHUNK))
-    lengths, ids = [np.zeros(1, np.int64)], [np.zeros(0, dtype)]
+    lengths, ids = [np.zeros(0, np.int64)], [np.zeros(0, dtype)]
     processes = min(num_proc, -(-len(texts) // CHUNK))
     with (_pool(processes, spec) if processes > 1 else nullcontext()) as pool:
         if pool is None:
@@ -104,7 +103,7 @@ def encode(tokenizer, texts: Sequence[str], max_length: int, num_proc: int = 1,
             ids.append(chunk_ids.astype(dtype, copy=False))
             if on_chunk is not None:
                 on_chunk()
-    return TokenColumns(np.concatenate(ids), np.cumsum(np.concatenate(lengths)))
+    return TokenColumns(np.concatenate(ids), offsets_from(np.concatenate(lengths)))
 
 
 def texts_digest(texts: Sequence[str]) -> str:
