@@ -34,7 +34,7 @@ from kd.classifier import Classifier
 from kd.data import read_labeled
 from kd.errors import KDError
 from kd.export import export_model
-from kd.loadgen import free_port, run_load
+from loadgen import free_port, run_load  # scripts/loadgen.py
 from kd.models import build_model, count_parameters, load_classifier, load_tokenizer, save_classifier
 from kd.cores import usable_cores
 from machine import cpu_name  # scripts/machine.py
@@ -185,7 +185,7 @@ def markdown(results: dict) -> str:
         lines.append("")
     s = results["server"][0]
     lines += ["## Server", "", f"`kd serve --workers N` on the tiny student's int8 folder; "
-              f"{s['concurrency']} keep-alive connections on loopback (`kd.loadgen`), one text per "
+              f"{s['concurrency']} keep-alive connections on loopback (`scripts/loadgen.py`), one text per "
               f"request, {s['seconds']:.0f} s after a 2 s warm-up; generator and server share the CPU. "
               "The median of the trials (requests/s of each trial in inference.json).", "",
               "| workers | requests/s | p50 ms | p99 ms | max ms | requests | errors |",

@@ -131,7 +131,7 @@ def worker(path: str, rows: int, stages: str, work: Path) -> None:
     from kd.report import Reporter
     from kd.soft_targets import soft_targets
     from kd.tokens import TokenCache
-    from kd.train import fit
+    from kd.train import Objective, fit
 
     accelerator = Accelerator(cpu=True, mixed_precision="no")
     with accelerator.main_process_first():
@@ -173,7 +173,7 @@ def worker(path: str, rows: int, stages: str, work: Path) -> None:
         val_set = EncodedDataset(TokenCache(MAX_LENGTH)(tokenizer, "val", val.texts), val.labels)
         fit(student, tokenizer, EncodedDataset(ids, train.labels, logits), val_set, train.label_names,
             TrainConfig(epochs=1, batch_size=64, save_every_steps=0, lr=1e-3), accelerator, reporter,
-            cache / "student", stage="student", alpha=0.5, temperature=2.0)
+            cache / "student", stage="student", objective=Objective(alpha=0.5, temperature=2.0))
         stage("epoch")
     if accelerator.is_main_process:
         print("RESULT " + json.dumps(result))

@@ -2,29 +2,28 @@
 
   (c) reference fine-tuning:   every text padded to 200 tokens, fp32, batch 16, AdamW (for-loop)
   (a) reference distillation:  (c) plus the teacher run online at every student step
-  (b) kd's default pipeline:   cached teacher logits, batches padded to their longest row and
-                               grouped by length, fused AdamW, fast dropout masks (hidden states
-                               and attention), freed memory kept by the allocator, the last
-                               layer run for the [CLS] row only, a sparse word-embedding
-                               gradient, bf16 autocast where the CPU computes bf16 natively
-                               (mixed_precision=auto) with every batch shape's oneDNN kernels
-                               kept (`import kd` sizes the cache) and, in bf16, batch widths
-                               padded to multiples of 8, batch and lr of configs/base.yaml
+  (b) kd's default:            what `kd distill` trains a student with here: cached teacher
+                               logits, batches padded to their longest row and grouped by
+                               length, the speedups of `train.speedups` (kd/speedups.py) as this
+                               device's default picks them, bf16 autocast where the CPU computes
+                               bf16 natively (mixed_precision=auto) with batch widths padded to
+                               multiples of 8, batch and lr of configs/base.yaml
 
 for the BERT-Tiny-shaped student (random init) and the MiniLM-L6 teacher, on GoEmotions train
-and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of recipes from (c) to (b), one
-technique added per row, in a step loop that splits each step into data, teacher, forward,
-backward and optimizer time; then (b) over one whole epoch, every batch shape's first use
-included. With `--device cuda` part 1 runs on the GPU (the CPU-only techniques left out of
-its ladder, phases timed by CUDA events, so no host sync per step), (b) trains 3 whole
-epochs, and the MiniLM-L6 teacher's own training is timed, the reference's way and kd's.
-Part 2 runs `kd distill` (student stage, 3 epochs, GoEmotions,
-the fine-tuned teacher's cached logits) with kd's defaults, with the reference's numerics
-(batch 16, unsorted batches, fp32), in fp32 where kd's default is bf16, and with the opt-in
-lazy embedding update, each over 3 seeds, and compares time and dev quality at equal epochs.
-Where kd's default is fp32, `--e2e-runs kd_default_in_bf16` measures its defaults in bf16
-autocast too: on a CPU without native bf16 that is emulated, slow, but numerically what a CPU
-with AVX512-BF16 trains (the report is in bench_train_report.py).
+and on a synthetic Jigsaw-sized corpus. Part 1 times a ladder of settings from (c) to (b), one
+setting changed per row, every row trained by kd's own `train.fit` (each trial in a fresh
+process: a short fit to warm up, then one timed epoch of a random subset sized to last about
+--seconds); then (b) over one whole epoch. (a)'s online teacher runs through fit's layer
+matching (the teacher's forward at every step, as kd runs it for hidden-state matching, weight 1).
+With `--device cuda` part 1 runs on the GPU (its ladder without the CPU-only speedups), (b)
+trains 3 whole epochs, and the MiniLM-L6 teacher's own training is timed, the reference's way
+and kd's. Part 2 runs `kd distill` (student stage, 3 epochs, GoEmotions, the fine-tuned
+teacher's cached logits) with kd's defaults, with the reference's numerics (batch 16, unsorted
+batches, fp32), in fp32 where kd's default is bf16, and with the opt-in lazy embedding update,
+each over 3 seeds, and compares time and dev quality at equal epochs. Where kd's default is
+fp32, `--e2e-runs kd_default_in_bf16` measures its defaults in bf16 autocast too: on a CPU
+without native bf16 that is emulated, slow, but numerically what a CPU with AVX512-BF16 trains
+(the report is in bench_train_report.py).
 
     HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_train.py \\
         --teacher checkpoints/bench-cache/runs/goemotions-teacher/teacher
@@ -44,136 +43,104 @@ import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import kd  # noqa: F401  before torch: it sizes oneDNN's kernel cache (kd/__init__.py)
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from transformers.utils import logging as hf_logging
 
-from kd.config import load_config
+import kd.models
+from kd import speedups
 from kd.batches import EncodedDataset, make_loader
+from kd.config import load_config
 from kd.data import read_labeled
-from kd.tokens import encode
 from kd.evaluate import MODEL_INPUTS
+from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss
-from kd.models import build_model, default_lr, load_tokenizer
-from kd.dropout import use_fast_dropout
-from kd.first_token import use_first_token_last_layer
-from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
-from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
-from kd.train import MIXED_PRECISION_PAD_MULTIPLE as BF16_PAD
+from kd.models import build_model, load_tokenizer
+from kd.report import Reporter
+from kd.runtime import precision_name, resolve_mixed_precision
+from kd.tokens import encode
+from kd.train import Objective, fit
 from machine import cpu_name, mkl_recipe_library  # scripts/machine.py
 
 from bench_train_report import markdown
 
 JIGSAW_PRIORS = [0.096, 0.010, 0.053, 0.003, 0.049, 0.009]  # toxic .. identity_hate in train.csv
+REFERENCE = {"speedups": [], "group_by_length": False, "pad_to_multiple_of": 200, "batch_size": 16}  # max_length 200
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Recipe:
+    """One row: `train` settings (TrainConfig keys) over kd's student defaults, and how the
+    step's loss is made."""
     name: str
-    distill: bool = True
-    online_teacher: bool = True
-    pad_to: int | None = 200  # None: pad a batch to its longest row
-    group_by_length: bool = False
-    fused_adamw: bool = False
-    fast_dropout: bool = False
-    fast_attention_dropout: bool = False
-    keep_freed_memory: bool = False
+    train: dict
+    mixed_precision: str = "no"  # Accelerate's; "auto" as kd resolves it
+    distill: bool = True  # False: the labels alone (alpha = 0)
+    online_teacher: bool = False
     mkl_amd_kernels: bool = False  # MKL's Intel kernels on an AMD CPU (opt-in: recipes/mkl_amd/)
-    first_token_last_layer: bool = False
-    sparse_embedding_gradient: bool = False
-    lazy_embedding_update: bool = False
-    batch_size: int = 16
-    bf16: bool = False
-    kernel_cache: bool = False  # oneDNN keeps kd's number of kernels, not its default 1,024
-    pad_to_multiple_of: int = 1  # batch widths rounded up to a multiple (kd: 8 in mixed precision)
-    embedding_update: bool = True  # False: the word embedding table is frozen
     model: str = "bert-tiny"  # what trains: the student, or (its own training timed) the teacher
 
 
-WARMUP_STEPS = {"cpu": 3, "cuda": 20}  # untimed steps before a trial's clock starts: a GPU's kernels warm up slower
-CPU_ONLY = {"fast_dropout", "fast_attention_dropout", "keep_freed_memory", "mkl_amd_kernels",
-            "sparse_embedding_gradient", "kernel_cache"}  # kd uses these on CPU alone; elsewhere its training leaves them out
-
-
 def ladder(kd_batch: int, bf16: bool, device: str = "cpu", mkl_recipe: bool = False) -> list[Recipe]:
-    """(c), (a), then one technique at a time up to kd's default (b), in bf16 autocast where `bf16`;
+    """(c), (a), then one setting at a time up to kd's default (b), in bf16 autocast where `bf16`;
     then variants of (b) that kd does not use by default: bf16 where kd's default is fp32, MKL's
-    Intel kernels preloaded on an AMD CPU (`mkl_recipe`: recipes/mkl_amd, opt-in), the lazy
-    embedding update (opt-in: it costs dev AUC, see part 2), and no update of the word embedding
-    table at all (the floor for any embedding update). On a GPU: the steps kd takes there, and
-    no variants."""
-    c = Recipe("(c) reference fine-tuning", distill=False, online_teacher=False)
+    Intel kernels preloaded on an AMD CPU (`mkl_recipe`: recipes/mkl_amd, opt-in) and the lazy
+    embedding update (opt-in: it costs dev AUC, see part 2). On a GPU: the steps kd takes there,
+    and no variants. The last step's settings must be kd's defaults, checked here."""
+    c = Recipe("(c) reference fine-tuning", dict(REFERENCE), distill=False)
     a = dataclasses.replace(c, name="(a) reference distillation", distill=True, online_teacher=True)
-    steps = [("+ teacher logits cached", {"online_teacher": False}),
-             ("+ dynamic padding", {"pad_to": None}),
-             ("+ length-grouped batches", {"group_by_length": True}),
-             ("+ fused AdamW", {"fused_adamw": True}),
-             ("+ fast dropout masks", {"fast_dropout": True}),
-             ("+ fast attention dropout", {"fast_attention_dropout": True}),
-             ("+ freed memory kept", {"keep_freed_memory": True}),
-             ("+ last layer for [CLS] only", {"first_token_last_layer": True}),
-             ("+ sparse embedding gradient", {"sparse_embedding_gradient": True}),
-             (f"+ batch {kd_batch}", {"batch_size": kd_batch}),
-             *([("+ bf16 autocast", {"bf16": True}), ("+ oneDNN kernels kept", {"kernel_cache": True}),
-                (f"+ widths padded to multiples of {BF16_PAD}", {"pad_to_multiple_of": BF16_PAD})] if bf16 else [])]
-    if device != "cpu":
-        steps = [(name, change) for name, change in steps if not CPU_ONLY & change.keys()]
+    cpu = device == "cpu"
+    kd_speedups = ["fused_adamw", *(["cls_only_last_layer", "sparse_embedding_gradient"] if cpu else [])]
+    steps = [("+ teacher logits cached", {"online_teacher": False}, {}),
+             ("+ dynamic padding", {}, {"pad_to_multiple_of": 1}),
+             ("+ length-grouped batches", {}, {"group_by_length": True}),
+             ("+ fused AdamW", {}, {"speedups": kd_speedups[:1]}),
+             *([("+ last layer for [CLS] only", {}, {"speedups": kd_speedups[:2]}),
+                ("+ sparse embedding gradient", {}, {"speedups": kd_speedups})] if cpu else []),
+             (f"+ batch {kd_batch}", {}, {"batch_size": kd_batch}),
+             *([("+ bf16 autocast", {"mixed_precision": "bf16"}, {}),
+                ("+ widths padded to multiples of 8", {}, {"pad_to_multiple_of": None})] if bf16 else [])]
     recipes = [c, a]
-    for i, (name, change) in enumerate(steps):
+    for i, (name, change, train) in enumerate(steps):
         name += ": (b) kd default" if i == len(steps) - 1 else ""
-        recipes.append(dataclasses.replace(recipes[-1], name=name, **change))
+        recipes.append(dataclasses.replace(recipes[-1], name=name, train={**recipes[-1].train, **train}, **change))
     b = recipes[-1]
-    if device != "cpu":
+    _check_is_kd_default(b, device)
+    if not cpu:
         return recipes
-    other_precision = [] if bf16 else [dataclasses.replace(b, name="(b) with bf16 autocast", bf16=True,
-                                                           kernel_cache=True, pad_to_multiple_of=BF16_PAD)]
+    other_precision = [] if bf16 else [dataclasses.replace(b, name="(b) with bf16 autocast", mixed_precision="bf16",
+                                                           train={**b.train, "pad_to_multiple_of": None})]
     mkl = [dataclasses.replace(b, name="(b) with MKL's Intel kernels preloaded (recipes/mkl_amd)",
                                mkl_amd_kernels=True)] if mkl_recipe else []
     return recipes + other_precision + mkl + [
-        dataclasses.replace(b, name="(b) with the lazy embedding update", lazy_embedding_update=True),
-        dataclasses.replace(b, name="(b) without the embedding update", embedding_update=False)]
+        dataclasses.replace(b, name="(b) with the lazy embedding update",
+                            train={**b.train, "lazy_embedding_update": True})]
+
+
+def _check_is_kd_default(b: Recipe, device: str) -> None:
+    """(b)'s settings, resolved, are those `kd distill` trains a student with on `device`."""
+    defaults = load_config()
+    ours = dataclasses.replace(defaults.student.train, **b.train)
+    defaults_speedups = speedups.resolve(None, torch.device(device), 1, "no", False, False)[0]
+    precision = resolve_mixed_precision(defaults.mixed_precision, torch.device(device))
+    if (dataclasses.replace(defaults.student.train, speedups=defaults_speedups) != ours or b.mixed_precision != precision
+            or not b.distill or b.online_teacher):
+        raise SystemExit(f"the ladder's last step is not kd's default: {b}")
 
 
 def teacher_recipes(kd_batch: int, bf16: bool) -> list[Recipe]:
     """The MiniLM-L6 teacher's own fine-tuning (alpha = 0): the reference's way (pad to 200, fp32,
-    batch 16, AdamW for-loop) and kd's (its teacher batch `kd_batch`, its techniques)."""
-    reference = Recipe("teacher: reference fine-tuning", distill=False, online_teacher=False, model="minilm-l6")
-    kd_teacher = dataclasses.replace(reference, name="teacher: kd default", pad_to=None, group_by_length=True,
-                                     fused_adamw=True, batch_size=kd_batch, bf16=bf16,
-                                     pad_to_multiple_of=BF16_PAD if bf16 else 1)
+    batch 16, AdamW for-loop) and kd's (its teacher batch `kd_batch`, this device's defaults)."""
+    reference = Recipe("teacher: reference fine-tuning", dict(REFERENCE), distill=False, model="minilm-l6")
+    kd_teacher = Recipe("teacher: kd default", {"batch_size": kd_batch, "speedups": None}, distill=False,
+                        model="minilm-l6", mixed_precision="bf16" if bf16 else "no")
     return [reference, kd_teacher]
-
-
-class PhaseClock:
-    """The phase boundaries of training steps: host time on a CPU, whose ops run synchronously;
-    CUDA events on a GPU, read after the last step, so that timing adds no host sync per step
-    (each phase is then GPU time, the GPU's waits on the host included)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.steps: list[list] = []
-
-    def mark(self):
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def mean_ms(self) -> list[float]:
-        """Mean ms per step of each phase over the steps added."""
-        self.sync()
-        gap = (lambda a, b: a.elapsed_time(b)) if self.cuda else (lambda a, b: 1e3 * (b - a))
-        return np.mean([[gap(a, b) for a, b in zip(marks, marks[1:])] for marks in self.steps], axis=0).tolist()
 
 
 def synthetic_jigsaw(words: list[str], rows: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -198,96 +165,56 @@ def pad_to(batch: dict, width: int | None, pad_id: int) -> dict:
     return batch
 
 
-def time_recipe(recipe: Recipe, dataset: EncodedDataset, tokenizer, student, teacher,
-                seconds: float | None, device: torch.device = torch.device("cpu"), epochs: int = 1) -> dict:
-    """Train `student` with `recipe` on `device` for `seconds` (0 or None: `epochs` whole epochs);
-    samples/s and ms per step in each phase. The loop keeps the loss on the device, as kd's
-    does: no host sync per step."""
+def subset(corpus: dict, rows: np.ndarray) -> EncodedDataset:
+    return EncodedDataset(corpus["ids"].take(rows), corpus["labels"][rows], corpus["teacher_logits"][rows])
+
+
+def timed_fit(recipe: Recipe, corpus: dict, rows: np.ndarray, teacher, accelerator, out_dir: Path) -> float:
+    """Seconds kd's `fit` trains one epoch of `corpus`'s `rows` with `recipe`, on a freshly
+    built student (same init every time); its evaluation and saving are not counted."""
+    names = [f"label{j}" for j in range(corpus["labels"].shape[1])]
     torch.manual_seed(0)
-    student.to(device)
-    teacher = teacher.to(device) if teacher is not None else None
-    lr = default_lr(student, recipe.batch_size)
-    if recipe.fast_dropout:
-        use_fast_dropout(student, attention=recipe.fast_attention_dropout)
-    if recipe.keep_freed_memory:
-        keep_freed_memory()
-    if recipe.first_token_last_layer:
-        use_first_token_last_layer(student)
-    use_sparse_embedding_gradient(student, recipe.sparse_embedding_gradient or recipe.lazy_embedding_update)
-    student.get_input_embeddings().weight.requires_grad_(recipe.embedding_update)
-    optimizer = make_optimizer(student, lr, 0.01, fused=recipe.fused_adamw, lazy=recipe.lazy_embedding_update)
-    loader = make_loader(dataset, tokenizer, student, recipe.batch_size, shuffle=True,
-                         group_by_length=recipe.group_by_length, pad_to_multiple_of=recipe.pad_to_multiple_of)
-    clock = PhaseClock(device)
-    steps = samples = 0
-    tokens = torch.zeros((), dtype=torch.int64, device=device)
-    loss_sum = torch.zeros((), device=device)
-    batches = (batch for epoch in range(epochs) for batch in _epoch(loader, epoch))
-    warmup, started = WARMUP_STEPS[device.type], None
-    while True:
-        t0 = clock.mark()
-        batch = next(batches, None)
-        if batch is None or (seconds and started and time.perf_counter() - started > seconds):
-            break
-        batch = pad_to(batch, recipe.pad_to, tokenizer.pad_token_id)
-        batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        t1 = clock.mark()
-        teacher_logits = None
-        if recipe.distill:
-            if recipe.online_teacher:
-                with torch.no_grad():
-                    teacher_logits = teacher(**inputs).logits
-            else:
-                teacher_logits = batch["teacher_logits"]
-        t2 = clock.mark()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
-            logits = student(**inputs).logits
-        loss = distillation_loss(logits.float(), batch["labels"], teacher_logits,
-                                 0.5 if recipe.distill else 0.0, 2.0)
-        t3 = clock.mark()
-        loss.backward()
-        clip_grad_norm(student.parameters(), 1.0)
-        t4 = clock.mark()
-        optimizer.step()
-        optimizer.zero_grad()
-        loss_sum += loss.detach()
-        t5 = clock.mark()
-        steps += 1
-        if steps == warmup:
-            clock.sync()
-            started = time.perf_counter()
-        elif steps > warmup:
-            clock.steps.append([t0, t1, t2, t3, t4, t5])
-            samples += len(batch["labels"])
-            tokens += batch["attention_mask"].sum()
-    clock.sync()
-    wall = time.perf_counter() - started
-    phases = dict(zip(["data", "teacher", "forward", "backward", "optimizer"], clock.mean_ms()))
-    return {"recipe": dataclasses.asdict(recipe), "lr": lr, "steps": steps - warmup, "samples": samples,
-            "epochs": epochs if not seconds else None, "seconds": wall, "samples_per_s": samples / wall,
-            "real_token_share": int(tokens) / (samples * recipe.pad_to) if recipe.pad_to else 1.0,
-            "ms_per_step": phases, "mean_loss": float(loss_sum) / steps}
+    student = build_model(recipe.model, "random", names, role="student")
+    matching = LayerMatching(student.config, teacher, None, 1.0, 0.0, "mse") if recipe.online_teacher else None
+    cfg = dataclasses.replace(load_config().student.train, **recipe.train, epochs=1, save_every_steps=0)
+    objective = Objective(alpha=0.5 if recipe.distill else 0.0, temperature=2.0, matching=matching)
+    with Reporter(False) as reporter:
+        result = fit(student, load_tokenizer(recipe.model), subset(corpus, rows), subset(corpus, np.arange(64)),
+                     names, cfg, accelerator, reporter, out_dir, "bench", objective)
+    return result.train_time_s
 
 
-def _epoch(loader, epoch: int):
-    """The loader's batches for `epoch` (length-grouped batches are reshuffled each epoch)."""
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    yield from loader
+def trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float, device: str,
+          epochs: int) -> dict:
+    """One timed trial of `recipe`, in this (fresh) process: a fit of 3 batches to warm up (and to
+    size the timed one), then `epochs` whole epochs (seconds 0) or one epoch of a random subset
+    sized to last about `seconds`."""
+    corpus = pickle.loads(corpus_file.read_bytes())
+    labels = corpus["labels"]
+    corpus["teacher_logits"] = torch.randn(len(labels), labels.shape[1])  # speed does not depend on the values
+    names = [f"label{j}" for j in range(labels.shape[1])]
+    # Random weights: speed does not depend on them, and part 1 needs no hub cache.
+    teacher = build_model(teacher_name, "random", names, role="teacher").eval() if recipe.online_teacher else None
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=recipe.mixed_precision)
+    batch = recipe.train.get("batch_size", load_config().student.train.batch_size)
+    order = np.random.default_rng(0).permutation(len(labels))
+    with tempfile.TemporaryDirectory() as out:
+        warm = timed_fit(recipe, corpus, order[:3 * batch], teacher, accelerator, Path(out))
+        rows = len(labels) if not seconds else int(np.clip(3 * batch * seconds / warm, 4 * batch, len(labels)))
+        times = [timed_fit(recipe, corpus, order[:rows], teacher, accelerator, Path(out)) for _ in range(epochs)]
+    samples = (rows // batch) * batch  # each epoch drops its last incomplete batch
+    return {"recipe": dataclasses.asdict(recipe), "rows": rows, "epochs": epochs if not seconds else None,
+            "seconds": sum(times), "samples_per_s": samples * epochs / sum(times)}
 
 
 def run_trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float, device: str,
               epochs: int = 1, mkl_library: Path | None = None) -> dict:
-    """One trial in a fresh process (a recipe may change process-wide settings); oneDNN's kernel
-    cache as `import kd` sizes it, or at oneDNN's default; with `mkl_amd_kernels`, `mkl_library`
-    (recipes/mkl_amd) preloaded."""
+    """One trial in a fresh process (each trial meets the process's first use of every batch
+    shape alike); with `mkl_amd_kernels`, `mkl_library` (recipes/mkl_amd) preloaded."""
     command = [sys.executable, __file__, "--trial", json.dumps(dataclasses.asdict(recipe)),
                "--corpus-file", str(corpus_file), "--teacher-name", teacher_name, "--seconds", str(seconds),
                "--device", device, "--epochs", str(epochs)]
-    env = {**os.environ, "ONEDNN_PRIMITIVE_CACHE_CAPACITY":
-           os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] if recipe.kernel_cache else "1024",
-           **({"LD_PRELOAD": str(mkl_library)} if recipe.mkl_amd_kernels else {})}
+    env = {**os.environ, **({"LD_PRELOAD": str(mkl_library)} if recipe.mkl_amd_kernels else {})}
     done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -301,8 +228,8 @@ def run_rounds(recipes: list[Recipe], corpus_file: Path, texts: int, args: argpa
             recipe_trials.append(run_trial(recipe, corpus_file, args.teacher_name, args.seconds, args.device,
                                            mkl_library=args.mkl_library))
             row = recipe_trials[-1]
-            print(f"  round {round_ + 1} {recipe.name:42s} {row['samples_per_s']:8.0f} samples/s  ms/step: "
-                  + " ".join(f"{k} {v:.1f}" for k, v in row["ms_per_step"].items()), flush=True)
+            print(f"  round {round_ + 1} {recipe.name:42s} {row['samples_per_s']:8.0f} samples/s "
+                  f"({row['rows']:,} rows, {row['seconds']:.1f} s)", flush=True)
     rows = []
     for recipe_trials in trials:
         row = sorted(recipe_trials, key=lambda r: r["samples_per_s"])[len(recipe_trials) // 2]
@@ -318,10 +245,10 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, batches: tuple
     teacher's own training is timed too. `batches`: kd's student and teacher batch sizes."""
     started = time.perf_counter()
     ids = encode(load_tokenizer("bert-tiny"), texts, 200)
-    lengths = np.array([len(i) for i in ids])
+    lengths = ids.lengths
     corpus_stats = {"texts": len(texts), "tokenize_s": time.perf_counter() - started,
                     "tokens_median": float(np.median(lengths)), "tokens_p90": float(np.percentile(lengths, 90)),
-                    "share_cut_at_200": float(np.mean(lengths >= 200))}
+                    "share_cut_at_200": float(np.mean(lengths >= 200)), "real_token_share_at_200": lengths.mean() / 200}
     print(f"{corpus}: {corpus_stats}", flush=True)
     args.work.mkdir(parents=True, exist_ok=True)
     corpus_file = args.work / f"ladder-{corpus}.pkl"
@@ -338,21 +265,6 @@ def run_ladder(corpus: str, texts: list[str], labels: np.ndarray, batches: tuple
           f"{whole_epoch['samples_per_s']:.0f} samples/s", flush=True)
     return {**corpus_stats, "rows": rows, "teacher_rows": teacher_rows, "trial_seconds": args.seconds,
             "whole_epoch": whole_epoch}
-
-
-def trial(recipe: Recipe, corpus_file: Path, teacher_name: str, seconds: float, device: torch.device,
-          epochs: int) -> dict:
-    """One timed trial of `recipe`, in this (fresh) process."""
-    corpus = pickle.loads(corpus_file.read_bytes())
-    labels = corpus["labels"]
-    names = [f"label{j}" for j in range(labels.shape[1])]
-    cached = torch.randn(len(labels), labels.shape[1])  # speed does not depend on the values
-    dataset = EncodedDataset(corpus["ids"], labels, cached)
-    # Random weights: speed does not depend on them, and part 1 needs no hub cache.
-    teacher = build_model(teacher_name, "random", names, role="teacher").eval() if recipe.online_teacher else None
-    torch.manual_seed(0)
-    trained = build_model(recipe.model, "random", names, role="student").train()
-    return time_recipe(recipe, dataset, load_tokenizer(recipe.model), trained, teacher, seconds, device, epochs)
 
 
 def end_to_end(data_dir: Path, teacher: Path, cache_dir: Path, work: Path, name: str,
@@ -430,8 +342,7 @@ def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
 
 
 def report(results: dict) -> str:
-    """training.md for `results`, whose trials ran WARMUP_STEPS untimed steps first."""
-    return markdown(results, WARMUP_STEPS["cuda" if "gpu" in results else "cpu"])
+    return markdown(results)
 
 
 def parse_args() -> argparse.Namespace:
@@ -469,7 +380,7 @@ def main() -> None:
     if args.trial:
         hf_logging.set_verbosity_error()
         print(json.dumps(trial(Recipe(**json.loads(args.trial)), args.corpus_file, args.teacher_name, args.seconds,
-                               torch.device(args.device), args.epochs)))
+                               args.device, args.epochs)))
         return
     if args.render:
         (args.out / "training.md").write_text(report(json.loads((args.out / "training.json").read_text())))

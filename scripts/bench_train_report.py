@@ -22,18 +22,27 @@ def rate(rows: list[dict], prefix: str) -> float:
 def ladder_table(rows: list[dict], bases: tuple[str, ...] = ("(a)", "(c)")) -> list[str]:
     """One row per recipe, its rate against each base (the row whose name starts so)."""
     rates = [rate(rows, base) for base in bases]
-    lines = [f"| recipe | samples/s (median) | trials | {' | '.join(f'vs {base}' for base in bases)} "
-             "| epoch (s, from the rate) | ms/step: data | teacher | forward | backward | optimizer |",
-             f"|---|---:|---|{'---:|' * len(bases)}---:|---:|---:|---:|---:|---:|"]
+    lines = [f"| recipe | settings changed | samples/s (median) | trials | "
+             f"{' | '.join(f'vs {base}' for base in bases)} | epoch (s, from the rate) |",
+             f"|---|---|---:|---|{'---:|' * len(bases)}---:|"]
+    previous = None
     for r in rows:
-        ms = r["ms_per_step"]
         trials = " / ".join(f"{t:,.0f}" for t in r["trials_samples_per_s"])
         ratios = " | ".join(f"{r['samples_per_s'] / base:.1f}x" for base in rates)
-        lines.append(f"| {r['recipe']['name']} | {r['samples_per_s']:,.0f} | {trials} | {ratios} "
-                     f"| {r['epoch_s_estimate']:,.0f} | "
-                     + " | ".join(f"{ms[k]:.1f}" for k in ("data", "teacher", "forward", "backward", "optimizer"))
-                     + " |")
+        lines.append(f"| {r['recipe']['name']} | {changed(previous, r['recipe'])} | {r['samples_per_s']:,.0f} "
+                     f"| {trials} | {ratios} | {r['epoch_s_estimate']:,.0f} |")
+        previous = previous if r["recipe"]["name"].startswith("(b) with") else r["recipe"]
     return lines
+
+
+def changed(before: dict | None, recipe: dict) -> str:
+    """`recipe`'s settings that differ from `before`'s, as config keys (train.* for the student's)."""
+    if before is None:
+        return ", ".join(f"`train.{k}={v}`" for k, v in recipe["train"].items())
+    keys = [f"`train.{k}={v}`" for k, v in recipe["train"].items() if before["train"].get(k, "unset") != v]
+    keys += [f"`{k}={recipe[k]}`" for k in ("mixed_precision", "online_teacher", "distill", "mkl_amd_kernels")
+             if recipe[k] != before[k]]
+    return ", ".join(keys).replace("None", "null")
 
 
 def kd_row(rows: list[dict]) -> dict:
@@ -74,32 +83,23 @@ def quality_target(name: str, run: dict, ref: dict) -> str:
             f"| {gap:+.4f} (seed std {run['auc_std']:.4f} and {ref['auc_std']:.4f}) | {met} |")
 
 
-def outside_model_share(row: dict) -> float:
-    """The share of a step's time outside the model's forward and backward passes."""
-    ms = row["ms_per_step"]
-    return 1 - (ms["forward"] + ms["backward"]) / sum(ms.values())
-
-
 def gpu_summary(results: dict) -> list[str]:
-    """What the issue asks of a GPU: student and teacher training rates, 3 student epochs on
-    the 160k corpus, and the share of step time outside the model."""
-    lines = ["| corpus | (b) samples/s | (b)/(a) | (b)/(c) | step time outside the model | teacher training "
-             "samples/s: reference / kd | 3 whole epochs of (b) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """What the issue asks of a GPU: student and teacher training rates and 3 student epochs on
+    the 160k corpus."""
+    lines = ["| corpus | (b) samples/s | (b)/(a) | (b)/(c) | teacher training "
+             "samples/s: reference / kd | 3 whole epochs of (b) |", "|---|---:|---:|---:|---:|---:|"]
     for corpus, ladder_result in results["ladder"].items():
         rows, epochs = ladder_result["rows"], ladder_result["whole_epoch"]
         b = kd_row(rows)
         teacher = " / ".join(f"{r['samples_per_s']:,.0f}" for r in ladder_result["teacher_rows"])
         lines.append(f"| {corpus} | {b['samples_per_s']:,.0f} | {b['samples_per_s'] / rate(rows, '(a)'):.1f}x "
-                     f"| {b['samples_per_s'] / rate(rows, '(c)'):.1f}x | {outside_model_share(b):.0%} | {teacher} "
+                     f"| {b['samples_per_s'] / rate(rows, '(c)'):.1f}x | {teacher} "
                      f"| {epochs['seconds']:.1f} s ({epochs['samples_per_s']:,.0f} samples/s) |")
-    return lines + ["", "The reference needed 432 s for 3 student epochs on the 160k corpus on a 2021 Colab GPU. "
-                    "Phases are GPU time between CUDA events recorded at their boundaries (no host sync per "
-                    "step): outside the model means data (the host's collation and the copy to the GPU, as "
-                    "the GPU waits for them), the optimizer, and the rest of the step."]
+    return lines + ["", "The reference needed 432 s for 3 student epochs on the 160k corpus on a 2021 Colab GPU."]
 
 
-def markdown(results: dict, warmup: int) -> str:
-    """training.md; `warmup`: the untimed steps before each trial's clock started."""
+def markdown(results: dict) -> str:
+    """training.md for bench_train.py's `results`."""
     commands = ", then ".join(f"`{c}`" for c in [results["command"], *results.get("end_to_end_commands", [])])
     gpu = results.get("gpu")
     machine = (f"{gpu}, host CPU {results['cpu']}" if gpu else f"{results['cpu']}, {results['threads']} torch "
@@ -110,28 +110,23 @@ def markdown(results: dict, warmup: int) -> str:
            "and (c) are.", "", *(["## GPU", "", *gpu_summary(results)] if gpu else ["## Targets", "", *targets(results)]),
            ""]
     for corpus, ladder_result in results["ladder"].items():
-        rows, b = ladder_result["rows"], kd_row(ladder_result["rows"])
-        step = sum(b["ms_per_step"].values())
-        shares = ", ".join(f"{k} {v / step:.0%}" for k, v in b["ms_per_step"].items() if k != "teacher")
-        epochs = ladder_result["whole_epoch"]
+        rows, epochs = ladder_result["rows"], ladder_result["whole_epoch"]
         out += [f"## Ladder: {corpus}", "",
                 f"{ladder_result['texts']:,} texts; tokens per text: median {ladder_result['tokens_median']:.0f}, "
                 f"90th percentile {ladder_result['tokens_p90']:.0f}, {ladder_result['share_cut_at_200']:.1%} cut at "
                 f"200. Tokenized once (Rust tokenizer) in {ladder_result['tokenize_s']:.1f} s before training. "
-                "Each row adds one technique to the row above; every row trains the same BERT-Tiny-shaped "
-                f"student from the same init, timed over its first steps after {warmup} warm-up steps, in "
-                "round-robin rounds, each trial in a fresh process; the median round is shown.", "",
+                "Each row changes one setting of the row above (the `(b) with` rows change (b)); every row "
+                "trains the same BERT-Tiny-shaped student from the same init through kd's `train.fit`, "
+                "each trial in a fresh process: a fit of 3 batches to warm up, then one epoch of a random "
+                f"subset sized to last about {ladder_result['trial_seconds']:.0f} s (its training time, "
+                "without evaluation), in round-robin rounds; the median round is shown.", "",
                 *ladder_table(rows), "",
-                f"In (c), real tokens are {rows[0]['real_token_share']:.0%} of those the model computes on: "
-                f"removing all padding can make the model's part of a step at most "
-                f"{1 / rows[0]['real_token_share']:.1f}x faster, since on a CPU its cost grows with the tokens.", "",
-                f"(b) over {epochs.get('epochs') or 1} whole epoch(s) ({epochs['steps']:,} steps after the {warmup} "
-                f"warm-up steps, the first use of every batch shape included): {epochs['seconds']:,.1f} s, "
-                f"{epochs['samples_per_s']:,.0f} samples/s. The rows above time an epoch's "
-                f"first {ladder_result['trial_seconds']:.0f} seconds only, where most batch shapes are new.", "",
-                f"Where a step of (b) goes ({step:.1f} ms at batch {b['recipe']['batch_size']}): {shares}. "
-                "Host syncs: none per step (the loss is summed on the device; kd reads it once per epoch)."
-                + ("" if gpu else " On a CPU they cost nothing anyway: the ops run synchronously."), ""]
+                f"In (c), real tokens are {ladder_result['real_token_share_at_200']:.0%} of those the model "
+                f"computes on: removing all padding can make the model's part of a step at most "
+                f"{1 / ladder_result['real_token_share_at_200']:.1f}x faster, since on a CPU its cost grows "
+                "with the tokens.", "",
+                f"(b) over {epochs.get('epochs') or 1} whole epoch(s) of all {epochs['rows']:,} texts (after "
+                f"the warm-up fit): {epochs['seconds']:,.1f} s, {epochs['samples_per_s']:,.0f} samples/s.", ""]
         if ladder_result.get("teacher_rows"):
             out += ["The MiniLM-L6 teacher's own training (alpha = 0), timed the same way:", "",
                     *ladder_table(ladder_result["teacher_rows"], bases=("teacher: reference",)), ""]

@@ -11,7 +11,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 if (SHARED / "hf-cache").is_dir():
     os.environ["HF_HUB_CACHE"] = str(SHARED / "hf-cache")
 
-import kd  # noqa: E402, F401  before torch, as kd's entry points (it sizes oneDNN's kernel cache)
 import pytest  # noqa: E402
 
 import tiny  # noqa: E402

@@ -9,7 +9,6 @@ scripts/bench_train.py, never here; these tests check that the numbers are the s
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 
@@ -27,10 +26,10 @@ from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
 from kd.losses import distillation_loss
 from kd.models import build_model, load_classifier, load_tokenizer
 from kd.errors import KDError
-from kd.dropout import ATTENTION, FastDropout, dropout_keep_mask, fast_dropout_attention, use_fast_dropout
 from kd.first_token import FirstTokenBertLayer, use_first_token_last_layer
 from kd.optim import clip_grad_norm, make_optimizer
-from kd.runtime import keep_freed_memory, precision_name, resolve_mixed_precision
+from kd.runtime import precision_name, resolve_mixed_precision
+from kd import speedups
 from kd.train import train_pad_multiple
 
 
@@ -137,66 +136,7 @@ def test_bf16_training_evaluates_in_fp32(models, csv_data, tmp_path):
 
 
 
-def test_fast_dropout_is_bernoulli_dropout():
-    torch.manual_seed(0)
-    x = torch.randn(1000, 1000, requires_grad=True)
-    dropout = FastDropout(0.1)
-    y = dropout(x)
-    kept = y != 0
-    assert kept.float().mean().item() == pytest.approx(0.9, abs=2e-3)
-    torch.testing.assert_close(y[kept], x[kept] / 0.9)
-    y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.9)
-    rows = kept[:, :500].float().mean(dim=1)  # lanes are independent: no row or column pattern
-    assert rows.std().item() < 0.03
-    assert torch.equal(dropout.eval()(x), x) and torch.equal(FastDropout(0.0)(x), x)
-
-
-def test_use_fast_dropout_replaces_every_dropout_and_the_attention(models, tmp_path):
-    model = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")
-    inputs = {"input_ids": torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]]),
-              "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
-    before = model.eval()(**inputs).logits
-    use_fast_dropout(model)
-    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert dropouts and all(type(m) is FastDropout and m.p == 0.1 for m in dropouts)
-    assert model.config._attn_implementation == ATTENTION
-    torch.testing.assert_close(model(**inputs).logits, before)  # eval: SDPA, no dropout
-    model.train()(**inputs).logits.sum().backward()
-    model.save_pretrained(tmp_path)
-    assert "kd_" not in (tmp_path / "config.json").read_text()  # the folder loads anywhere
-
-
-def padding_mask(rows: int) -> torch.Tensor:
-    """(3, 1, rows, 7) booleans: sequence 1 has two padding tokens, the others none."""
-    keys = torch.ones(3, 1, 1, 7, dtype=torch.bool)
-    keys[1, ..., 5:] = False
-    return keys.expand(-1, -1, rows, -1)
-
-
-@pytest.mark.parametrize("keys", [padding_mask(1), padding_mask(7), padding_mask(7).tril(), None],
-                         ids=["one row", "expanded rows", "per row", "none"])
-def test_fast_dropout_attention_is_masked_softmax_attention_with_bernoulli_dropout(keys):
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(3, 2, 7, 4, requires_grad=True) for _ in range(3))
-    module = torch.nn.Module().train()
-    module.is_causal = False  # as BERT's; SDPA (dropout 0) would take a missing mask as causal
-    torch.manual_seed(1)
-    out, _ = fast_dropout_attention(module, q, k, v, keys, dropout=0.25, scaling=0.3)
-    torch.manual_seed(1)
-    keep = dropout_keep_mask(torch.Size([3, 2, 7, 7]), 0.25)
-    scores = q @ k.transpose(2, 3) * 0.3
-    probs = (scores if keys is None else scores.masked_fill(~keys, float("-inf"))).softmax(-1)
-    expected = (probs * keep / 0.75) @ v
-    torch.testing.assert_close(out, expected.transpose(1, 2))
-    torch.testing.assert_close(torch.autograd.grad(out.sum(), q)[0],
-                               torch.autograd.grad(expected.sum(), q)[0])
-    assert keep.float().mean().item() == pytest.approx(0.75, abs=0.1)
-    plain, _ = fast_dropout_attention(module, q, k, v, keys, dropout=0.0, scaling=0.3)
-    torch.testing.assert_close(plain, (probs @ v).transpose(1, 2))
-
-
-@pytest.mark.parametrize("attention", ["sdpa", "eager", ATTENTION])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_first_token_last_layer_gives_the_same_logits_and_gradients(models, tmp_path, attention):
     """The last layer run for [CLS] alone: same logits and gradients on a padded batch (no
     dropout, so both runs draw nothing), same weights and keys in the saved folder."""
@@ -226,46 +166,6 @@ def test_first_token_last_layer_leaves_other_architectures_alone(models):
     bert = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")
     bert.config._attn_implementation = "flash_attention_2"  # 2-D padding masks: not cut
     assert not use_first_token_last_layer(bert)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_keep_freed_memory_stops_page_faults_on_reused_activation_buffers():
-    def page_faults_of_one_step() -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        buffers = [torch.ones(5 << 20) for _ in range(5)]  # five 20 MiB activations, then freed
-        del buffers
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    keep_freed_memory()
-    page_faults_of_one_step(), page_faults_of_one_step()  # the heap grows to its working size
-    assert page_faults_of_one_step() < 500  # glibc's default trims and faults them in again: ~25,000
-
-
-BF16_SHAPES = """
-import kd, torch
-with torch.autocast("cpu", dtype=torch.bfloat16):
-    for p in range(2):
-        print(f"PASS {p}", flush=True)
-        for rows in range(1, 1201):  # 1,200 matmul shapes, each met twice
-            torch.ones(rows, 8) @ torch.ones(8, 8)
-"""
-
-
-@pytest.mark.parametrize("user_capacity", [None, "1024"])
-def test_import_kd_keeps_the_bf16_kernel_of_every_shape(user_capacity, monkeypatch):
-    """On CPU a bf16 matmul runs a oneDNN kernel compiled for its shape; after `import kd` a shape
-    met again reuses it even 1,200 shapes later (oneDNN's default keeps 1,024, as a user's
-    own setting does, which kd leaves alone)."""
-    monkeypatch.setenv("ONEDNN_VERBOSE", "profile_create")
-    if user_capacity:
-        monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", user_capacity)
-    else:
-        monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
-    out = subprocess.run([sys.executable, "-c", BF16_SHAPES], check=True, capture_output=True, text=True).stdout
-    first, second = out.split("PASS 1")
-    if "cache_miss" not in first:
-        pytest.skip("this torch build runs CPU bf16 matmuls without oneDNN")
-    assert second.count("cache_miss") == (first.count("cache_miss") if user_capacity else 0)
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_computes_it(monkeypatch):
@@ -338,3 +238,41 @@ def test_clip_grad_norm_counts_repeated_rows_of_a_sparse_gradient_once():
     expected = torch.nn.utils.clip_grad_norm_(dense.parameters(), 0.5)
     torch.testing.assert_close(clip_grad_norm(lazy.parameters(), 0.5), expected)
     torch.testing.assert_close(lazy[0].weight.grad.to_dense(), dense[0].weight.grad)
+
+
+def test_default_speedups_by_device_and_what_rules_them_out():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert speedups.resolve(None, cpu, 1, "no", False, False) == (list(speedups.ALL), [])
+    assert speedups.resolve(None, gpu, 1, "bf16", False, False) == (["fused_adamw"], [])
+    assert speedups.resolve([], cpu, 1, "no", False, False) == ([], [])
+    assert speedups.resolve(None, cpu, 2, "no", True, False) == (["fused_adamw"], [])  # defaults: silently
+    names, notes = speedups.resolve(["cls_only_last_layer", "sparse_embedding_gradient"], cpu, 2, "no", True, False)
+    assert names == [] and [n.split(":")[0] for n in notes] == ["cls_only_last_layer left out",
+                                                               "sparse_embedding_gradient left out"]
+    assert speedups.resolve([], gpu, 1, "no", False, True) == (["sparse_embedding_gradient"], [])  # lazy needs it
+    assert speedups.resolve(None, gpu, 1, "fp16", False, True)[1] == [
+        "sparse_embedding_gradient left out: it needs one process and no fp16"]
+    with pytest.raises(KDError, match="student.train.speedups"):
+        load_config([], ["student.train.speedups=[fast_dropout]"])
+
+
+def test_a_run_without_speedups_computes_what_the_default_computes(models, csv_data, tmp_path):
+    """Every speedup changes how a step is computed, not what: with none of them the student's
+    weights and val metrics are those of kd's defaults (fp32, no dropout, so no RNG draws)."""
+    from kd.distill import run
+    results = []
+    for name, listed in [("default", "null"), ("none", "[]")]:
+        overrides = tiny.tiny_overrides(
+            {**models, "bert": models["bert_nodropout"], "student": models["student_nodropout"]}, csv_data, tmp_path,
+            mixed_precision="no", run_name=name, **{"teacher.train.epochs": 1, "student.train.epochs": 2,
+                                                    "student.train.lr": "3e-2", "student.train.select_by": "macro_auc",
+                                                    "teacher.train.speedups": listed,
+                                                    "student.train.speedups": listed})
+        run(load_config([], overrides))
+        model, _, _ = load_classifier(tmp_path / "runs" / name / "student")
+        results.append((json.loads((tmp_path / "runs" / name / "final_metrics.json").read_text()), model))
+    (default, fast), (none, plain) = results
+    assert default["student"]["val"]["bce"] == pytest.approx(none["student"]["val"]["bce"], abs=1e-5)
+    for (key, a), b in zip(fast.state_dict().items(), plain.state_dict().values()):
+        if not key.endswith("key.bias"):  # its gradient is 0 up to rounding, which AdamW scales up to lr
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=key)

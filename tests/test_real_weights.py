@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow,
 
 def test_minilm_teacher_distilled_into_two_of_its_layers(tmp_path):
     overrides = [f"data.train={GOEMOTIONS / 'train.tsv'}", f"data.val={GOEMOTIONS / 'dev.tsv'}",
-                 f"data.labels_file={GOEMOTIONS / 'emotions.txt'}", "data.max_train_samples=400",
+                 f"data.labels_file={GOEMOTIONS / 'emotions.txt'}", "data.max_train_samples=1000",
                  "data.max_val_samples=300", "data.max_length=40", "teacher.train.epochs=1",
                  "student.train.epochs=1", "teacher.train.batch_size=16", "student.train.batch_size=16",
                  "student.train.lr=5e-4", f"output_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
@@ -29,5 +29,6 @@ def test_minilm_teacher_distilled_into_two_of_its_layers(tmp_path):
     assert student_config["num_hidden_layers"] == 2 and student_config["hidden_size"] == 384
     assert teacher["val"]["n"] == student["val"]["n"] == 300
     assert len(teacher["val"]["per_label"]) == 28
-    # One epoch on 400 rows (measured: teacher 0.59, student 0.60 at T 1); chance is 0.5.
-    assert teacher["val"]["macro_auc"] > 0.57 and student["val"]["macro_auc"] > 0.53
+    # One epoch on 1,000 rows (measured: teacher 0.64 and 0.71, student 0.63 and 0.69, seeds 42
+    # and 1); chance is 0.5. On 400 rows, seeds moved the student's AUC between 0.52 and 0.63.
+    assert teacher["val"]["macro_auc"] > 0.58 and student["val"]["macro_auc"] > 0.58

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from fastapi.testclient import TestClient
 
 import tiny
 from kd.classifier import Classifier
-from kd.loadgen import free_port, run_load
 from kd.serve import Limits, create_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from loadgen import free_port, run_load  # noqa: E402  scripts/loadgen.py: a benchmark helper, not kd
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,11 @@ def rng_state() -> dict[str, torch.Tensor]:
     return state
 
 
-def restore_rng(state: dict[str, torch.Tensor]) -> None:
+def restore_rng(state: dict[str, torch.Tensor] | None) -> None:
+    """Put torch's RNG states back; None: nothing to do. Returns None, so that `rng =
+    restore_rng(rng)` restores a saved state once."""
+    if state is None:
+        return None
     torch.set_rng_state(state["rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(state["cuda_rng"]))

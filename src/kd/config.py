@@ -47,6 +47,7 @@ class Range:
 POSITIVE, AT_LEAST_0, AT_LEAST_1 = Range(0, open_low=True), Range(0), Range(1)
 FRACTION = Range(0, 1)
 SEED = Range(*SEED_RANGE)
+SpeedupName = Literal["fused_adamw", "cls_only_last_layer", "sparse_embedding_gradient"]  # kd/speedups.py
 
 
 def check_ranges(obj: Any, prefix: str = "") -> None:
@@ -111,6 +112,7 @@ class TrainConfig:
     group_by_length: bool = True  # batches of similar lengths: less padding
     pad_to_multiple_of: int | None = None  # batch widths; None: 8 in mixed precision, else 1 (kd/train.py)
     lazy_embedding_update: bool = False  # AdamW updates only the word-embedding rows a batch uses
+    speedups: list[SpeedupName] | None = None  # None: this device's defaults (kd/speedups.py)
     RANGES: ClassVar[dict[str, Range]] = {
         "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": POSITIVE,
         "weight_decay": AT_LEAST_0, "warmup_ratio": Range(0, 1, open_high=True),

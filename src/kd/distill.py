@@ -34,7 +34,7 @@ from kd.runtime import (precision_name, resolve_mixed_precision, training_device
                         use_all_cores_under_accelerate_launch)
 from kd.soft_targets import cached_metrics, file_soft_targets, soft_targets, transfer_soft_targets
 from kd.transfer import augmented_copies, read_texts
-from kd.train import fit
+from kd.train import Objective, fit
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
@@ -147,8 +147,7 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
             torch.cat([teacher_logits, logits]), labelled_rows=len(train))
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
                  train.label_names, student.train, accelerator, reporter, folder, stage="student",
-                 alpha=cfg.distill.alpha, temperature=cfg.distill.temperature,
-                 final_temperature=cfg.distill.final_temperature, matching=matching,
+                 objective=Objective(cfg.distill.alpha, cfg.distill.temperature, cfg.distill.final_temperature, matching),
                  state_file=state_path(run_dir, "student"), resume=resume)
     best, _, _ = load_classifier(folder)
     calibration = _calibrate(folder, best, tokenizer, val, tokens, student.train.eval_batch_size, accelerator,

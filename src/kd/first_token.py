@@ -16,7 +16,7 @@ from transformers.models.bert.modeling_bert import BertLayer, eager_attention_fo
 
 # Attention implementations whose masks are 4-D (batch, 1, query, key): their first query
 # row is the first token's. Flash attention's 2-D padding masks are left alone.
-ROW_MASKED = {"eager", "sdpa", "kd_fast_dropout"}
+ROW_MASKED = {"eager", "sdpa"}
 
 
 class FirstTokenBertLayer(BertLayer):

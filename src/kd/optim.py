@@ -28,14 +28,15 @@ class SparseRowsAdamW(torch.optim.AdamW):
     def step(self, closure=None):
         sparse = [(param, group, param.grad) for group in self.param_groups for param in group["params"]
                   if param.grad is not None and param.grad.is_sparse]
+        sparse = [(param, group, grad.coalesce()) for param, group, grad in sparse]
         for param, _, grad in sparse:  # lazy: AdamW's own step skips it
-            param.grad = None if self.lazy else self._scatter(param, grad.coalesce())
+            param.grad = None if self.lazy else self._scatter(param, grad)
         loss = super().step(closure)
         for param, group, grad in sparse:
             if self.lazy:
-                self._lazy_step(param, group, grad.coalesce())
+                self._lazy_step(param, group, grad)
             else:
-                param.grad.index_fill_(0, grad._indices()[0], 0.0)
+                param.grad.index_fill_(0, grad.indices()[0], 0.0)
             param.grad = grad
         return loss
 

@@ -31,7 +31,7 @@ from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.models import build_model, count_parameters, load_encoder, load_tokenizer
 from kd.report import Reporter, write_json
-from kd.train import fit
+from kd.train import Objective, fit
 from kd.transfer import read_texts
 
 UNLABELLED = ["unlabelled"]  # the student is built as a classifier; its 1-label head is not trained or saved
@@ -64,7 +64,7 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
         train_set = EncodedDataset(encode(tokenizer, texts, cfg.data.max_length),
                                    np.zeros((len(texts), 1), np.float32), labelled_rows=0)
         result = fit(student, tokenizer, train_set, None, UNLABELLED, cfg.pretrain.train, accelerator, reporter,
-                     run_dir / "student", stage="pretrain", matching=matching,
+                     run_dir / "student", stage="pretrain", objective=Objective(matching=matching),
                      state_file=state_path(run_dir, "pretrain"), resume=resume)
         if accelerator.is_main_process:
             write_json(run_dir / "final_metrics.json", {"student": {

@@ -2,13 +2,11 @@
 
 `mixed_precision: auto` (the default) trains in bf16 autocast where the hardware computes bf16
 natively (a CUDA GPU from Ampere on; a CPU with AVX512-BF16 or AMX), else in fp32: where bf16
-is emulated it is slower than fp32. oneDNN's kernel cache, which CPU bf16 training needs, is
-sized on `import kd` (see kd/__init__.py).
+is emulated it is slower than fp32.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
@@ -54,16 +52,3 @@ def use_all_cores_under_accelerate_launch() -> None:
         torch.set_num_threads(cores)
         print(f"kd: accelerate launch left torch 1 thread; using all {cores} cores of this single "
               f"CPU process", file=sys.stderr)
-
-
-def keep_freed_memory() -> None:
-    """Make glibc keep freed memory for reuse (up to 1 GiB) and serve blocks of up to 32 MiB
-    from its heap. By default it hands freed memory above a trim threshold back to the OS, so
-    each CPU training step faults its large activation buffers in again. Process-wide and
-    only on glibc; elsewhere a no-op."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-    mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD

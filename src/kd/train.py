@@ -11,6 +11,7 @@ scheduler, data order (the epoch's shuffle, its done batches skipped) and dropou
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -22,17 +23,15 @@ from transformers import get_linear_schedule_with_warmup
 
 from kd.checkpoint import Progress, load_state, restore_rng, save_state
 from kd.config import TrainConfig
-from kd.dropout import use_fast_dropout
-from kd.first_token import use_first_token_last_layer
 from kd.batches import EncodedDataset, make_loader
 from kd.evaluate import MODEL_INPUTS, predict_logits, summary_line, tuned_metrics, val_loss
 from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.losses import distillation_loss, scheduled_temperature
 from kd.models import default_lr, is_single_label, save_classifier, save_encoder
-from kd.optim import clip_grad_norm, make_optimizer, use_sparse_embedding_gradient
+from kd import speedups
+from kd.optim import clip_grad_norm, make_optimizer
 from kd.report import Reporter
-from kd.runtime import keep_freed_memory
 
 
 @dataclass
@@ -44,15 +43,25 @@ class FitResult:
     lr: float
 
 
-def _embedding_update(cfg: TrainConfig, accelerator, reporter: Reporter, stage: str) -> tuple[bool, bool]:
-    """(sparse, lazy): whether the word embedding table gets a sparse gradient (on CPU it is
-    cheaper; the lazy update needs it) and whether AdamW updates only the rows a batch used.
-    DDP and fp16's scaler need dense gradients."""
-    possible = accelerator.num_processes == 1 and accelerator.mixed_precision != "fp16"
-    if cfg.lazy_embedding_update and not possible:
-        reporter.print(f"{stage}: lazy_embedding_update needs one process and no fp16; the update stays dense")
-    lazy = cfg.lazy_embedding_update and possible
-    return possible and (lazy or accelerator.device.type == "cpu"), lazy
+@dataclass
+class Objective:
+    """What a training step minimises: distillation_loss (alpha 0: the labels alone) at a
+    temperature annealed from `temperature` to `final_temperature` (None: constant), plus
+    `matching`'s loss when given (its projections train with the model)."""
+    alpha: float = 0.0
+    temperature: float = 1.0
+    final_temperature: float | None = None
+    matching: LayerMatching | None = None
+
+    def loss(self, model, batch: dict, done: float, single_label: bool, accelerator) -> torch.Tensor:
+        """The loss of `batch`, `done` (0..1) of the way through training."""
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        with accelerator.autocast():
+            outputs = model(**inputs, **(self.matching.output_flags if self.matching else {}))
+            extra = self.matching(outputs, inputs) if self.matching is not None else 0.0
+        temperature = scheduled_temperature(self.temperature, self.final_temperature, done)
+        return distillation_loss(outputs.logits.float(), batch["labels"], batch.get("teacher_logits"), self.alpha,
+                                 temperature, batch.get("labelled"), single_label) + extra
 
 
 MIXED_PRECISION_PAD_MULTIPLE = 8
@@ -60,9 +69,10 @@ MIXED_PRECISION_PAD_MULTIPLE = 8
 
 def train_pad_multiple(cfg: TrainConfig, mixed_precision: str) -> int:
     """What training batches' widths are rounded up to: `cfg.pad_to_multiple_of`, else
-    MIXED_PRECISION_PAD_MULTIPLE (8) in mixed precision. There a CPU's bf16 matrix products run oneDNN kernels built for each
-    shape at its first use (in an epoch of length-grouped batches, up to max_length widths),
-    and a GPU's tensor cores work in tiles of 8; fp32 on a CPU gains nothing from padding."""
+    MIXED_PRECISION_PAD_MULTIPLE (8) in mixed precision. There a CPU's bf16 matrix products run
+    oneDNN kernels built for each shape at its first use (in an epoch of length-grouped batches,
+    up to max_length widths), and a GPU's tensor cores work in tiles of 8; fp32 on a CPU gains
+    nothing from padding."""
     if cfg.pad_to_multiple_of is not None:
         return cfg.pad_to_multiple_of
     return 1 if mixed_precision == "no" else MIXED_PRECISION_PAD_MULTIPLE
@@ -76,30 +86,36 @@ def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
     return val_loss(metrics) < val_loss(best)
 
 
-def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None,
-        label_names: list[str], cfg: TrainConfig, accelerator, reporter: Reporter,
-        out_dir: Path, stage: str, alpha: float = 0.0, temperature: float = 1.0,
-        final_temperature: float | None = None, matching: LayerMatching | None = None,
-        state_file: Path | None = None, resume: bool = False) -> FitResult:
-    """Train `model`, keep the best epoch in `out_dir`, log each epoch to reporter.metrics_file.
-    The loss is distillation_loss at a temperature annealed from `temperature` to
-    `final_temperature` (None: constant), plus `matching`'s loss when given (its projections
-    train with the model)."""
+@dataclass
+class _Training:
+    """What the loop works with, after the speedups and Accelerate's `prepare`."""
+    model: torch.nn.Module
+    trained: torch.nn.Module  # the model, and the layer matching's projections if any: what is saved
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loader: object
+    val_loader: object | None
+    clip: object
+    lr: float
+    objective: Objective  # its layer matching, if any, prepared too
+
+
+def _prepare(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None, cfg: TrainConfig,
+             accelerator, reporter: Reporter, stage: str, objective: Objective) -> _Training:
     lr = cfg.lr or default_lr(model, cfg.batch_size)
-    single_label = is_single_label(model)
-    use_fast_dropout(model)
-    if matching is None:  # matching reads every token's hidden states
-        use_first_token_last_layer(model)
-    if accelerator.device.type == "cpu":
-        keep_freed_memory()
-    sparse, lazy = _embedding_update(cfg, accelerator, reporter, stage)
-    use_sparse_embedding_gradient(model, sparse)
-    clip = clip_grad_norm if sparse else accelerator.clip_grad_norm_
+    names, notes = speedups.resolve(cfg.speedups, accelerator.device, accelerator.num_processes,
+                                    accelerator.mixed_precision, objective.matching is not None,
+                                    cfg.lazy_embedding_update)
+    for note in notes:
+        reporter.print(f"{stage}: {note}")
+    speedups.apply(model, names)
+    sparse = "sparse_embedding_gradient" in names
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed(),
                                pad_to_multiple_of=train_pad_multiple(cfg, accelerator.mixed_precision))
-    trained = model if matching is None else torch.nn.ModuleList([model, matching])
-    optimizer = make_optimizer(trained, lr, cfg.weight_decay, lazy=lazy)
+    trained = model if objective.matching is None else torch.nn.ModuleList([model, objective.matching])
+    optimizer = make_optimizer(trained, lr, cfg.weight_decay, fused="fused_adamw" in names,
+                               lazy=cfg.lazy_embedding_update and sparse)
     updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
     val_loader = None if val_set is None else make_loader(val_set, tokenizer, model, cfg.eval_batch_size,
@@ -108,86 +124,90 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # mixed precision in training steps only
+    matching = objective.matching
     if matching is not None:
         matching.teacher.to(accelerator.device)
         if list(matching.parameters()):  # projections to train (and, with several processes, to sync)
             matching = accelerator.prepare(matching)
-    progress, rng, total_steps = Progress(), None, cfg.epochs * len(train_loader)
+    return _Training(model, trained, optimizer, scheduler, train_loader, val_loader,
+                     clip_grad_norm if sparse else accelerator.clip_grad_norm_, lr,
+                     dataclasses.replace(objective, matching=matching))
+
+
+def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None,
+        label_names: list[str], cfg: TrainConfig, accelerator, reporter: Reporter, out_dir: Path,
+        stage: str, objective: Objective | None = None, state_file: Path | None = None,
+        resume: bool = False) -> FitResult:
+    """Train `model` on `objective` (None: the labels alone), keep the best epoch in `out_dir`,
+    log each epoch to reporter.metrics_file; with `state_file`, resumable (and, with `resume`,
+    resumed)."""
+    run = _prepare(model, tokenizer, train_set, val_set, cfg, accelerator, reporter, stage, objective or Objective())
+    single_label, steps_per_epoch = is_single_label(model), len(run.train_loader)
+    progress, rng = Progress(), None
     if resume and state_file is not None and state_file.is_file():
-        progress, rng = load_state(state_file, trained, optimizer, scheduler)
+        progress, rng = load_state(state_file, run.trained, run.optimizer, run.scheduler)
         reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
-
-    divergence = _Divergence(f"{stage}.train.lr", lr)
-
-    def save() -> None:
-        if state_file is not None and accelerator.is_main_process:
-            save_state(state_file, trained, optimizer, scheduler, progress)
-
+    checkpoint = _Checkpoints(state_file if accelerator.is_main_process else None, run, cfg.save_every_steps,
+                              _Divergence(f"{stage}.train.lr", run.lr), lambda: reporter.print(
+                                  f"{stage}: interrupted; the state is saved, `kd distill --resume RUN_FOLDER` continues"))
     for epoch in range(progress.epoch, cfg.epochs + 1):
-        if rng is not None and progress.step == 0:  # before the epoch's iterator draws its seed
-            restore_rng(rng)
-            rng = None
-        train_loader.iteration, train_loader.skip_batches = epoch - 1, progress.step  # same shuffle
-        started = time.perf_counter()
-        model.train()
-        loss_sum = torch.tensor(progress.loss_sum, device=accelerator.device)
-        with reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", len(train_loader) - progress.step) as advance:
-            with _deferred_ctrl_c() as stop:
-                for batch in train_loader:
-                    if rng is not None:  # mid-epoch: where the interrupted run stood after its last batch
-                        restore_rng(rng)
-                        rng = None
-                    with accelerator.accumulate(model):
-                        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-                        done = ((epoch - 1) * len(train_loader) + progress.step) / max(total_steps - 1, 1)
-                        with accelerator.autocast():
-                            outputs = model(**inputs, **(matching.output_flags if matching else {}))
-                            extra = matching(outputs, inputs) if matching is not None else 0.0
-                        loss = distillation_loss(outputs.logits.float(), batch["labels"], batch.get("teacher_logits"),
-                                                 alpha, scheduled_temperature(temperature, final_temperature, done),
-                                                 batch.get("labelled"), single_label) + extra
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and cfg.max_grad_norm:
-                            clip(model.parameters(), cfg.max_grad_norm)
-                        optimizer.step()
-                        scheduler.step()
-                        optimizer.zero_grad()
-                    loss_sum += loss.detach()
-                    progress.step += 1
-                    divergence.add(loss, (epoch - 1) * len(train_loader) + progress.step)
-                    advance()
-                    if stop.requested or (cfg.save_every_steps and progress.step % cfg.save_every_steps == 0):
-                        divergence.check()
-                        _checkpoint(progress, loss_sum, started, save)
-                    if stop.requested:
-                        reporter.print(f"{stage}: interrupted; the state is saved, "
-                                       "`kd distill --resume RUN_FOLDER` continues")
-                        raise KeyboardInterrupt
-        divergence.check()
+        rng = restore_rng(rng) if progress.step == 0 else rng  # before the epoch's iterator draws its seed
+        run.train_loader.set_epoch(epoch - 1)  # the epoch's shuffle, then its batches not yet trained
+        batches = accelerator.skip_first_batches(run.train_loader, progress.step) if progress.step else run.train_loader
+        started, loss_sum = time.perf_counter(), torch.tensor(progress.loss_sum, device=accelerator.device)
+        run.model.train()
+        with reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", steps_per_epoch - progress.step) as advance, \
+                _deferred_ctrl_c() as stop:
+            for batch in batches:
+                rng = restore_rng(rng)  # mid-epoch: where the interrupted run stood after its last batch
+                with accelerator.accumulate(run.model):
+                    done = ((epoch - 1) * steps_per_epoch + progress.step) / max(cfg.epochs * steps_per_epoch - 1, 1)
+                    loss = run.objective.loss(run.model, batch, done, single_label, accelerator)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        run.clip(run.model.parameters(), cfg.max_grad_norm)
+                    run.optimizer.step()
+                    run.scheduler.step()
+                    run.optimizer.zero_grad()
+                loss_sum += loss.detach()
+                progress.step += 1
+                advance()
+                checkpoint.after_step(loss, (epoch - 1) * steps_per_epoch + progress.step, progress, loss_sum,
+                                      started, stop.requested)
+        checkpoint.divergence.check()
         progress.train_time_s += time.perf_counter() - started
-        train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / len(train_loader)
-
-        metrics, thresholds = _evaluate(model, val_loader, label_names, accelerator, reporter, stage, single_label)
-        record = {"stage": stage, "epoch": epoch, "train_loss": train_loss,
-                  "epoch_time_s": time.perf_counter() - started, "lr": lr, "val": metrics}
-        progress.history.append(record)
-        if metrics is None or _improved(metrics, progress.best, cfg.select_by):
-            progress.best, progress.best_epoch = metrics, epoch
-            if accelerator.is_main_process:
-                unwrapped = accelerator.unwrap_model(model)
-                if metrics is None:
-                    save_encoder(unwrapped, tokenizer, out_dir)
-                else:
-                    save_classifier(unwrapped, tokenizer, thresholds, out_dir)
-        progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
-        save()
-        reporter.log_epoch(record)
-        scores = "" if metrics is None else f" | {summary_line(metrics)}"
-        reporter.print(f"[bold]{stage}[/] epoch {epoch}: train loss {train_loss:.4f}{scores}"
-                       f"{' *' if progress.best_epoch == epoch and metrics else ''}")
-        accelerator.wait_for_everyone()
+        train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / steps_per_epoch
+        _end_epoch(run, tokenizer, label_names, cfg.select_by, accelerator, reporter, out_dir, stage, single_label,
+                   progress, {"stage": stage, "epoch": epoch, "train_loss": train_loss, "lr": run.lr}, started)
+        checkpoint.save(progress)
     accelerator.free_memory()
-    return FitResult(progress.best_epoch, progress.best, progress.history, progress.train_time_s, lr)
+    return FitResult(progress.best_epoch, progress.best, progress.history, progress.train_time_s, run.lr)
+
+
+def _end_epoch(run: _Training, tokenizer, label_names: list[str], select_by: str, accelerator, reporter: Reporter,
+               out_dir: Path, stage: str, single_label: bool, progress: Progress, record: dict,
+               started: float) -> None:
+    """Evaluate the epoch, save the model if it is the best so far, log and print the epoch;
+    `progress` moves on to the next epoch."""
+    metrics, thresholds = _evaluate(run.model, run.val_loader, label_names, accelerator, reporter, stage,
+                                    single_label)
+    record.update(epoch_time_s=time.perf_counter() - started, val=metrics)
+    progress.history.append(record)
+    epoch = record["epoch"]
+    if metrics is None or _improved(metrics, progress.best, select_by):
+        progress.best, progress.best_epoch = metrics, epoch
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(run.model)
+            if metrics is None:
+                save_encoder(unwrapped, tokenizer, out_dir)
+            else:
+                save_classifier(unwrapped, tokenizer, thresholds, out_dir)
+    progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
+    reporter.log_epoch(record)
+    scores = "" if metrics is None else f" | {summary_line(metrics)}"
+    reporter.print(f"[bold]{stage}[/] epoch {epoch}: train loss {record['train_loss']:.4f}{scores}"
+                   f"{' *' if progress.best_epoch == epoch and metrics else ''}")
+    accelerator.wait_for_everyone()
 
 
 def _evaluate(model, val_loader, label_names: list[str], accelerator, reporter: Reporter,
@@ -249,10 +269,32 @@ class _deferred_ctrl_c:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _checkpoint(progress: Progress, loss_sum: torch.Tensor, started: float, save) -> None:
-    """Save mid-epoch: the loss and time so far go with the state."""
-    elapsed = time.perf_counter() - started
-    progress.loss_sum = loss_sum.item()
-    progress.train_time_s += elapsed
-    save()
-    progress.train_time_s -= elapsed
+class _Checkpoints:
+    """The state file, written every `every` steps, after each epoch and on Ctrl-C (`state_file`
+    None: never, as on processes other than the main one); losses checked for divergence first."""
+
+    def __init__(self, state_file: Path | None, run: _Training, every: int, divergence: _Divergence,
+                 announce_stop):
+        self.state_file, self.run, self.every, self.divergence = state_file, run, every, divergence
+        self.announce_stop = announce_stop
+
+    def save(self, progress: Progress) -> None:
+        if self.state_file is not None:
+            save_state(self.state_file, self.run.trained, self.run.optimizer, self.run.scheduler, progress)
+
+    def after_step(self, loss: torch.Tensor, step: int, progress: Progress, loss_sum: torch.Tensor,
+                   started: float, stop: bool) -> None:
+        """Check the loss; save mid-epoch (the loss and time so far with the state) when due or
+        asked to stop, then stop."""
+        self.divergence.add(loss, step)
+        if not (stop or (self.every and progress.step % self.every == 0)):
+            return
+        self.divergence.check()
+        elapsed = time.perf_counter() - started
+        progress.loss_sum = loss_sum.item()
+        progress.train_time_s += elapsed
+        self.save(progress)
+        progress.train_time_s -= elapsed
+        if stop:
+            self.announce_stop()
+            raise KeyboardInterrupt
