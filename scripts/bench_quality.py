@@ -18,8 +18,10 @@ Students run over several seeds (mean and std). alpha and T are picked on dev wi
 small grid, by dev macro AUC; thresholds are tuned on dev. With `--test NAME=FILE` every chosen
 model is also scored on that file with its dev-tuned thresholds.
 
-The teacher is fine-tuned once per dataset and its soft targets cached (under --cache-dir);
-finished student runs are reused, so an interrupted benchmark continues where it stopped.
+Every grid runs through kd sweep: bench_quality writes it as a sweep file under
+--cache-dir/sweeps/ (`kd sweep FILE` reruns it) and runs it, so the teacher is fine-tuned once
+per dataset and its soft targets cached (kd sweep's shared teacher, under --cache-dir/teachers/),
+and finished runs are reused: an interrupted benchmark continues where it stopped.
 
     HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_quality.py
 
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from accelerate import Accelerator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -44,12 +47,13 @@ from transformers.utils import logging as hf_logging
 from kd.classifier import Classifier
 from kd.model_folder import read_thresholds
 from kd.config import load_config
+from kd.config_files import flatten, parse_override
 from kd.data import LabeledTexts, load_splits, read_labeled
-from kd.distill import run
 from kd.evaluate import compute_metrics, evaluate_model, tuned_metrics
 from kd.models import load_classifier
 from kd.pretrain import pretrain
 from kd.runtime import precision_name, training_device
+from kd.sweep import load_sweep, plan, run_sweep, shared_teacher
 from machine import cpu_name  # scripts/machine.py
 
 DATASETS = {
@@ -102,6 +106,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = p.parse_args()
     args.reused = []  # finished runs found in --cache-dir instead of trained
+    args.seen = set()  # run folders this invocation has planned
     args.test = dict(item.split("=", 1) for item in args.test)
     args.grid = [tuple(float(v) for v in point.split(":")) for point in args.grid]
     unknown = set(args.test) - set(DATASETS)
@@ -110,27 +115,19 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def dataset_config(name: str, data_dir: Path, cache_dir: Path, overrides: list[str]):
-    config_file, files = DATASETS[name]
-    paths = [f"{key}={data_dir / value}" for key, value in files.items()]
-    return load_config([config_file, "configs/minilm.yaml"],
-                       [*paths, f"cache_dir={cache_dir}", f"output_dir={cache_dir / 'runs'}", *overrides])
+def dataset_overrides(name: str, data_dir: Path, cache_dir: Path) -> list[str]:
+    """Dataset `name`'s files under `data_dir`, and the cache every run shares."""
+    return [*(f"{key}={data_dir / value}" for key, value in DATASETS[name][1].items()), f"cache_dir={cache_dir}"]
 
 
-def run_once(name: str, run_dir: Path, overrides: list[str], args, teacher_only: bool = False) -> None:
-    """kd distill into run_dir, resuming an interrupted run; a finished one is reused (and counted)."""
-    if (run_dir / "final_metrics.json").exists():
-        args.reused.append(run_dir.name)
-    else:
-        run(dataset_config(name, args.data_dir, args.cache_dir, [*overrides, f"run_name={run_dir.name}"]),
-            resume=run_dir.exists(), teacher_only=teacher_only)
+def dataset_config(name: str, data_dir: Path, cache_dir: Path):
+    return load_config([DATASETS[name][0], "configs/minilm.yaml"], dataset_overrides(name, data_dir, cache_dir))
 
 
 def teacher_folder(name: str, args) -> Path:
-    """kd distill's teacher stage and soft targets, once per dataset."""
-    run_dir = args.cache_dir / "runs" / f"{name}-teacher"
-    run_once(name, run_dir, [], args, teacher_only=True)
-    return run_dir / "teacher"
+    """The teacher every sweep of dataset `name` uses: kd sweep's shared teacher, fine-tuned once
+    (its soft targets cached) under --cache-dir/teachers/."""
+    return shared_teacher(dataset_config(name, args.data_dir, args.cache_dir))
 
 
 def pretrained_student(args) -> Path:
@@ -142,7 +139,7 @@ def pretrained_student(args) -> Path:
         args.reused.append(f"pretrain/{run_dir.name}")
     else:
         texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
-            dataset_config(name, args.data_dir, args.cache_dir, []).data)[0].texts]
+            dataset_config(name, args.data_dir, args.cache_dir).data)[0].texts]
         texts_file = run_dir.parent / "train-texts.txt"
         texts_file.parent.mkdir(parents=True, exist_ok=True)
         texts_file.write_text("\n".join(texts) + "\n")
@@ -157,18 +154,36 @@ def deltas(table: dict, name: str, student: str) -> list[str]:
     return table.get(name, {}).get(student, [])
 
 
-def student_run(name: str, student: str, alpha: float, temperature: float, seed: int, teacher: Path,
-                args, extra: tuple[str, ...] = ()) -> Path:
-    if student == "tiny_pre":
-        extra = (f"student.name={args.pretrained}", *extra)
-    distilled = deltas(DISTILL_DELTAS, name, student) if alpha else []
-    overrides = [*STUDENTS[student], *deltas(STUDENT_DELTAS, name, student), *distilled,
-                 f"teacher.path={teacher}", f"distill.alpha={alpha}", f"distill.temperature={temperature}",
-                 f"seed={seed}", *extra]
-    key = hashlib.sha256(json.dumps(overrides).encode()).hexdigest()[:8]  # other settings, other run
-    run_dir = args.cache_dir / "runs" / f"{name}-{student}-a{alpha:g}-t{temperature:g}-s{seed}-{key}"
-    run_once(name, run_dir, overrides, args)
-    return run_dir
+def run_grid(sweep_name: str, name: str, overrides: list[str], grid: dict, seeds: list[int], args) -> list:
+    """Write a kd sweep file for dataset `name` (`kd sweep FILE` reruns it) and run it through kd
+    sweep: the shared teacher, finished runs reused, interrupted ones resumed. Its runs."""
+    settings = {}
+    for text in [*dataset_overrides(name, args.data_dir, args.cache_dir), *overrides]:
+        settings.update(flatten(parse_override(text)))
+    path = args.cache_dir / "sweeps" / f"{sweep_name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"name": sweep_name, "configs": [DATASETS[name][0], "configs/minilm.yaml"],
+                                    "set": settings, "grid": grid, "seeds": seeds, "metric": "macro_auc",
+                                    "output_dir": str(args.cache_dir / "sweeps")}, sort_keys=False))
+    sweep = load_sweep(path)
+    runs = plan(sweep)
+    args.reused += [f"{sweep_name}/{r.name}" for r in runs if r.finished() and r.folder not in args.seen]
+    args.seen.update(r.folder for r in runs)
+    return run_sweep(sweep)
+
+
+def distilled_runs(name: str, student: str, overrides: list[str], args) -> tuple[list, dict, tuple]:
+    """The --grid points with seed 0, then the best by dev macro AUC with every seed: (its runs,
+    dev macro AUC by grid point, (alpha, T) picked)."""
+    points = {f"a{a:g}-t{t:g}": {"alpha": a, "temperature": t} for a, t in args.grid}
+    grid_runs = run_grid(f"{name}-{student}-kd", name, overrides, {"distill": points}, [0], args)
+    auc = {label: json.loads((r.folder / "final_metrics.json").read_text())["student"]["val"]["macro_auc"]
+           for label, r in zip(points, grid_runs)}
+    picked = max(auc, key=auc.get)
+    runs = run_grid(f"{name}-{student}-kd", name, overrides, {"distill": {picked: points[picked]}},
+                    list(range(args.seeds)), args)
+    named = {f"alpha={p['alpha']:g} T={p['temperature']:g}": auc[label] for label, p in points.items()}
+    return runs, named, (points[picked]["alpha"], points[picked]["temperature"])
 
 
 def ms_per_text(predict, texts: list[str]) -> float:
@@ -248,36 +263,36 @@ def aggregate(scores: list[dict], **extra) -> dict:
 
 
 def bench_dataset(name: str, args) -> dict:
-    cfg = dataset_config(name, args.data_dir, args.cache_dir, [])
+    cfg = dataset_config(name, args.data_dir, args.cache_dir)
     train, dev = load_splits(cfg.data)
     test = read_like(cfg.data, args.test[name]) if name in args.test else None
     length = cfg.data.max_length
     print(f"{name}: {len(train):,} train / {len(dev):,} dev rows", flush=True)
     results = {"tfidf_lr": aggregate([tfidf_lr(train, dev, test)])}
     teacher = teacher_folder(name, args)
+    print(f"{name}: teacher {teacher}", flush=True)
     results["teacher"] = aggregate([run_summary(teacher.parent, dev, test, length, "teacher")])
+    seeds = list(range(args.seeds))
     for student in args.students:
-        labels_only = [student_run(name, student, 0.0, 1.0, seed, teacher, args) for seed in range(args.seeds)]
+        overrides = [*STUDENTS[student], *deltas(STUDENT_DELTAS, name, student),
+                     *([f"student.name={args.pretrained}"] if student == "tiny_pre" else [])]
+        labels_only = run_grid(f"{name}-{student}-labels", name, overrides, {"distill.alpha": [0.0]}, seeds, args)
         pretrained = {"pretrain": args.pretrain_summary} if student == "tiny_pre" else {}
-        results[f"{student}_labels"] = aggregate([run_summary(r, dev, test, length) for r in labels_only],
+        results[f"{student}_labels"] = aggregate([run_summary(r.folder, dev, test, length) for r in labels_only],
                                                  **pretrained)
-        grid = {(a, t): student_run(name, student, a, t, 0, teacher, args) for a, t in args.grid}
-        grid_auc = {key: json.loads((r / "final_metrics.json").read_text())["student"]["val"]["macro_auc"]
-                    for key, r in grid.items()}
-        alpha, temperature = max(grid_auc, key=grid_auc.get)
-        distilled = [grid[(alpha, temperature)]] + [student_run(name, student, alpha, temperature, seed, teacher, args)
-                                                    for seed in range(1, args.seeds)]
+        distilled_overrides = [*overrides, *deltas(DISTILL_DELTAS, name, student)]
+        distilled, grid_auc, (alpha, temperature) = distilled_runs(name, student, distilled_overrides, args)
         results[f"{student}_kd"] = aggregate(
-            [run_summary(r, dev, test, length) for r in distilled], alpha=alpha, temperature=temperature,
-            grid_dev_macro_auc={f"alpha={a:g} T={t:g}": v for (a, t), v in grid_auc.items()},
+            [run_summary(r.folder, dev, test, length) for r in distilled], alpha=alpha, temperature=temperature,
+            grid_dev_macro_auc=grid_auc,
             distill_overrides=deltas(DISTILL_DELTAS, name, student), **pretrained)
         print(f"  {student}: picked alpha {alpha:g}, T {temperature:g} (dev macro AUC by grid point: "
               f"{results[f'{student}_kd']['grid_dev_macro_auc']})", flush=True)
         if args.augment_copies:  # the picked setting again, with a transfer set of augmented copies
-            extra = (f"distill.augment_copies={args.augment_copies}",)
-            augmented = [student_run(name, student, alpha, temperature, seed, teacher, args, extra)
-                         for seed in range(args.seeds)]
-            results[f"{student}_kd_aug"] = aggregate([run_summary(r, dev, test, length) for r in augmented],
+            augmented = run_grid(f"{name}-{student}-kd-aug{args.augment_copies}", name,
+                                 [*distilled_overrides, f"distill.augment_copies={args.augment_copies}"],
+                                 {"distill": {"picked": {"alpha": alpha, "temperature": temperature}}}, seeds, args)
+            results[f"{student}_kd_aug"] = aggregate([run_summary(r.folder, dev, test, length) for r in augmented],
                                                      alpha=alpha, temperature=temperature,
                                                      augment_copies=args.augment_copies)
     return results

@@ -171,10 +171,10 @@ def _calibrate(folder: Path, model, tokenizer, val: LabeledTexts, tokens: TokenC
     return {**errors, "temperatures": [round(float(t), 4) for t in temperatures]}
 
 
-def _extra_teachers(cfg: Config, train: LabeledTexts) -> list[tuple]:
-    """(model, tokenizer, folder) of each of distill.extra_teachers, checked to predict the train labels."""
+def _extra_teachers(paths: list[str], train: LabeledTexts) -> list[tuple]:
+    """(model, tokenizer, folder) of each extra teacher folder, checked to predict the train labels."""
     teachers, names = [], train.label_names
-    for path in cfg.distill.extra_teachers:
+    for path in paths:
         model, tokenizer, _ = load_classifier(path)
         if label_names(model) != names or is_single_label(model) != train.single_label:
             raise KDError(f"extra teacher {path} predicts {label_names(model)} "
@@ -183,10 +183,10 @@ def _extra_teachers(cfg: Config, train: LabeledTexts) -> list[tuple]:
     return teachers
 
 
-def _weighted_logits(cfg: Config, teachers: list[tuple], logits_of) -> tuple[torch.Tensor, bool]:
-    """The teachers' logits averaged with distill.teacher_weights (equal when empty), and whether
-    they all came from the cache; logits_of(model, tokenizer, folder) -> (logits, cache hit)."""
-    weights = cfg.distill.teacher_weights or [1.0] * len(teachers)
+def _weighted_logits(weights: list[float], teachers: list[tuple], logits_of) -> tuple[torch.Tensor, bool]:
+    """The teachers' logits averaged with `weights` (distill.teacher_weights; equal when empty),
+    and whether they all came from the cache; logits_of(model, tokenizer, folder) -> (logits, cache hit)."""
+    weights = weights or [1.0] * len(teachers)
     results = [logits_of(*teacher) for teacher in teachers]
     if len(results) == 1:  # as cached: memory-mapped, not copied
         return results[0]
@@ -203,9 +203,13 @@ def _transfer_set(cfg: Config, train: LabeledTexts, file_texts: list[str], teach
                                           cfg.distill.augment_ngram_prob, cfg.seed, mask)
     if not texts:
         return None
-    logits, _ = _weighted_logits(cfg, teachers, lambda model, tokenizer, folder: transfer_soft_targets(
-        model, tokenizer, folder, texts, tokens(tokenizer, "transfer", texts), len(train.label_names),
-        cfg.data.max_length, Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
+
+    def logits_of(model, tokenizer, folder: Path) -> tuple[torch.Tensor, bool]:
+        return transfer_soft_targets(model, tokenizer, folder, texts, tokens(tokenizer, "transfer", texts),
+                                     len(train.label_names), cfg.data.max_length, Path(cfg.cache_dir),
+                                     cfg.teacher.train.eval_batch_size, accelerator, reporter)
+
+    logits, _ = _weighted_logits(cfg.distill.teacher_weights, teachers, logits_of)
     reporter.print(f"transfer set: {len(file_texts):,} texts from files + "
                    f"{len(texts) - len(file_texts):,} augmented copies, labelled by the teacher")
     return texts, logits
@@ -282,9 +286,9 @@ def _teacher_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: T
     teacher_logits, cache_hit, transfer = None, None, None
     if cfg.distill.alpha > 0 or teacher_only:
         if not teacher_only:
-            teachers += _extra_teachers(cfg, train)
+            teachers += _extra_teachers(cfg.distill.extra_teachers, train)
         teacher_logits, cache_hit = _weighted_logits(
-            cfg, teachers, lambda model, tokenizer, folder: soft_targets(
+            cfg.distill.teacher_weights, teachers, lambda model, tokenizer, folder: soft_targets(
                 model, tokenizer, folder, train, tokens(tokenizer, "train", train.texts), cfg.data,
                 Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
     if cfg.distill.alpha > 0 and not teacher_only:

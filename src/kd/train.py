@@ -67,14 +67,14 @@ class Objective:
 MIXED_PRECISION_PAD_MULTIPLE = 8
 
 
-def train_pad_multiple(cfg: TrainConfig, mixed_precision: str) -> int:
-    """What training batches' widths are rounded up to: `cfg.pad_to_multiple_of`, else
+def train_pad_multiple(pad_to_multiple_of: int | None, mixed_precision: str) -> int:
+    """What training batches' widths are rounded up to: `pad_to_multiple_of` (train's), else
     MIXED_PRECISION_PAD_MULTIPLE (8) in mixed precision. There a CPU's bf16 matrix products run
     oneDNN kernels built for each shape at its first use (in an epoch of length-grouped batches,
     up to max_length widths), and a GPU's tensor cores work in tiles of 8; fp32 on a CPU gains
     nothing from padding."""
-    if cfg.pad_to_multiple_of is not None:
-        return cfg.pad_to_multiple_of
+    if pad_to_multiple_of is not None:
+        return pad_to_multiple_of
     return 1 if mixed_precision == "no" else MIXED_PRECISION_PAD_MULTIPLE
 
 
@@ -112,7 +112,7 @@ def _prepare(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDatase
     sparse = "sparse_embedding_gradient" in names
     train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed(),
-                               pad_to_multiple_of=train_pad_multiple(cfg, accelerator.mixed_precision))
+                               pad_to_multiple_of=train_pad_multiple(cfg.pad_to_multiple_of, accelerator.mixed_precision))
     trained = model if objective.matching is None else torch.nn.ModuleList([model, objective.matching])
     optimizer = make_optimizer(trained, lr, cfg.weight_decay, fused="fused_adamw" in names,
                                lazy=cfg.lazy_embedding_update and sparse)
@@ -148,8 +148,7 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
         progress, rng = load_state(state_file, run.trained, run.optimizer, run.scheduler)
         reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
     checkpoint = _Checkpoints(state_file if accelerator.is_main_process else None, run, cfg.save_every_steps,
-                              _Divergence(f"{stage}.train.lr", run.lr), lambda: reporter.print(
-                                  f"{stage}: interrupted; the state is saved, `kd distill --resume RUN_FOLDER` continues"))
+                              stage, reporter)
     for epoch in range(progress.epoch, cfg.epochs + 1):
         rng = restore_rng(rng) if progress.step == 0 else rng  # before the epoch's iterator draws its seed
         run.train_loader.set_epoch(epoch - 1)  # the epoch's shuffle, then its batches not yet trained
@@ -273,10 +272,9 @@ class _Checkpoints:
     """The state file, written every `every` steps, after each epoch and on Ctrl-C (`state_file`
     None: never, as on processes other than the main one); losses checked for divergence first."""
 
-    def __init__(self, state_file: Path | None, run: _Training, every: int, divergence: _Divergence,
-                 announce_stop):
-        self.state_file, self.run, self.every, self.divergence = state_file, run, every, divergence
-        self.announce_stop = announce_stop
+    def __init__(self, state_file: Path | None, run: _Training, every: int, stage: str, reporter: Reporter):
+        self.state_file, self.run, self.every, self.stage, self.reporter = state_file, run, every, stage, reporter
+        self.divergence = _Divergence(f"{stage}.train.lr", run.lr)
 
     def save(self, progress: Progress) -> None:
         if self.state_file is not None:
@@ -296,5 +294,6 @@ class _Checkpoints:
         self.save(progress)
         progress.train_time_s -= elapsed
         if stop:
-            self.announce_stop()
+            self.reporter.print(f"{self.stage}: interrupted; the state is saved, `kd distill --resume RUN_FOLDER` "
+                                "continues")
             raise KeyboardInterrupt
