@@ -96,7 +96,7 @@ def ladder(kd_batch: int, bf16: bool, device: str = "cpu", mkl_recipe: bool = Fa
     c = Recipe("(c) reference fine-tuning", dict(REFERENCE), distill=False)
     a = dataclasses.replace(c, name="(a) reference distillation", distill=True, online_teacher=True)
     cpu = device == "cpu"
-    kd_speedups = ["fused_adamw", *(["cls_only_last_layer", "sparse_embedding_gradient"] if cpu else [])]
+    kd_speedups = list(speedups.ON_CPU if cpu else speedups.ON_OTHER_DEVICES)  # added one at a time, in order
     steps = [("+ teacher logits cached", {"online_teacher": False}, {}),
              ("+ dynamic padding", {}, {"pad_to_multiple_of": 1}),
              ("+ length-grouped batches", {}, {"group_by_length": True}),

@@ -26,9 +26,8 @@ class SparseRowsAdamW(torch.optim.AdamW):
         self._dense_grads: dict[torch.Tensor, torch.Tensor] = {}  # not state: zeros between steps
 
     def step(self, closure=None):
-        sparse = [(param, group, param.grad) for group in self.param_groups for param in group["params"]
+        sparse = [(param, group, param.grad.coalesce()) for group in self.param_groups for param in group["params"]
                   if param.grad is not None and param.grad.is_sparse]
-        sparse = [(param, group, grad.coalesce()) for param, group, grad in sparse]
         for param, _, grad in sparse:  # lazy: AdamW's own step skips it
             param.grad = None if self.lazy else self._scatter(param, grad)
         loss = super().step(closure)
