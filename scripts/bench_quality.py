@@ -9,11 +9,13 @@ For GoEmotions (28 labels) and HatEval 2019 (HS, TR, AG), on their dev splits:
                augmented copy of each train text as a transfer set, 2 epochs (DISTILL_DELTAS)
   tiny_labels  a BERT-Tiny-shaped student (2 layers, hidden 128) from random init, labels only
   tiny_kd      the same, distilled
+  tiny_pretrained_*  the same BERT-Tiny shape started as kd starts it without BERT-Tiny weights
+               (student.init=kd-pretrain, configs/bert-tiny-kd-pretrain.yaml): the teacher's embedding
+               tables reduced by PCA, then pre-trained by distillation from the pretrained MiniLM's hidden
+               states on the unlabelled train texts of every dataset here (never a dev text), once per
+               dataset (cached, shared by every seed); labels only and distilled
   tiny_emb_*   with --students ... tiny_emb: the tiny student with the pretrained teacher's embedding
                tables reduced to its width by PCA (student.init=teacher-embeddings), labels only and distilled
-  tiny_pre_*   with --students ... tiny_pre: tiny_emb pre-trained first by `kd pretrain`
-               (configs/pretrain-tiny.yaml) on the unlabelled train texts of every dataset here, matching
-               the pretrained teacher's hidden states; one pre-trained student serves every run
 Students run over several seeds (mean and std). alpha and T are picked on dev with seed 0 from a
 small grid, by dev macro AUC; thresholds are tuned on dev. With `--test NAME=FILE` every chosen
 model is also scored on that file with its dev-tuned thresholds.
@@ -25,7 +27,7 @@ and finished runs are reused: an interrupted benchmark continues where it stoppe
 
     HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_quality.py
 
-Writes docs/benchmarks/quality.{md,json,png}.
+Writes docs/benchmarks/quality.{md,json} and frontier.png (macro AUC against CPU ms per text).
 """
 
 import argparse
@@ -51,7 +53,6 @@ from kd.config_files import flatten, parse_override
 from kd.data import LabeledTexts, load_splits, read_labeled
 from kd.evaluate import compute_metrics, evaluate_model, tuned_metrics
 from kd.models import load_classifier
-from kd.pretrain import pretrain
 from kd.runtime import precision_name, training_device
 from kd.sweep import load_sweep, plan, run_sweep, shared_teacher
 from machine import cpu_name  # scripts/machine.py
@@ -73,7 +74,9 @@ STUDENTS = {  # l2: configs/minilm.yaml's recipe (2 epochs, lr 3e-4, lazy embedd
              "student.train.batch_size=64", "student.train.epochs=3"],
 }
 STUDENTS["tiny_emb"] = [*STUDENTS["tiny"], "student.init=teacher-embeddings"]
-STUDENTS["tiny_pre"] = [*STUDENTS["tiny"], "student.init=pretrained"]  # student.name: pretrained_student()
+STUDENTS["tiny_pretrained"] = []  # all in STUDENT_CONFIGS' file
+WINNER = "tiny_pretrained"  # the BERT-Tiny-shaped student's targets are checked for this one
+STUDENT_CONFIGS = {"tiny_pretrained": ["configs/bert-tiny-kd-pretrain.yaml"]}  # after the dataset's and minilm.yaml
 STUDENT_DELTAS = {  # per dataset: on HatEval (9k rows) a 3rd epoch brought the distilled l2 student from
     # 0.0064 to 0.0008 dev AUC under its teacher over 3 seeds (ablations.md, hateval_l2)
     "hateval": {"l2": ["student.train.epochs=3"]},
@@ -85,7 +88,6 @@ DISTILL_DELTAS = {  # per dataset, for the distilled runs only (grid and seeds):
     "hateval": {"l2": ["distill.augment_copies=1", "student.train.epochs=2"]},
 }
 METRICS = ("macro_auc", "macro_f1_tuned", "bce")
-PRETRAIN_CONFIG = "configs/pretrain-tiny.yaml"  # tiny_pre's kd pretrain
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,7 +97,7 @@ def parse_args() -> argparse.Namespace:
                    help="fine-tuned teachers, soft targets and finished student runs")
     p.add_argument("--datasets", nargs="+", default=["hateval", "goemotions"], choices=list(DATASETS))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--students", nargs="+", default=["l2", "tiny"], choices=list(STUDENTS))
+    p.add_argument("--students", nargs="+", default=["l2", "tiny", "tiny_pretrained"], choices=list(STUDENTS))
     p.add_argument("--grid", nargs="+", default=["0.5:1", "0.5:2"], metavar="ALPHA:T",
                    help="distillation settings tried with seed 0; the best on dev runs all seeds")
     p.add_argument("--augment-copies", type=int, default=0,
@@ -130,23 +132,16 @@ def teacher_folder(name: str, args) -> Path:
     return shared_teacher(dataset_config(name, args.data_dir, args.cache_dir))
 
 
-def pretrained_student(args) -> Path:
-    """kd pretrain once (configs/pretrain-tiny.yaml) on the train texts of every dataset, without
-    their labels (never a dev text); reused from --cache-dir when done, keyed by that config file."""
-    key = hashlib.sha256(Path(PRETRAIN_CONFIG).read_bytes()).hexdigest()[:8]
-    run_dir = args.cache_dir / "pretrain" / f"tiny-{key}"
-    if (run_dir / "final_metrics.json").exists():
-        args.reused.append(f"pretrain/{run_dir.name}")
-    else:
+def unlabelled_texts(args) -> Path:
+    """The train texts of every dataset, one per line, without their labels (never a dev text):
+    what tiny_pretrained is pre-trained on (pretrain.files; kd adds the run's own train texts)."""
+    path = args.cache_dir / "unlabelled" / "train-texts.txt"
+    if not path.is_file():
         texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
             dataset_config(name, args.data_dir, args.cache_dir).data)[0].texts]
-        texts_file = run_dir.parent / "train-texts.txt"
-        texts_file.parent.mkdir(parents=True, exist_ok=True)
-        texts_file.write_text("\n".join(texts) + "\n")
-        pretrain(load_config([PRETRAIN_CONFIG], [
-            f"pretrain.files=[{texts_file}]", f"run_name={run_dir.name}", f"output_dir={run_dir.parent}"]),
-            resume=(run_dir / "config.yaml").exists())
-    return run_dir / "student"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(texts) + "\n")
+    return path
 
 
 def deltas(table: dict, name: str, student: str) -> list[str]:
@@ -154,15 +149,18 @@ def deltas(table: dict, name: str, student: str) -> list[str]:
     return table.get(name, {}).get(student, [])
 
 
-def run_grid(sweep_name: str, name: str, overrides: list[str], grid: dict, seeds: list[int], args) -> list:
+def run_grid(sweep_name: str, name: str, overrides: list[str], grid: dict, seeds: list[int], args,
+             configs: list[str] = ()) -> list:
     """Write a kd sweep file for dataset `name` (`kd sweep FILE` reruns it) and run it through kd
-    sweep: the shared teacher, finished runs reused, interrupted ones resumed. Its runs."""
+    sweep: the shared teacher, finished runs reused, interrupted ones resumed. `configs` come after
+    the dataset's and minilm.yaml. Its runs."""
     settings = {}
     for text in [*dataset_overrides(name, args.data_dir, args.cache_dir), *overrides]:
         settings.update(flatten(parse_override(text)))
     path = args.cache_dir / "sweeps" / f"{sweep_name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"name": sweep_name, "configs": [DATASETS[name][0], "configs/minilm.yaml"],
+    path.write_text(yaml.safe_dump({"name": sweep_name,
+                                    "configs": [DATASETS[name][0], "configs/minilm.yaml", *configs],
                                     "set": settings, "grid": grid, "seeds": seeds, "metric": "macro_auc",
                                     "output_dir": str(args.cache_dir / "sweeps")}, sort_keys=False))
     sweep = load_sweep(path)
@@ -176,12 +174,13 @@ def distilled_runs(name: str, student: str, overrides: list[str], args) -> tuple
     """The --grid points with seed 0, then the best by dev macro AUC with every seed: (its runs,
     dev macro AUC by grid point, (alpha, T) picked)."""
     points = {f"a{a:g}-t{t:g}": {"alpha": a, "temperature": t} for a, t in args.grid}
-    grid_runs = run_grid(f"{name}-{student}-kd", name, overrides, {"distill": points}, [0], args)
+    configs = STUDENT_CONFIGS.get(student, [])
+    grid_runs = run_grid(f"{name}-{student}-kd", name, overrides, {"distill": points}, [0], args, configs)
     auc = {label: json.loads((r.folder / "final_metrics.json").read_text())["student"]["val"]["macro_auc"]
            for label, r in zip(points, grid_runs)}
     picked = max(auc, key=auc.get)
     runs = run_grid(f"{name}-{student}-kd", name, overrides, {"distill": {picked: points[picked]}},
-                    list(range(args.seeds)), args)
+                    list(range(args.seeds)), args, configs)
     named = {f"alpha={p['alpha']:g} T={p['temperature']:g}": auc[label] for label, p in points.items()}
     return runs, named, (points[picked]["alpha"], points[picked]["temperature"])
 
@@ -240,6 +239,13 @@ def read_like(data_cfg, path: str) -> LabeledTexts:
                         data_cfg.quoting, data_cfg.problem_type)
 
 
+def student_start(run_dir: Path) -> dict:
+    """How kd started the run's student: its recipe line, and what kd-pretrain did where kd
+    pre-trained it by distillation."""
+    student = json.loads((run_dir / "final_metrics.json").read_text())["student"]
+    return {key: student[key] for key in ("pretraining", "recipe") if key in student}
+
+
 def run_summary(run_dir: Path, dev: LabeledTexts, test, max_length: int, stage: str = "student") -> dict:
     final = json.loads((run_dir / "final_metrics.json").read_text())[stage]
     return score_folder(run_dir / stage, final, dev, test, max_length)
@@ -275,17 +281,18 @@ def bench_dataset(name: str, args) -> dict:
     seeds = list(range(args.seeds))
     for student in args.students:
         overrides = [*STUDENTS[student], *deltas(STUDENT_DELTAS, name, student),
-                     *([f"student.name={args.pretrained}"] if student == "tiny_pre" else [])]
-        labels_only = run_grid(f"{name}-{student}-labels", name, overrides, {"distill.alpha": [0.0]}, seeds, args)
-        pretrained = {"pretrain": args.pretrain_summary} if student == "tiny_pre" else {}
+                     *([f"pretrain.files=[{unlabelled_texts(args)}]"] if student in STUDENT_CONFIGS else [])]
+        labels_only = run_grid(f"{name}-{student}-labels", name, overrides, {"distill.alpha": [0.0]}, seeds, args,
+                               STUDENT_CONFIGS.get(student, []))
+        start = student_start(labels_only[0].folder)
         results[f"{student}_labels"] = aggregate([run_summary(r.folder, dev, test, length) for r in labels_only],
-                                                 **pretrained)
+                                                 **start)
         distilled_overrides = [*overrides, *deltas(DISTILL_DELTAS, name, student)]
         distilled, grid_auc, (alpha, temperature) = distilled_runs(name, student, distilled_overrides, args)
         results[f"{student}_kd"] = aggregate(
             [run_summary(r.folder, dev, test, length) for r in distilled], alpha=alpha, temperature=temperature,
             grid_dev_macro_auc=grid_auc,
-            distill_overrides=deltas(DISTILL_DELTAS, name, student), **pretrained)
+            distill_overrides=deltas(DISTILL_DELTAS, name, student), **start)
         print(f"  {student}: picked alpha {alpha:g}, T {temperature:g} (dev macro AUC by grid point: "
               f"{results[f'{student}_kd']['grid_dev_macro_auc']})", flush=True)
         if args.augment_copies:  # the picked setting again, with a transfer set of augmented copies
@@ -309,6 +316,19 @@ def auc_f1_gap(row: dict, other: dict) -> str:
     return " / ".join(f"{row[m] - other[m]:+.4f}" for m in ("macro_auc", "macro_f1_tuned"))
 
 
+def winner_targets(row: dict, tfidf: dict, teacher: dict) -> str:
+    """The BERT-Tiny-shaped student's targets: over TF-IDF + LR by more than its seed std, within
+    0.01 AUC / 0.02 F1 of the teacher, at least 10x the teacher's CPU speed."""
+    parts = []
+    for metric, name, reach in (("macro_auc", "macro AUC", 0.01), ("macro_f1_tuned", "macro F1", 0.02)):
+        over, gap, std = row["dev"][metric] - tfidf["dev"][metric], row["dev"][metric] - teacher["dev"][metric], \
+            row["std"][metric]
+        parts.append(f"{name} {over:+.4f} vs tfidf_lr (seed std {std:.4f}: {'met' if over > std else 'missed'}), "
+                     f"{gap:+.4f} vs teacher (target >= -{reach}: {'met' if gap >= -reach else 'missed'})")
+    speed = teacher["ms_per_text"] / row["ms_per_text"]
+    return "; ".join(parts) + f"; {speed:.1f}x the teacher's speed (target >= 10x: {'met' if speed >= 10 else 'missed'})"
+
+
 def findings(data: dict) -> list[str]:
     t, tf = data["teacher"]["dev"], data["tfidf_lr"]["dev"]
     lines = []
@@ -328,12 +348,14 @@ def findings(data: dict) -> list[str]:
                      f"{kd_row['alpha']:g}, T {kd_row['temperature']:g} by dev macro AUC over "
                      + ", ".join(f"{k}: {v:.4f}" for k, v in kd_row["grid_dev_macro_auc"].items())
                      + "".join(f"; with {o}" for o in kd_row["distill_overrides"]))
-        if "pretrain" in kd_row:
-            pre = kd_row["pretrain"]
-            lines.append(f"- {student}: pre-trained once, shared by all its runs and not in their train s: "
-                         f"`kd pretrain` ({PRETRAIN_CONFIG}) on {pre['texts']:,} unlabelled train texts "
-                         f"of every dataset, {len(pre['train_loss'])} epochs, {pre['train_time_s']:.0f} s, "
-                         f"hidden-state loss by epoch " + ", ".join(f"{v:.4f}" for v in pre["train_loss"]))
+        if "pretraining" in kd_row:
+            pre = kd_row["pretraining"]
+            lines.append(f"- {student}: pre-trained by kd once for this dataset (student.init=kd-pretrain), shared "
+                         f"by all its runs and not in their train s: {pre['texts']:,} unlabelled texts, "
+                         f"{len(pre['train_loss'])} epochs, {pre['train_time_s']:.0f} s, hidden-state loss by "
+                         "epoch " + ", ".join(f"{v:.4f}" for v in pre["train_loss"]))
+        if student == WINNER:
+            lines.append(f"- {student}_kd: " + winner_targets(kd_row, data["tfidf_lr"], data["teacher"]))
         if f"{student}_kd_aug" in data:
             aug = data[f"{student}_kd_aug"]
             lines.append(f"- {student}: with augment_copies={aug['augment_copies']} as a transfer set, dev macro "
@@ -364,25 +386,58 @@ def markdown(results: dict) -> str:
             cells += [f"{row['train_time_s']:.0f}", f"{row['ms_per_text']:.3f}"]
             out.append("| " + " | ".join(cells) + " |")
         out += ["", *findings(data), ""]
-    return "\n".join(out)
+    return "\n".join(out + frontier_table(results))
+
+
+def on_frontier(rows: dict) -> set[str]:
+    """The models that no other model matches or beats in both dev macro AUC and CPU ms per text."""
+    def beats(other: dict, row: dict) -> bool:
+        return (other["dev"]["macro_auc"] >= row["dev"]["macro_auc"] and other["ms_per_text"] <= row["ms_per_text"]
+                and (other["dev"]["macro_auc"], other["ms_per_text"]) != (row["dev"]["macro_auc"], row["ms_per_text"]))
+    return {model for model, row in rows.items() if not any(beats(other, row) for other in rows.values())}
+
+
+def frontier_table(results: dict) -> list[str]:
+    out = ["## Quality against speed", "", "Every model of both datasets by CPU ms per text (frontier.png): on the "
+           "frontier when no other model is both as fast and as good (dev macro AUC).", ""]
+    for name, rows in results["datasets"].items():
+        front, teacher_ms = on_frontier(rows), rows["teacher"]["ms_per_text"]
+        out += [f"### {name}", "", "| model | ms/text | speed vs teacher | dev macro AUC | on the frontier |",
+                "|---|---:|---:|---:|---|"]
+        for model, row in sorted(rows.items(), key=lambda item: item[1]["ms_per_text"]):
+            out.append(f"| {model} | {row['ms_per_text']:.3f} | {teacher_ms / row['ms_per_text']:.1f}x | "
+                       f"{row['dev']['macro_auc']:.4f} | {'yes' if model in front else ''} |")
+        out.append("")
+    return out
 
 
 def plot(results: dict, path: Path) -> None:
+    """frontier.png: dev macro AUC against CPU ms per text, every model, a panel per dataset."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(results["datasets"])
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for model, row in results["datasets"][name].items():
-            ax.scatter(row["ms_per_text"], row["dev"]["macro_auc"], s=20 + row["parameters"] / 2e5)
-            ax.annotate(f"{model}\n{row['parameters'] / 1e6:.1f}M", (row["ms_per_text"], row["dev"]["macro_auc"]),
-                        fontsize=8, xytext=(4, 4), textcoords="offset points")
+        rows = results["datasets"][name]
+        front = sorted(on_frontier(rows), key=lambda m: rows[m]["ms_per_text"])
+        ax.step([rows[m]["ms_per_text"] for m in front], [rows[m]["dev"]["macro_auc"] for m in front],
+                where="post", color="tab:green", alpha=0.6, label="frontier")
+        ax.axvline(rows["teacher"]["ms_per_text"] / 10, color="grey", ls="--", lw=1, label="10x the teacher's speed")
+        for model, row in rows.items():
+            auc, ms = row["dev"]["macro_auc"], row["ms_per_text"]
+            ax.errorbar(ms, auc, yerr=row.get("std", {}).get("macro_auc", 0), fmt="o",
+                        color="tab:green" if model in front else "tab:blue", ms=4 + row["parameters"] / 3e6)
+            ax.annotate(f"{model} ({row['parameters'] / 1e6:.1f}M)", (ms, auc), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
         ax.set_xscale("log")
-        ax.set(title=f"{name}: quality vs speed (marker size: parameters)",
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set(title=f"{name}: quality against CPU speed (size: parameters; bars: seed std)",
                xlabel="CPU inference, ms per text (log)", ylabel="dev macro ROC AUC")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -397,16 +452,12 @@ def main() -> None:
                "seeds": args.seeds, "datasets": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if "tiny_pre" in args.students:  # tiny_pre's start, and what findings() says of it
-        args.pretrained = pretrained_student(args)
-        final = json.loads((args.pretrained.parent / "final_metrics.json").read_text())["student"]
-        args.pretrain_summary = {key: final[key] for key in ("texts", "train_time_s", "train_loss")}
     for name in args.datasets:  # the files are rewritten after each dataset
         results["datasets"][name] = bench_dataset(name, args)
         results.update(wall_time_s=time.perf_counter() - started, reused=args.reused)
         (args.out / "quality.json").write_text(json.dumps(results["datasets"], indent=2) + "\n")
         (args.out / "quality.md").write_text(markdown(results))
-        plot(results, args.out / "quality.png")
+        plot(results, args.out / "frontier.png")
     print(markdown(results))
 
 

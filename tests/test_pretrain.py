@@ -2,6 +2,7 @@
 and a task run starts from the encoder it writes."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from transformers import AutoConfig, AutoModel
 import tiny
 from kd.cli import main
 from kd.config import load_config
+from kd.distill import run
 from kd.errors import KDError
 from kd.models import build_model
 from kd.pretrain import pretrain
@@ -94,3 +96,55 @@ def test_errors(models, texts_file, tmp_path):
                                                     **{"student.name": other_vocab})))
     with pytest.raises(KDError, match="pretrain.layer_map"):
         load_config([], ["pretrain.layer_map=[[1]]"])
+
+
+@pytest.fixture(scope="module")
+def student_without_weights(tmp_path_factory):
+    """A BERT-Tiny stand-in: its architecture and vocab, no pretrained weights."""
+    folder = tiny.make_model(tmp_path_factory.mktemp("no_weights") / "student", "bert", hidden=16)
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
+def recipe_run(models, csv_data, tmp_path, run_name: str, **extra) -> dict:
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "run_name": run_name, "cache_dir": tmp_path / "cache", "teacher.train.epochs": 1,
+        "student.train.epochs": 1, "pretrain.train.epochs": 2, "pretrain.train.lr": "5e-3", **extra})
+    assert main(["distill", *overrides]) == 0
+    return json.loads((tmp_path / "runs" / run_name / "final_metrics.json").read_text())["student"]
+
+
+def test_auto_init_takes_the_students_pretrained_weights_when_they_load(models, csv_data, tmp_path):
+    student = recipe_run(models, csv_data, tmp_path, "auto")
+    assert student["recipe"].startswith("student.init=auto -> pretrained: ") and "pretraining" not in student
+    assert not (tmp_path / "cache/pretrained_students").exists()
+
+
+def test_auto_init_without_student_weights_pre_trains_it_from_the_teacher_once(
+        models, csv_data, student_without_weights, texts_file, tmp_path, capsys):
+    first = recipe_run(models, csv_data, tmp_path, "first", **{"student.name": student_without_weights,
+                                                                "pretrain.files": f"[{texts_file}]"})
+    assert first["recipe"].startswith("student.init=auto -> kd-pretrain: no pretrained weights for ")
+    pretraining = first["pretraining"]
+    cached = Path(pretraining["path"])
+    assert cached.parent == tmp_path / "cache/pretrained_students" and (cached / "model.safetensors").is_file()
+    assert pretraining["texts"] == len(set(tiny.make_texts(512, seed=0)[0]) | set(tiny.make_texts(384, seed=5)[0]))
+    assert len(pretraining["train_loss"]) == 2 and pretraining["train_loss"][1] < pretraining["train_loss"][0]
+    assert not (tmp_path / "runs/first/pretrained_student").exists()
+    written = cached.stat().st_mtime_ns
+    capsys.readouterr()
+    second = recipe_run(models, csv_data, tmp_path, "second", **{
+        "student.name": student_without_weights, "pretrain.files": f"[{texts_file}]", "seed": 7})
+    assert "pre-trained encoder from the cache" in capsys.readouterr().err
+    assert second["pretraining"] == pretraining and cached.stat().st_mtime_ns == written
+    third = recipe_run(models, csv_data, tmp_path, "third", **{
+        "student.name": student_without_weights, "pretrain.files": f"[{texts_file}]", "pretrain.train.epochs": 1})
+    assert Path(third["pretraining"]["path"]) != cached  # another setting, another pre-training
+
+
+def test_auto_init_without_any_weights_names_the_students_missing_weights(models, csv_data, student_without_weights,
+                                                                          tmp_path):
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "student.name": student_without_weights, "teacher.init": "random"})
+    with pytest.raises(KDError, match="the student's pretrained weights: the folder .* holds no weights"):
+        run(load_config([], overrides))

@@ -132,7 +132,7 @@ class TeacherConfig:
 @dataclass
 class StudentConfig:
     name: str = "bert-tiny"
-    init: Literal["pretrained", "teacher-layers", "teacher-embeddings", "random"] = "pretrained"
+    init: Literal["auto", "pretrained", "kd-pretrain", "teacher-layers", "teacher-embeddings", "random"] = "auto"
     num_layers: int | None = None  # override the depth (random) or choose K (teacher-layers)
     layers: list[int] | None = None  # teacher-layers: which teacher layers to keep
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=64))

@@ -32,6 +32,7 @@ from kd.preflight import check_models, check_output_folders, run_folder
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
+from kd.student_start import pretrained_student, resolve_init
 from kd.soft_targets import cached_metrics, file_soft_targets, soft_targets, transfer_soft_targets
 from kd.transfer import augmented_copies, read_texts
 from kd.train import Objective, fit
@@ -156,6 +157,19 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                           best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
 
 
+def _student_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache, teacher_logits,
+                  transfer, teacher, accelerator: Accelerator, reporter: Reporter, run_dir: Path,
+                  resume: bool) -> dict:
+    """The student stage, after its pre-training by distillation for student.init=kd-pretrain."""
+    pretraining = None
+    if cfg.student.init == "kd-pretrain":
+        cfg, pretraining = pretrained_student(cfg, train.texts, accelerator, reporter, run_dir, resume)
+    set_seed(cfg.seed)
+    summary = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, teacher, accelerator, reporter,
+                             run_dir, resume)
+    return summary if pretraining is None else {**summary, "pretraining": pretraining}
+
+
 def _calibrate(folder: Path, model, tokenizer, val: LabeledTexts, tokens: TokenCache, batch_size: int,
                accelerator: Accelerator, reporter: Reporter, stage: str) -> dict:
     """Temperatures fitted on val for the saved model, written beside it (kd.calibration); its
@@ -235,15 +249,17 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
     check_output_folders(cfg, accelerator)
     with accelerator.main_process_first():  # bad data fails first; its columns are cached only once all reads
         train, val = load_splits(cfg.data, Path(cfg.cache_dir) / "data")
+    given, (cfg, student_recipe) = cfg, resolve_init(cfg)  # config.yaml keeps init=auto: a resume resolves it again
     check_models(cfg)
     file_texts = read_texts(cfg.distill.transfer_files)
-    with run_folder(cfg, accelerator, resume) as run_dir, \
+    with run_folder(given, accelerator, resume) as run_dir, \
             Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl", _tracking(cfg, accelerator, run_dir)) \
             as reporter:
         reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
                        f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
                        f"{precision_name(accelerator.mixed_precision, accelerator.device)}")
         _warn_about(train, val, reporter)
+        reporter.print(f"student recipe: {student_recipe}")
         tokens = TokenCache(cfg.data.max_length, reporter, Path(cfg.cache_dir) / "tokens",
                             cfg.data.num_proc, accelerator.main_process_first)
         teacher_summary, teacher_logits, cache_hit, transfer, online = _teacher_side(
@@ -251,9 +267,9 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         summary = {"teacher": teacher_summary, "soft_targets_cache_hit": cache_hit,
                    "num_processes": accelerator.num_processes}
         if not teacher_only:
-            set_seed(cfg.seed)
-            summary["student"] = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, online,
-                                                accelerator, reporter, run_dir, resume)
+            summary["student"] = _student_side(cfg, train, val, tokens, teacher_logits, transfer, online,
+                                               accelerator, reporter, run_dir, resume)
+            summary["student"]["recipe"] = student_recipe
         if accelerator.is_main_process:
             write_json(run_dir / "final_metrics.json", summary)
             shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume

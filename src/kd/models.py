@@ -151,7 +151,7 @@ def _teacher_layers_model(teacher_name: str, label_names: list[str], keep: list[
     return student
 
 
-TEACHER_INITS = ("teacher-layers", "teacher-embeddings")  # built from the pretrained teacher, read with its tokenizer
+TEACHER_INITS = ("teacher-layers", "teacher-embeddings", "kd-pretrain")  # built from the pretrained teacher, read with its tokenizer
 
 
 def _projected_embeddings_model(name: str, teacher_name: str, label_names: list[str],

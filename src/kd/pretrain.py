@@ -15,10 +15,12 @@ task from it with `student.name=<that folder> student.init=pretrained`), `config
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from kd.batches import EncodedDataset
@@ -31,6 +33,7 @@ from kd.errors import KDError
 from kd.layer_matching import LayerMatching
 from kd.models import build_model, count_parameters, load_encoder, load_tokenizer
 from kd.report import Reporter, write_json
+from kd.student_start import resolve_init
 from kd.train import Objective, fit
 from kd.transfer import read_texts
 
@@ -43,8 +46,29 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     if not cfg.pretrain.files:
         raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
     texts = read_texts(cfg.pretrain.files, "pretrain.files")
+    cfg, _ = resolve_init(cfg)
+    if cfg.student.init == "kd-pretrain":  # kd pretrain is that recipe's first stage
+        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, init="teacher-embeddings"))
     accelerator = make_accelerator(cfg)
     check_output_folders(cfg, accelerator)
+    with run_folder(cfg, accelerator, resume) as run_dir, \
+            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
+        result = pretrain_encoder(cfg, texts, accelerator, reporter, run_dir / "student",
+                                  state_path(run_dir, "pretrain"), resume)
+        if accelerator.is_main_process:
+            write_json(run_dir / "final_metrics.json", {"student": {"path": str(run_dir / "student"), **result}})
+            shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
+        reporter.print(f"pre-trained student: {run_dir / 'student'} "
+                       "(a task run starts from it with student.name=<it> student.init=pretrained)")
+    accelerator.end_training()
+    return run_dir
+
+
+def pretrain_encoder(cfg: Config, texts: list[str], accelerator: Accelerator, reporter: Reporter, folder: Path,
+                     state_file: Path, resume: bool = False) -> dict:
+    """Build cfg.student from cfg.student.init (teacher-embeddings for kd distill's kd-pretrain),
+    train it to match cfg.teacher.name's pretrained hidden states on `texts`, save the encoder in
+    `folder`; returns what it did (texts, parameters, train time, lr, loss by epoch)."""
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.teacher.name)
     teacher = load_encoder(cfg.teacher.name)
@@ -56,23 +80,14 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     check_positions(cfg.data.max_length, {f"teacher {cfg.teacher.name}": teacher.config,
                                           f"student {cfg.student.name}": student.config})
     matching = LayerMatching(student.config, teacher, cfg.pretrain.layer_map, 1.0, 0.0, cfg.pretrain.hidden_loss)
-    with run_folder(cfg, accelerator, resume) as run_dir, \
-            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
-        reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({cfg.student.init}), "
-                       f"{count_parameters(student.base_model):,} parameters, matching the hidden states of "
-                       f"{cfg.teacher.name} at layer pairs {matching.layer_map} ({cfg.pretrain.hidden_loss})")
-        train_set = EncodedDataset(encode(tokenizer, texts, cfg.data.max_length),
-                                   np.zeros((len(texts), 1), np.float32), labelled_rows=0)
-        result = fit(student, tokenizer, train_set, None, UNLABELLED, cfg.pretrain.train, accelerator, reporter,
-                     run_dir / "student", stage="pretrain", objective=Objective(matching=matching),
-                     state_file=state_path(run_dir, "pretrain"), resume=resume)
-        if accelerator.is_main_process:
-            write_json(run_dir / "final_metrics.json", {"student": {
-                "path": str(run_dir / "student"), "texts": len(texts),
-                "parameters": count_parameters(student.base_model), "train_time_s": result.train_time_s,
-                "lr": result.lr, "train_loss": [record["train_loss"] for record in result.history]}})
-            shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
-        reporter.print(f"pre-trained student: {run_dir / 'student'} "
-                       "(a task run starts from it with student.name=<it> student.init=pretrained)")
-    accelerator.end_training()
-    return run_dir
+    reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({cfg.student.init}), "
+                   f"{count_parameters(student.base_model):,} parameters, matching the hidden states of "
+                   f"{cfg.teacher.name} at layer pairs {matching.layer_map} ({cfg.pretrain.hidden_loss})")
+    train_set = EncodedDataset(encode(tokenizer, texts, cfg.data.max_length),
+                               np.zeros((len(texts), 1), np.float32), labelled_rows=0)
+    result = fit(student, tokenizer, train_set, None, UNLABELLED, cfg.pretrain.train, accelerator, reporter,
+                 folder, stage="pretrain", objective=Objective(matching=matching), state_file=state_file,
+                 resume=resume)
+    return {"texts": len(texts), "parameters": count_parameters(student.base_model),
+            "train_time_s": result.train_time_s, "lr": result.lr,
+            "train_loss": [record["train_loss"] for record in result.history]}
