@@ -31,7 +31,6 @@ Writes docs/benchmarks/quality.{md,json} and frontier.png (macro AUC against CPU
 """
 
 import argparse
-import hashlib
 import json
 import sys
 import time
