@@ -15,7 +15,7 @@ def test_base_yaml_equals_the_defaults():
 
 
 @pytest.mark.parametrize("name", ["base", "jigsaw", "goemotions", "hateval", "sample", "minilm",
-                                  "pretrain-tiny", "tiny-pretrained"])
+                                  "pretrain-tiny", "tiny-pretrained", "bert-tiny-kd-pretrain"])
 def test_shipped_configs_load(name):
     load_config([ROOT / f"configs/{name}.yaml"])
 
