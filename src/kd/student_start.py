@@ -41,14 +41,17 @@ SUMMARY_FILE = "pretrain.json"  # beside the cached encoder: what its pre-traini
 def resolve_init(cfg: Config) -> tuple[Config, str]:
     """cfg with student.init=auto replaced by the recipe it picks, and a line that says which."""
     student, teacher = cfg.student, cfg.teacher
+    pre_training = (f"pre-trained by distillation from {teacher.name}'s pretrained encoder on the train texts"
+                    + (" and pretrain.files" if cfg.pretrain.files else ""))
+    if student.init == "kd-pretrain":
+        return cfg, f"student.init=kd-pretrain: {pre_training}"
     if student.init != "auto":
         return cfg, f"student.init={student.init}"
     if not missing_weights(student.name):
         init, why = "pretrained", f"{student.name}'s pretrained weights"
     elif (teacher.init == "pretrained" and not teacher.soft_targets and not missing_weights(teacher.name)
           and _shares_vocab_and_fits(student.name, teacher.name)):
-        init, why = "kd-pretrain", (f"no pretrained weights for {student.name}: pre-trained by distillation "
-                                    f"from {teacher.name}'s pretrained encoder on the train texts")
+        init, why = "kd-pretrain", f"no pretrained weights for {student.name}: {pre_training}"
     else:
         init, why = "pretrained", f"{student.name}'s pretrained weights (no teacher to pre-train it from)"
     return dataclasses.replace(cfg, student=dataclasses.replace(student, init=init)), \
