@@ -125,6 +125,7 @@ def test_auto_init_without_student_weights_pre_trains_it_from_the_teacher_once(
     first = recipe_run(models, csv_data, tmp_path, "first", **{"student.name": student_without_weights,
                                                                 "pretrain.files": f"[{texts_file}]"})
     assert first["recipe"].startswith("student.init=auto -> kd-pretrain: no pretrained weights for ")
+    assert f"its start: {first['recipe']}." in (tmp_path / "runs/first/student/README.md").read_text()
     pretraining = first["pretraining"]
     cached = Path(pretraining["path"])
     assert cached.parent == tmp_path / "cache/pretrained_students" and (cached / "model.safetensors").is_file()

@@ -64,7 +64,8 @@ def write_run_cards(roles: list[str], summaries: dict, labels: list[str], single
                  "---", "", f"# kd {role}: {'single' if single_label else 'multi'}-label text classifier", ""]
         if role == "student":
             lines += [f"Distilled by kd from the teacher `{summaries['teacher']['path']}` "
-                      f"(alpha {settings['alpha']}, temperature {settings['temperature']}).", ""]
+                      f"(alpha {settings['alpha']}, temperature {settings['temperature']}); its start: "
+                      f"{summaries['student'].get('recipe', 'n/a')}.", ""]
         lines += _body(folder, role, summaries, labels, single_label, data, speeds)
         (folder / CARD).write_text("\n".join(lines) + "\n")
 

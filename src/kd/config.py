@@ -186,7 +186,7 @@ class DistillConfig:
 class PretrainConfig:
     """`kd pretrain`: the student's layers learn, on unlabelled text and before any task, to
     reproduce the pretrained teacher's hidden states (general distillation)."""
-    files: list[str] = field(default_factory=list)  # unlabelled texts, one per line
+    files: list[str] = field(default_factory=list)  # unlabelled texts, one per line (kd-pretrain: with the train texts)
     layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None: evenly spaced
     hidden_loss: Literal["mse", "cosine"] = "mse"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=64))
