@@ -15,7 +15,6 @@ task from it with `student.name=<that folder> student.init=pretrained`), `config
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -47,8 +46,6 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
         raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
     texts = read_texts(cfg.pretrain.files, "pretrain.files")
     cfg, _ = resolve_init(cfg)
-    if cfg.student.init == "kd-pretrain":  # kd pretrain is that recipe's first stage
-        cfg = dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, init="teacher-embeddings"))
     accelerator = make_accelerator(cfg)
     check_output_folders(cfg, accelerator)
     with run_folder(cfg, accelerator, resume) as run_dir, \
@@ -66,13 +63,14 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
 
 def pretrain_encoder(cfg: Config, texts: list[str], accelerator: Accelerator, reporter: Reporter, folder: Path,
                      state_file: Path, resume: bool = False) -> dict:
-    """Build cfg.student from cfg.student.init (teacher-embeddings for kd distill's kd-pretrain),
+    """Build cfg.student from cfg.student.init (kd-pretrain: from teacher-embeddings),
     train it to match cfg.teacher.name's pretrained hidden states on `texts`, save the encoder in
     `folder`; returns what it did (texts, parameters, train time, lr, loss by epoch)."""
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.teacher.name)
     teacher = load_encoder(cfg.teacher.name)
-    student = build_model(cfg.student.name, cfg.student.init, UNLABELLED, num_layers=cfg.student.num_layers,
+    init = "teacher-embeddings" if cfg.student.init == "kd-pretrain" else cfg.student.init  # that recipe's start
+    student = build_model(cfg.student.name, init, UNLABELLED, num_layers=cfg.student.num_layers,
                           layers=cfg.student.layers, teacher_name=cfg.teacher.name)
     if student.config.vocab_size < len(tokenizer):
         raise KDError(f"student '{cfg.student.name}' has {student.config.vocab_size} token embeddings, the "
@@ -80,7 +78,7 @@ def pretrain_encoder(cfg: Config, texts: list[str], accelerator: Accelerator, re
     check_positions(cfg.data.max_length, {f"teacher {cfg.teacher.name}": teacher.config,
                                           f"student {cfg.student.name}": student.config})
     matching = LayerMatching(student.config, teacher, cfg.pretrain.layer_map, 1.0, 0.0, cfg.pretrain.hidden_loss)
-    reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({cfg.student.init}), "
+    reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({init}), "
                    f"{count_parameters(student.base_model):,} parameters, matching the hidden states of "
                    f"{cfg.teacher.name} at layer pairs {matching.layer_map} ({cfg.pretrain.hidden_loss})")
     train_set = EncodedDataset(encode(tokenizer, texts, cfg.data.max_length),

@@ -89,8 +89,7 @@ def pretrained_student(cfg: Config, train_texts: list[str], accelerator: Acceler
         reporter.print(f"student: pre-trained encoder from the cache, {cached} ({summary['texts']:,} texts, "
                        f"{len(summary['train_loss'])} epochs)")
     else:
-        pre_cfg = dataclasses.replace(cfg, seed=PRETRAIN_SEED,
-                                      student=dataclasses.replace(cfg.student, init="teacher-embeddings"))
+        pre_cfg = dataclasses.replace(cfg, seed=PRETRAIN_SEED)
         folder = run_dir / "pretrained_student"
         summary = pretrain_encoder(pre_cfg, texts, accelerator, reporter, folder, state_path(run_dir, "pretrain"),
                                    resume)
