@@ -8,8 +8,8 @@ names the missing weights.
 kd-pretrain: the student starts from the teacher's embedding tables reduced to its width by PCA
 (`teacher-embeddings`) and is pre-trained by distillation on unlabelled text before the task:
 `kd pretrain`'s loss (the pretrained teacher's hidden states) over the run's train texts and
-`pretrain.files`, with `pretrain.train`'s settings. It beats random init on both datasets of
-docs/benchmarks/quality.md, and the teacher's embeddings alone (quality_all_students/). The
+`pretrain.files`, with `pretrain.train`'s settings. It beats random init on both datasets
+(docs/benchmarks/quality_with_random_tiny/) and the teacher's embeddings alone (quality_all_students/). The
 pre-trained encoder is cached under cache_dir/pretrained_students/<key>, the key covering the
 texts and every setting it depends on, and it is pre-trained with seed 0 whatever the run's seed:
 runs over seeds or alphas share it, as they share the teacher's soft targets.
