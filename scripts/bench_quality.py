@@ -7,11 +7,14 @@ For GoEmotions (28 labels) and HatEval 2019 (HS, TR, AG), on their dev splits:
                2 epochs, 3 on HatEval (STUDENT_DELTAS); AdamW moves only the embedding rows a batch uses
   l2_kd        the same student distilled from the teacher (alpha, T picked on dev); on HatEval with one
                augmented copy of each train text as a transfer set, 2 epochs (DISTILL_DELTAS)
-  tiny_pretrained_*  a BERT-Tiny-shaped student (2 layers, hidden 128, 4.4M) started as kd starts it
-               without BERT-Tiny weights (student.init=kd-pretrain, configs/bert-tiny-kd-pretrain.yaml):
-               the teacher's embedding tables reduced by PCA, then pre-trained by distillation from the
-               pretrained MiniLM's hidden states on the unlabelled train texts of every dataset here (never
-               a dev text), once per dataset (cached, shared by every seed); labels only and distilled
+  tiny_lexical_*  a BERT-Tiny-shaped student (2 layers, hidden 128, at most 4.4M) as kd makes it without
+               BERT-Tiny weights (student.init=kd-pretrain, configs/bert-tiny-kd-pretrain.yaml): the
+               teacher's embedding tables reduced by PCA, pre-trained by distillation from the pretrained
+               MiniLM's hidden states on the unlabelled train texts of every dataset here (never a dev
+               text), once per dataset (cached, shared by every seed), then given a lexical part (hashed
+               wordpieces and pairs, 32,768 rows; word embeddings cut to the train texts': kd/lexical.py);
+               labels only and distilled
+  tiny_pretrained_*  with --students ... tiny_pretrained: the same without the lexical part
   tiny_*       with --students ... tiny: the same shape from random init, labels only and distilled
   tiny_emb_*   with --students ... tiny_emb: the tiny student with the pretrained teacher's embedding
                tables reduced to its width by PCA (student.init=teacher-embeddings), labels only and distilled
@@ -72,9 +75,11 @@ STUDENTS = {  # l2: configs/minilm.yaml's recipe (2 epochs, lr 3e-4, lazy embedd
              "student.train.batch_size=64", "student.train.epochs=3"],
 }
 STUDENTS["tiny_emb"] = [*STUDENTS["tiny"], "student.init=teacher-embeddings"]
-STUDENTS["tiny_pretrained"] = []  # all in STUDENT_CONFIGS' file
-WINNER = "tiny_pretrained"  # the BERT-Tiny-shaped student's targets are checked for this one
-STUDENT_CONFIGS = {"tiny_pretrained": ["configs/bert-tiny-kd-pretrain.yaml"]}  # after the dataset's and minilm.yaml
+STUDENTS["tiny_pretrained"] = ["student.lexical_buckets=0"]
+STUDENTS["tiny_lexical"] = []  # all in STUDENT_CONFIGS' file
+WINNER = "tiny_lexical"  # the BERT-Tiny-shaped student's targets are checked for this one
+STUDENT_CONFIGS = {name: ["configs/bert-tiny-kd-pretrain.yaml"]  # after the dataset's and minilm.yaml
+                   for name in ("tiny_lexical", "tiny_pretrained")}
 STUDENT_DELTAS = {  # per dataset: on HatEval (9k rows) a 3rd epoch brought the distilled l2 student from
     # 0.0064 to 0.0008 dev AUC under its teacher over 3 seeds (ablations.md, hateval_l2)
     "hateval": {"l2": ["student.train.epochs=3"]},
@@ -95,7 +100,7 @@ def parse_args() -> argparse.Namespace:
                    help="fine-tuned teachers, soft targets and finished student runs")
     p.add_argument("--datasets", nargs="+", default=["hateval", "goemotions"], choices=list(DATASETS))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--students", nargs="+", default=["l2", "tiny_pretrained"], choices=list(STUDENTS))
+    p.add_argument("--students", nargs="+", default=["l2", "tiny_lexical"], choices=list(STUDENTS))
     p.add_argument("--grid", nargs="+", default=["0.5:1", "0.5:2"], metavar="ALPHA:T",
                    help="distillation settings tried with seed 0; the best on dev runs all seeds")
     p.add_argument("--augment-copies", type=int, default=0,
@@ -132,7 +137,8 @@ def teacher_folder(name: str, args) -> Path:
 
 def unlabelled_texts(args) -> Path:
     """The train texts of every dataset, one per line, without their labels (never a dev text):
-    what tiny_pretrained is pre-trained on (pretrain.files; kd adds the run's own train texts)."""
+    what the tiny_lexical and tiny_pretrained students are pre-trained on (pretrain.files; kd adds the
+    run's own train texts)."""
     path = args.cache_dir / "unlabelled" / "train-texts.txt"
     if not path.is_file():
         texts = [" ".join(text.split()) for name in DATASETS for text in load_splits(
@@ -364,6 +370,10 @@ def findings(data: dict) -> list[str]:
             lines.append(f"- {student}: with augment_copies={aug['augment_copies']} as a transfer set, dev macro "
                          f"AUC / F1 move by {auc_f1_gap(aug['dev'], kd_row['dev'])} over {student}_kd; "
                          f"{student}_kd_aug vs teacher: {auc_f1_gap(aug['dev'], t)}")
+    if "tiny_lexical_kd" in data and "tiny_pretrained_kd" in data:
+        lexical, plain = data["tiny_lexical_kd"], data["tiny_pretrained_kd"]
+        lines.append(f"- the lexical part: tiny_lexical_kd vs tiny_pretrained_kd {auc_f1_gap(lexical['dev'], plain['dev'])} "
+                     f"(seed std of macro AUC {lexical['std']['macro_auc']:.4f} and {plain['std']['macro_auc']:.4f})")
     return lines
 
 

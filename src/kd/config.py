@@ -135,8 +135,9 @@ class StudentConfig:
     init: Literal["auto", "pretrained", "kd-pretrain", "teacher-layers", "teacher-embeddings", "random"] = "auto"
     num_layers: int | None = None  # override the depth (random) or choose K (teacher-layers)
     layers: list[int] | None = None  # teacher-layers: which teacher layers to keep
+    lexical_buckets: int | None = None  # a lexical part of this many rows (kd/lexical.py); None: kd-pretrain's, else 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=64))
-    RANGES: ClassVar[dict[str, Range]] = {"num_layers": AT_LEAST_1, "layers": AT_LEAST_0}
+    RANGES: ClassVar[dict[str, Range]] = {"num_layers": AT_LEAST_1, "layers": AT_LEAST_0, "lexical_buckets": AT_LEAST_0}
 
 
 def check_layer_map(layer_map: list[list[int]] | None, key: str) -> None:

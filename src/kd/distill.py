@@ -25,6 +25,7 @@ from kd.data import LabeledTexts, load_splits
 from kd.tokens import TokenCache, TokenColumns
 from kd.errors import KDError
 from kd.evaluate import evaluate_model, predict_logits, prepare_for_inference
+from kd.lexical import add_lexical_part, lexical_summary
 from kd.layer_matching import LayerMatching
 from kd.models import (TEACHER_INITS, build_model, count_parameters, folder_size_mb,
                        init_prior_bias, is_single_label, label_names, load_classifier, load_tokenizer, set_single_label)
@@ -125,7 +126,10 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
 
 def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
                    teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, teacher,
-                   accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool) -> dict:
+                   accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool,
+                   learned: list[str]) -> dict:
+    """The student trained on the train rows (and transfer rows); `learned`: the other texts its
+    word embeddings learned from (kd-pretrain's), whose rows a lexical part's cut keeps too."""
     student = cfg.student
     tokenizer = load_tokenizer(cfg.teacher.name if student.init in TEACHER_INITS else student.name)
     tokenizer.model_max_length = cfg.data.max_length  # saved with the model: inference truncates there too
@@ -133,12 +137,6 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                         num_layers=student.num_layers, layers=student.layers,
                         teacher_name=cfg.teacher.name)
     set_single_label(model, train.single_label)
-    if student.train.prior_bias_init:
-        init_prior_bias(model, train.labels)
-    matching = _layer_matching(cfg, model, tokenizer, *teacher, train, tokens)
-    reporter.print(f"student: {student.name} ({student.init}), {count_parameters(model):,} parameters, "
-                   f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
-    folder = run_dir / "student"
     train_set = EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels, teacher_logits)
     if transfer is not None:  # transfer-set rows after the labelled ones: soft targets only
         texts, logits = transfer
@@ -146,6 +144,17 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
             TokenColumns.concat([train_set.input_ids, tokens(tokenizer, "transfer", texts)]),
             np.concatenate([train.labels, np.zeros((len(texts), train.labels.shape[1]), np.float32)]),
             torch.cat([teacher_logits, logits]), labelled_rows=len(train))
+    if student.lexical_buckets:  # word embeddings for the ids of every text it learned from
+        rows = [part.compact() for part in [train_set.input_ids, *([tokens(tokenizer, "learned", learned)]
+                                                                   if learned else [])]]
+        kept = np.unique(np.concatenate([part.values[:part.offsets[-1]] for part in rows]))
+        model = add_lexical_part(model, kept, student.lexical_buckets, tokenizer.unk_token_id)
+    if student.train.prior_bias_init:
+        init_prior_bias(model, train.labels)
+    matching = _layer_matching(cfg, model, tokenizer, *teacher, train, tokens)
+    reporter.print(f"student: {student.name} ({student.init}){lexical_summary(model)}, {count_parameters(model):,} parameters, "
+                   f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
+    folder = run_dir / "student"
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
                  train.label_names, student.train, accelerator, reporter, folder, stage="student",
                  objective=Objective(cfg.distill.alpha, cfg.distill.temperature, cfg.distill.final_temperature, matching),
@@ -161,12 +170,13 @@ def _student_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: T
                   transfer, teacher, accelerator: Accelerator, reporter: Reporter, run_dir: Path,
                   resume: bool) -> dict:
     """The student stage, after its pre-training by distillation for student.init=kd-pretrain."""
-    pretraining = None
+    pretraining, learned = None, []
     if cfg.student.init == "kd-pretrain":
         cfg, pretraining = pretrained_student(cfg, train.texts, accelerator, reporter, run_dir, resume)
+        learned = read_texts(cfg.pretrain.files, "pretrain.files")
     set_seed(cfg.seed)
     summary = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, teacher, accelerator, reporter,
-                             run_dir, resume)
+                             run_dir, resume, learned)
     return summary if pretraining is None else {**summary, "pretraining": pretraining}
 
 

@@ -22,6 +22,7 @@ import torch
 from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer,
                           BertTokenizer, DistilBertTokenizer, PretrainedConfig)
 
+import kd.lexical  # noqa: F401  registers kd-lexical-bert with transformers' Auto classes
 from kd.model_folder import SINGLE_LABEL, read_thresholds, write_thresholds
 from kd.errors import KDError
 from kd.files import staged_folder

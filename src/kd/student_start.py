@@ -12,7 +12,9 @@ kd-pretrain: the student starts from the teacher's embedding tables reduced to i
 (docs/benchmarks/quality_with_random_tiny/) and the teacher's embeddings alone (quality_all_students/). The
 pre-trained encoder is cached under cache_dir/pretrained_students/<key>, the key covering the
 texts and every setting it depends on, and it is pre-trained with seed 0 whatever the run's seed:
-runs over seeds or alphas share it, as they share the teacher's soft targets.
+runs over seeds or alphas share it, as they share the teacher's soft targets. A kd-pretrain
+student also gets a lexical part (kd/lexical.py) unless student.lexical_buckets says otherwise:
+it beat the same student without one on both datasets (docs/benchmarks/quality.md).
 """
 
 from __future__ import annotations
@@ -35,18 +37,30 @@ from kd.report import Reporter, write_json
 from kd.transfer import read_texts
 
 PRETRAIN_SEED = 0
+LEXICAL_BUCKETS = 32768  # kd-pretrain's lexical part (kd/lexical.py): 0.9M parameters at 28 labels
 SUMMARY_FILE = "pretrain.json"  # beside the cached encoder: what its pre-training did
 
 
 def resolve_init(cfg: Config) -> tuple[Config, str]:
-    """cfg with student.init=auto replaced by the recipe it picks, and a line that says which."""
+    """cfg with student.init=auto replaced by the recipe it picks and student.lexical_buckets=None
+    by its value for that recipe, and a line that says which."""
+    init, line = _pick_init(cfg)
+    buckets = cfg.student.lexical_buckets
+    if buckets is None:
+        buckets = LEXICAL_BUCKETS if init == "kd-pretrain" else 0
+        if buckets:
+            line += f"; with a lexical part of {buckets:,} rows (student.lexical_buckets=0: without)"
+    return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, init=init, lexical_buckets=buckets)), line
+
+
+def _pick_init(cfg: Config) -> tuple[str, str]:
     student, teacher = cfg.student, cfg.teacher
     pre_training = (f"pre-trained by distillation from {teacher.name}'s pretrained encoder on the train texts"
                     + (" and pretrain.files" if cfg.pretrain.files else ""))
     if student.init == "kd-pretrain":
-        return cfg, f"student.init=kd-pretrain: {pre_training}"
+        return student.init, f"student.init=kd-pretrain: {pre_training}"
     if student.init != "auto":
-        return cfg, f"student.init={student.init}"
+        return student.init, f"student.init={student.init}"
     if not missing_weights(student.name):
         init, why = "pretrained", f"{student.name}'s pretrained weights"
     elif (teacher.init == "pretrained" and not teacher.soft_targets and not missing_weights(teacher.name)
@@ -54,8 +68,7 @@ def resolve_init(cfg: Config) -> tuple[Config, str]:
         init, why = "kd-pretrain", f"no pretrained weights for {student.name}: {pre_training}"
     else:
         init, why = "pretrained", f"{student.name}'s pretrained weights (no teacher to pre-train it from)"
-    return dataclasses.replace(cfg, student=dataclasses.replace(student, init=init)), \
-        f"student.init=auto -> {init}: {why}"
+    return init, f"student.init=auto -> {init}: {why}"
 
 
 def _shares_vocab_and_fits(student_name: str, teacher_name: str) -> bool:

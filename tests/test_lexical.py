@@ -1,0 +1,86 @@
+"""The lexical part (kd.lexical): what it adds to a BERT student, what it cuts, and that the
+model it makes trains, saves, loads and exports like any kd classifier."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tiny
+from kd import export
+from kd.classifier import Classifier
+from kd.cli import main
+from kd.errors import KDError
+from kd.lexical import LexicalBertForSequenceClassification, add_lexical_part, hashed_ngrams
+from kd.models import build_model, count_parameters, load_classifier, load_tokenizer
+
+BUCKETS = 64
+
+
+@pytest.fixture(scope="module")
+def run_dir(models, csv_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lexical")
+    overrides = tiny.tiny_overrides(models, csv_data, tmp, **{"student.lexical_buckets": BUCKETS,
+                                                              "student.train.epochs": 4})
+    assert main(["distill", *overrides]) == 0
+    return tmp / "runs" / "run"
+
+
+def test_a_zero_table_leaves_the_logits_and_unkept_ids_read_unk(models):
+    model = build_model(str(models["student"]), "pretrained", tiny.LABELS).eval()
+    tokenizer = load_tokenizer(str(models["student"]))
+    kept = np.array(tokenizer("happy furious day")["input_ids"])
+    lexical = add_lexical_part(model, kept, BUCKETS, tokenizer.unk_token_id).eval()
+    cut = len(tokenizer) - len(np.union1d(kept, [tokenizer.unk_token_id]))
+    assert lexical.config.vocab_size == len(tokenizer) - cut and lexical.config.tokenizer_vocab_size == len(tokenizer)
+    assert count_parameters(lexical) == count_parameters(model) - cut * model.config.hidden_size + \
+        BUCKETS * len(tiny.LABELS)
+    with torch.no_grad():
+        seen = tokenizer(["happy day", "furious"], padding=True, return_tensors="pt")
+        assert torch.allclose(lexical(**seen).logits, model(**seen).logits, atol=1e-6)
+        unseen = tokenizer(["scared movie"], return_tensors="pt")  # not kept: read as [UNK]
+        as_unk = {**unseen, "input_ids": torch.where(unseen["input_ids"] == tokenizer.cls_token_id, unseen["input_ids"],
+                                                     torch.where(unseen["input_ids"] == tokenizer.sep_token_id,
+                                                                 unseen["input_ids"], tokenizer.unk_token_id))}
+        assert torch.allclose(lexical(**unseen).logits, model(**as_unk).logits, atol=1e-6)
+
+
+def test_padding_adds_nothing_and_pairs_hash_into_the_table():
+    ids = torch.tensor([[2, 7, 9, 3, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    rows, weights = hashed_ngrams(ids, mask, BUCKETS)
+    assert rows.shape == (1, 11) and rows.min() >= 0 and rows.max() < BUCKETS
+    assert weights.tolist() == [[1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0]]  # 4 ids and 3 pairs are real
+
+
+def test_a_distilbert_student_is_refused(models):
+    model = build_model(str(models["distilbert"]), "pretrained", tiny.LABELS)
+    with pytest.raises(KDError, match="needs a BERT student"):
+        add_lexical_part(model, np.array([1, 2]), BUCKETS, 1)
+
+
+def test_the_student_learns_saves_and_loads(run_dir):
+    final = json.loads((run_dir / "final_metrics.json").read_text())["student"]
+    model, tokenizer, _ = load_classifier(run_dir / "student")
+    assert isinstance(model, LexicalBertForSequenceClassification)
+    assert model.config.lexical_buckets == BUCKETS and final["parameters"] == count_parameters(model)
+    assert model.lexical.weight.abs().sum() > 0  # it trained
+    # the label words decide the labels: the lexical part alone can learn them (chance is 0.5)
+    assert final["val"]["macro_auc"] > 0.7
+    clf = Classifier.from_pretrained(run_dir / "student", backend="torch")
+    texts = ["happy furious day", "the movie"]
+    inputs = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs).logits.numpy()
+    assert np.allclose(clf.logits(texts), expected, atol=1e-5)
+
+
+def test_onnx_export_matches_pytorch(run_dir, tmp_path):
+    texts, labels = tiny.make_texts(200, seed=3)
+    report = export.export_model(run_dir / "student", tmp_path / "onnx", onnx=True,
+                                 texts=[*texts, "an unseen word: zzz"])
+    assert report["parity"]["max_abs_prob_diff"] <= 1e-4
+    assert Classifier.from_pretrained(tmp_path / "onnx").backend == "onnx"
