@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from transformers import pipeline
 
 import tiny
 from kd import export
@@ -76,6 +77,15 @@ def test_the_student_learns_saves_and_loads(run_dir):
     with torch.no_grad():
         expected = model(**inputs).logits.numpy()
     assert np.allclose(clf.logits(texts), expected, atol=1e-5)
+
+
+def test_transformers_pipeline_reads_it_once_kd_is_imported(run_dir):
+    model, tokenizer, _ = load_classifier(run_dir / "student")  # kd.models is imported: registered
+    classify = pipeline("text-classification", model=str(run_dir / "student"), top_k=None)
+    scores = {s["label"]: s["score"] for s in classify(["so happy and great today"])[0]}
+    with torch.no_grad():
+        expected = torch.sigmoid(model(**tokenizer(["so happy and great today"], return_tensors="pt")).logits)[0]
+    assert np.allclose([scores[n] for n in tiny.LABELS], expected.numpy(), atol=1e-5)
 
 
 def test_onnx_export_matches_pytorch(run_dir, tmp_path):
