@@ -68,6 +68,7 @@ def test_the_student_learns_saves_and_loads(run_dir):
     model, tokenizer, _ = load_classifier(run_dir / "student")
     assert isinstance(model, LexicalBertForSequenceClassification)
     assert model.config.lexical_buckets == BUCKETS and final["parameters"] == count_parameters(model)
+    assert final["recipe"].endswith(f"; with a lexical part of {BUCKETS} rows (student.lexical_buckets; 0: without)")
     assert model.lexical.weight.abs().sum() > 0  # it trained
     # the label words decide the labels: the lexical part alone can learn them (chance is 0.5)
     assert final["val"]["macro_auc"] > 0.7

@@ -126,7 +126,7 @@ def test_auto_init_without_student_weights_pre_trains_it_from_the_teacher_once(
     first = recipe_run(models, csv_data, tmp_path, "first", **{"student.name": student_without_weights,
                                                                 "pretrain.files": f"[{texts_file}]"})
     assert first["recipe"].startswith("student.init=auto -> kd-pretrain: no pretrained weights for ")
-    assert first["recipe"].endswith("; with a lexical part of 32,768 rows (student.lexical_buckets=0: without)")
+    assert first["recipe"].endswith("; with a lexical part of 32,768 rows (student.lexical_buckets; 0: without)")
     assert isinstance(load_classifier(tmp_path / "runs/first/student")[0], LexicalBertForSequenceClassification)
     assert f"its start: {first['recipe']}." in (tmp_path / "runs/first/student/README.md").read_text()
     pretraining = first["pretraining"]

@@ -152,8 +152,8 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     if student.train.prior_bias_init:
         init_prior_bias(model, train.labels)
     matching = _layer_matching(cfg, model, tokenizer, *teacher, train, tokens)
-    reporter.print(f"student: {student.name} ({student.init}){lexical_summary(model)}, {count_parameters(model):,} parameters, "
-                   f"alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
+    reporter.print(f"student: {student.name} ({student.init}){lexical_summary(model)}, "
+                   f"{count_parameters(model):,} parameters, alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
     folder = run_dir / "student"
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
                  train.label_names, student.train, accelerator, reporter, folder, stage="student",

@@ -48,8 +48,8 @@ def resolve_init(cfg: Config) -> tuple[Config, str]:
     buckets = cfg.student.lexical_buckets
     if buckets is None:
         buckets = LEXICAL_BUCKETS if init == "kd-pretrain" else 0
-        if buckets:
-            line += f"; with a lexical part of {buckets:,} rows (student.lexical_buckets=0: without)"
+    if buckets:
+        line += f"; with a lexical part of {buckets:,} rows (student.lexical_buckets; 0: without)"
     return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, init=init, lexical_buckets=buckets)), line
 
 
