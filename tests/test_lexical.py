@@ -70,6 +70,8 @@ def test_the_student_learns_saves_and_loads(run_dir):
     assert model.config.lexical_buckets == BUCKETS and final["parameters"] == count_parameters(model)
     assert final["recipe"].endswith(f"; with a lexical part of {BUCKETS} rows (student.lexical_buckets; 0: without)")
     assert model.lexical.weight.abs().sum() > 0  # it trained
+    rows = model.token_rows  # saved and loaded: [MASK] never occurs in the texts, so it reads [UNK]'s row
+    assert rows[tokenizer.mask_token_id] == rows[tokenizer.unk_token_id] != rows[tokenizer.cls_token_id]
     # the label words decide the labels: the lexical part alone can learn them (chance is 0.5)
     assert final["val"]["macro_auc"] > 0.7
     clf = Classifier.from_pretrained(run_dir / "student", backend="torch")

@@ -27,6 +27,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 from kd.errors import KDError
 from kd.model_folder import SINGLE_LABEL
 
+DEFAULT_BUCKETS = 32768  # what student.lexical_buckets=null gives a kd-pretrain student: 0.9M parameters at 28 labels
 LEXICAL_SCALE = 10.0
 PAIR_HASH = 1_000_003  # a prime: row of the pair (a, b) = (a * PAIR_HASH + b) mod buckets
 WORD_TABLE = "bert.embeddings.word_embeddings.weight"
@@ -35,7 +36,7 @@ WORD_TABLE = "bert.embeddings.word_embeddings.weight"
 class LexicalBertConfig(BertConfig):
     model_type = "kd-lexical-bert"
 
-    def __init__(self, lexical_buckets: int = 32768, lexical_scale: float = LEXICAL_SCALE,
+    def __init__(self, lexical_buckets: int = DEFAULT_BUCKETS, lexical_scale: float = LEXICAL_SCALE,
                  tokenizer_vocab_size: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.lexical_buckets, self.lexical_scale = lexical_buckets, lexical_scale

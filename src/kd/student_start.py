@@ -31,13 +31,13 @@ from kd.checkpoint import state_path
 from kd.config import Config
 from kd.errors import KDError
 from kd.files import staged_folder
+from kd.lexical import DEFAULT_BUCKETS
 from kd.models import load_model_config
 from kd.preflight import missing_weights
 from kd.report import Reporter, write_json
 from kd.transfer import read_texts
 
 PRETRAIN_SEED = 0
-LEXICAL_BUCKETS = 32768  # kd-pretrain's lexical part (kd/lexical.py): 0.9M parameters at 28 labels
 SUMMARY_FILE = "pretrain.json"  # beside the cached encoder: what its pre-training did
 
 
@@ -47,7 +47,7 @@ def resolve_init(cfg: Config) -> tuple[Config, str]:
     init, line = _pick_init(cfg)
     buckets = cfg.student.lexical_buckets
     if buckets is None:
-        buckets = LEXICAL_BUCKETS if init == "kd-pretrain" else 0
+        buckets = DEFAULT_BUCKETS if init == "kd-pretrain" else 0
     if buckets:
         line += f"; with a lexical part of {buckets:,} rows (student.lexical_buckets; 0: without)"
     return dataclasses.replace(cfg, student=dataclasses.replace(cfg.student, init=init, lexical_buckets=buckets)), line
