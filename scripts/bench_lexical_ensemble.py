@@ -7,7 +7,8 @@ two models are wrong on different texts: a lexical part in the student would hav
 add. Its macro AUC is set against the teacher target of issue 24 (teacher - 0.01). The ensemble
 is not a candidate student: it has TF-IDF's vocabulary and coefficients on top of 4.4M parameters.
 
-Run `python scripts/bench_quality.py` first (it trains the runs read here):
+Run `python scripts/bench_quality.py --students l2 tiny_pretrained tiny_lexical` first (it trains
+the runs read here; tiny_pretrained is not a default student):
 
     HF_HUB_CACHE=$PWD/../shared/hf-cache HF_HUB_OFFLINE=1 python scripts/bench_lexical_ensemble.py
 
@@ -44,6 +45,9 @@ def rank_average(*scores: np.ndarray) -> np.ndarray:
 
 def student_folders(name: str, quality: dict, cache_dir: Path) -> list[Path]:
     """The seeds of bench_quality's tiny_pretrained_kd at its picked alpha and T (kd sweep's run names)."""
+    if STUDENT not in quality.get(name, {}):
+        sys.exit(f"quality.json has no {STUDENT} row for {name}: run scripts/bench_quality.py with "
+                 "--students ... tiny_pretrained first")
     row = quality[name][STUDENT]
     runs = cache_dir / "sweeps" / f"{name}-tiny_pretrained-kd" / "runs"
     folders = [runs / f"distilla{row['alpha']:g}-t{row['temperature']:g}-s{seed}" / "student"
