@@ -128,8 +128,8 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
                    teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, teacher,
                    accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool,
                    learned: list[str]) -> dict:
-    """The student trained on the train rows (and transfer rows); `learned`: the other texts its
-    word embeddings learned from (kd-pretrain's), whose rows a lexical part's cut keeps too."""
+    """The student trained on the train rows (and transfer rows); `learned`: the texts its word
+    embeddings learned from before (kd-pretrain's), whose rows a lexical part's cut keeps too."""
     student = cfg.student
     tokenizer = load_tokenizer(cfg.teacher.name if student.init in TEACHER_INITS else student.name)
     tokenizer.model_max_length = cfg.data.max_length  # saved with the model: inference truncates there too
@@ -145,9 +145,8 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
             np.concatenate([train.labels, np.zeros((len(texts), train.labels.shape[1]), np.float32)]),
             torch.cat([teacher_logits, logits]), labelled_rows=len(train))
     if student.lexical_buckets:  # word embeddings for the ids of every text it learned from
-        rows = [part.compact() for part in [train_set.input_ids, *([tokens(tokenizer, "learned", learned)]
-                                                                   if learned else [])]]
-        kept = np.unique(np.concatenate([part.values[:part.offsets[-1]] for part in rows]))
+        learned_rows = [tokens(tokenizer, "learned", learned)] if learned else []
+        kept = np.unique(TokenColumns.concat([train_set.input_ids, *learned_rows]).values)
         model = add_lexical_part(model, kept, student.lexical_buckets, tokenizer.unk_token_id)
     if student.train.prior_bias_init:
         init_prior_bias(model, train.labels)
@@ -172,8 +171,7 @@ def _student_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: T
     """The student stage, after its pre-training by distillation for student.init=kd-pretrain."""
     pretraining, learned = None, []
     if cfg.student.init == "kd-pretrain":
-        cfg, pretraining = pretrained_student(cfg, train.texts, accelerator, reporter, run_dir, resume)
-        learned = read_texts(cfg.pretrain.files, "pretrain.files")
+        cfg, pretraining, learned = pretrained_student(cfg, train.texts, accelerator, reporter, run_dir, resume)
     set_seed(cfg.seed)
     summary = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, teacher, accelerator, reporter,
                              run_dir, resume, learned)

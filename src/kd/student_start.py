@@ -89,10 +89,10 @@ def pretraining_key(cfg: Config, texts: list[str], mixed_precision: str) -> str:
 
 
 def pretrained_student(cfg: Config, train_texts: list[str], accelerator: Accelerator, reporter: Reporter,
-                       run_dir: Path, resume: bool) -> tuple[Config, dict]:
+                       run_dir: Path, resume: bool) -> tuple[Config, dict, list[str]]:
     """For student.init=kd-pretrain: the cached pre-trained encoder, or pre-train it now (in the
     run folder, resumable, then cached). Returns cfg starting the student from it
-    (init=pretrained) and a summary of its pre-training."""
+    (init=pretrained), a summary of its pre-training and the texts it was pre-trained on."""
     from kd.pretrain import pretrain_encoder  # pretrain imports distill, which imports this module
 
     texts = sorted(set(train_texts) | set(read_texts(cfg.pretrain.files, "pretrain.files")))
@@ -115,4 +115,4 @@ def pretrained_student(cfg: Config, train_texts: list[str], accelerator: Acceler
     if not (cached / "config.json").is_file():
         raise KDError(f"the pre-trained student {cached} holds no config.json: remove the folder to pre-train again")
     student = dataclasses.replace(cfg.student, name=str(cached), init="pretrained", num_layers=None, layers=None)
-    return dataclasses.replace(cfg, student=student), {"path": str(cached), **summary}
+    return dataclasses.replace(cfg, student=student), {"path": str(cached), **summary}, texts
