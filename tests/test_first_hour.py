@@ -4,7 +4,7 @@ run that fails before training leaves no folder behind."""
 import pytest
 
 import tiny
-from kd import distill
+from kd import distill, teacher
 from kd.cli import main
 from kd.errors import KDError
 
@@ -27,7 +27,7 @@ def test_every_missing_model_is_listed_before_anything_trains(models, csv_data, 
 def test_a_run_that_fails_before_training_leaves_no_folder(models, csv_data, tmp_path, monkeypatch):
     def fails(*args, **kwargs):
         raise KDError("the teacher cannot start")
-    monkeypatch.setattr(distill, "_teacher_stage", fails)
+    monkeypatch.setattr(teacher, "_teacher_stage", fails)
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
     assert not (tmp_path / "runs/run").exists()
 
@@ -43,7 +43,7 @@ def test_a_run_that_fails_after_training_started_keeps_its_folder(models, csv_da
 
 def test_an_existing_folder_is_never_removed(models, csv_data, tmp_path, monkeypatch):
     (tmp_path / "runs/run").mkdir(parents=True)
-    monkeypatch.setattr(distill, "_teacher_stage", lambda *a, **k: (_ for _ in ()).throw(KDError("no")))
+    monkeypatch.setattr(teacher, "_teacher_stage", lambda *a, **k: (_ for _ in ()).throw(KDError("no")))
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
     assert (tmp_path / "runs/run/config.yaml").is_file()
 

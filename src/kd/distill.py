@@ -1,4 +1,4 @@
-"""The main job: data -> teacher -> cached soft targets -> student -> run folder and table.
+"""The main job: data -> teacher (kd.teacher) -> cached soft targets -> student -> run folder and table.
 
 A run folder `checkpoints/<run>/` holds `teacher/` and `student/` (save_pretrained
 folders with thresholds.json), `config.yaml` (the resolved config), `metrics.jsonl`
@@ -18,24 +18,23 @@ from accelerate.utils import ProjectConfiguration, set_seed
 
 from kd.checkpoint import state_path
 from kd.config import Config
-from kd.batches import EncodedDataset, make_loader
-from kd.calibration import calibrate, write_calibration
+from kd.batches import EncodedDataset
 from kd.card import write_run_cards
 from kd.data import LabeledTexts, load_splits
 from kd.tokens import TokenCache, TokenColumns
 from kd.errors import KDError
-from kd.evaluate import evaluate_model, predict_logits, prepare_for_inference
+from kd.evaluate import calibrate_saved, stage_summary
 from kd.lexical import add_lexical_part, lexical_summary
 from kd.layer_matching import LayerMatching
-from kd.models import (TEACHER_INITS, build_model, count_parameters, folder_size_mb,
-                       init_prior_bias, is_single_label, label_names, load_classifier, load_tokenizer, set_single_label)
+from kd.models import (TEACHER_INITS, build_model, count_parameters, init_prior_bias, load_classifier,
+                       load_tokenizer, set_single_label)
 from kd.preflight import check_models, check_output_folders, run_folder
 from kd.report import Reporter, write_json
 from kd.runtime import (precision_name, resolve_mixed_precision, training_device,
                         use_all_cores_under_accelerate_launch)
 from kd.student_start import pretrained_student, resolve_init
-from kd.soft_targets import cached_metrics, file_soft_targets, soft_targets, transfer_soft_targets
-from kd.transfer import augmented_copies, read_texts
+from kd.teacher import teacher_side
+from kd.transfer import read_texts
 from kd.train import Objective, fit
 
 
@@ -63,50 +62,6 @@ def make_accelerator(cfg: Config) -> Accelerator:
             raise KDError(f"{key}={size} is the global batch and must divide by the "
                           f"{accelerator.num_processes} processes")
     return accelerator
-
-
-def _model_summary(folder: Path, metrics: dict, model, train_time_s: float | None, **extra) -> dict:
-    return {"path": str(folder), "val": metrics, "parameters": count_parameters(model),
-            "size_mb": folder_size_mb(folder), "train_time_s": train_time_s, **extra}
-
-
-def _teacher_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
-                   accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool):
-    """Fine-tune the teacher (or take a fine-tuned one); returns (summary, model, tokenizer, folder)."""
-    if cfg.teacher.path:
-        folder = Path(cfg.teacher.path)
-        model, tokenizer, _ = load_classifier(folder)
-        names = label_names(model)
-        if names != train.label_names:
-            raise KDError(f"teacher {folder} predicts {names}, the data has {train.label_names}")
-        if is_single_label(model) != train.single_label:
-            raise KDError(f"teacher {folder} is a {'single' if is_single_label(model) else 'multi'}-label "
-                          f"model, the data is {'single' if train.single_label else 'multi'}-label")
-        evaluate = lambda: evaluate_model(model, tokenizer, val, accelerator,  # noqa: E731
-                                          cfg.teacher.train.eval_batch_size, cfg.data.max_length,
-                                          input_ids=tokens(tokenizer, "val", val.texts))[0]
-        metrics = cached_metrics(folder, val, cfg.data.max_length, Path(cfg.cache_dir), accelerator, evaluate)
-        reporter.print(f"teacher: fine-tuned model from {folder}, val macro AUC {metrics['macro_auc']}")
-        return _model_summary(folder, metrics, model, None, given=True), model, tokenizer, folder
-
-    folder = run_dir / "teacher"
-    tokenizer = load_tokenizer(cfg.teacher.name)
-    tokenizer.model_max_length = cfg.data.max_length  # saved with the model: inference truncates there too
-    model = build_model(cfg.teacher.name, cfg.teacher.init, train.label_names, role="teacher")
-    set_single_label(model, train.single_label)
-    if cfg.teacher.train.prior_bias_init:
-        init_prior_bias(model, train.labels)
-    reporter.print(f"teacher: {cfg.teacher.name} ({cfg.teacher.init}), {count_parameters(model):,} parameters")
-    result = fit(model, tokenizer, EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels),
-                 EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels), train.label_names,
-                 cfg.teacher.train, accelerator, reporter, folder, stage="teacher",
-                 state_file=state_path(run_dir, "teacher"), resume=resume)
-    best, tokenizer, _ = load_classifier(folder)
-    calibration = _calibrate(folder, best, tokenizer, val, tokens, cfg.teacher.train.eval_batch_size, accelerator,
-                             reporter, "teacher")
-    summary = _model_summary(folder, result.metrics, best, result.train_time_s,
-                             best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
-    return summary, best, tokenizer, folder
 
 
 def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, train: LabeledTexts,
@@ -156,13 +111,14 @@ def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: 
     folder = run_dir / "student"
     result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
                  train.label_names, student.train, accelerator, reporter, folder, stage="student",
-                 objective=Objective(cfg.distill.alpha, cfg.distill.temperature, cfg.distill.final_temperature, matching),
+                 objective=Objective(cfg.distill.alpha, cfg.distill.temperature, cfg.distill.final_temperature,
+                                     matching),
                  state_file=state_path(run_dir, "student"), resume=resume)
     best, _, _ = load_classifier(folder)
-    calibration = _calibrate(folder, best, tokenizer, val, tokens, student.train.eval_batch_size, accelerator,
-                             reporter, "student")
-    return _model_summary(folder, result.metrics, best, result.train_time_s,
-                          best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
+    calibration = calibrate_saved(folder, best, tokenizer, val, tokens, student.train.eval_batch_size,
+                                  accelerator, reporter, "student")
+    return stage_summary(folder, result.metrics, best, result.train_time_s,
+                         best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
 
 
 def _student_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache, teacher_logits,
@@ -176,65 +132,6 @@ def _student_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: T
     summary = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, teacher, accelerator, reporter,
                              run_dir, resume, learned)
     return summary if pretraining is None else {**summary, "pretraining": pretraining}
-
-
-def _calibrate(folder: Path, model, tokenizer, val: LabeledTexts, tokens: TokenCache, batch_size: int,
-               accelerator: Accelerator, reporter: Reporter, stage: str) -> dict:
-    """Temperatures fitted on val for the saved model, written beside it (kd.calibration); its
-    expected calibration error before and after (out of fold)."""
-    dataset = EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels)
-    model, loader = prepare_for_inference(accelerator, model, make_loader(dataset, tokenizer, model, batch_size, False))
-    with reporter.task(f"{stage} calibration", len(loader)) as advance:
-        logits, labels = predict_logits(model, loader, accelerator, advance)
-    temperatures, errors = calibrate(logits, labels, val.single_label)
-    if accelerator.is_main_process:
-        write_calibration(folder, val.label_names, temperatures, val.single_label)
-    accelerator.wait_for_everyone()
-    return {**errors, "temperatures": [round(float(t), 4) for t in temperatures]}
-
-
-def _extra_teachers(paths: list[str], train: LabeledTexts) -> list[tuple]:
-    """(model, tokenizer, folder) of each extra teacher folder, checked to predict the train labels."""
-    teachers, names = [], train.label_names
-    for path in paths:
-        model, tokenizer, _ = load_classifier(path)
-        if label_names(model) != names or is_single_label(model) != train.single_label:
-            raise KDError(f"extra teacher {path} predicts {label_names(model)} "
-                          f"({model.config.problem_type}), the data has {names}")
-        teachers.append((model, tokenizer, Path(path)))
-    return teachers
-
-
-def _weighted_logits(weights: list[float], teachers: list[tuple], logits_of) -> tuple[torch.Tensor, bool]:
-    """The teachers' logits averaged with `weights` (distill.teacher_weights; equal when empty),
-    and whether they all came from the cache; logits_of(model, tokenizer, folder) -> (logits, cache hit)."""
-    weights = weights or [1.0] * len(teachers)
-    results = [logits_of(*teacher) for teacher in teachers]
-    if len(results) == 1:  # as cached: memory-mapped, not copied
-        return results[0]
-    logits = sum(w * logits for w, (logits, _) in zip(weights, results)) / sum(weights)
-    return logits, all(hit for _, hit in results)
-
-
-def _transfer_set(cfg: Config, train: LabeledTexts, file_texts: list[str], teachers: list[tuple],
-                  tokens: TokenCache, accelerator: Accelerator,
-                  reporter: Reporter) -> tuple[list[str], torch.Tensor] | None:
-    """(transfer texts, the teachers' logits for them), or None without a transfer set."""
-    mask = teachers[0][1].mask_token or teachers[0][1].unk_token
-    texts = file_texts + augmented_copies(train.texts, cfg.distill.augment_copies, cfg.distill.augment_mask_prob,
-                                          cfg.distill.augment_ngram_prob, cfg.seed, mask)
-    if not texts:
-        return None
-
-    def logits_of(model, tokenizer, folder: Path) -> tuple[torch.Tensor, bool]:
-        return transfer_soft_targets(model, tokenizer, folder, texts, tokens(tokenizer, "transfer", texts),
-                                     len(train.label_names), cfg.data.max_length, Path(cfg.cache_dir),
-                                     cfg.teacher.train.eval_batch_size, accelerator, reporter)
-
-    logits, _ = _weighted_logits(cfg.distill.teacher_weights, teachers, logits_of)
-    reporter.print(f"transfer set: {len(file_texts):,} texts from files + "
-                   f"{len(texts) - len(file_texts):,} augmented copies, labelled by the teacher")
-    return texts, logits
 
 
 def _warn_about(train: LabeledTexts, val: LabeledTexts, reporter: Reporter) -> None:
@@ -270,7 +167,7 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         reporter.print(f"student recipe: {student_recipe}")
         tokens = TokenCache(cfg.data.max_length, reporter, Path(cfg.cache_dir) / "tokens",
                             cfg.data.num_proc, accelerator.main_process_first)
-        teacher_summary, teacher_logits, cache_hit, transfer, online = _teacher_side(
+        teacher_summary, teacher_logits, cache_hit, transfer, online = teacher_side(
             cfg, train, val, tokens, file_texts, accelerator, reporter, run_dir, resume, teacher_only)
         summary = {"teacher": teacher_summary, "soft_targets_cache_hit": cache_hit,
                    "num_processes": accelerator.num_processes}
@@ -291,34 +188,6 @@ def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
         reporter.print(f"run folder: {run_dir}")
     accelerator.end_training()
     return run_dir
-
-
-def _teacher_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache, file_texts: list[str],
-                  accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool, teacher_only: bool):
-    """(teacher summary, its logits over train or None, whether they came from the cache, the
-    transfer set or None, (model, tokenizer) of a teacher that runs at every step or Nones)."""
-    if cfg.teacher.soft_targets:
-        reporter.print(f"teacher: scores from {cfg.teacher.soft_targets} ({cfg.teacher.soft_targets_kind}), "
-                       "no teacher model")
-        return ({"path": cfg.teacher.soft_targets, "val": {}, "parameters": None, "size_mb": None,
-                 "train_time_s": None, "given": True},
-                file_soft_targets(cfg.teacher.soft_targets, train, cfg.teacher.soft_targets_kind), None, None,
-                (None, None))
-    teacher_summary, teacher, teacher_tokenizer, teacher_folder = _teacher_stage(
-        cfg, train, val, tokens, accelerator, reporter, run_dir, resume)
-    teachers = [(teacher, teacher_tokenizer, teacher_folder)]
-    teacher_logits, cache_hit, transfer = None, None, None
-    if cfg.distill.alpha > 0 or teacher_only:
-        if not teacher_only:
-            teachers += _extra_teachers(cfg.distill.extra_teachers, train)
-        teacher_logits, cache_hit = _weighted_logits(
-            cfg.distill.teacher_weights, teachers, lambda model, tokenizer, folder: soft_targets(
-                model, tokenizer, folder, train, tokens(tokenizer, "train", train.texts), cfg.data,
-                Path(cfg.cache_dir), cfg.teacher.train.eval_batch_size, accelerator, reporter))
-    if cfg.distill.alpha > 0 and not teacher_only:
-        transfer = _transfer_set(cfg, train, file_texts, teachers, tokens, accelerator, reporter)
-    online = teachers[0][:2] if cfg.distill.matches_layers else (None, None)
-    return teacher_summary, teacher_logits, cache_hit, transfer, online
 
 
 def _tracking(cfg: Config, accelerator: Accelerator, run_dir: Path):

@@ -1,4 +1,5 @@
-"""Metrics for multi-label classifiers, threshold tuning, and batched prediction.
+"""Metrics for multi-label classifiers, threshold tuning, batched prediction, and what a training
+stage reports about the model it saved (its val metrics, size, calibration).
 
 `predict_logits` runs a model over a prepared loader on every process and gathers
 the rows once each (`gather_for_metrics` drops the duplicates Accelerate adds to
@@ -7,16 +8,21 @@ even out the last batch). `compute_metrics` works on the gathered numpy arrays.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from accelerate import Accelerator
 from sklearn.metrics import f1_score, roc_auc_score
 
-from kd.calibration import calibrated_probabilities, expected_calibration_error
+from kd.calibration import calibrate, calibrated_probabilities, expected_calibration_error, write_calibration
 from kd.classifier import sigmoid
 from kd.model_folder import SINGLE_LABEL
+from kd.models import count_parameters, folder_size_mb
 from kd.batches import EncodedDataset, make_loader
 from kd.data import LabeledTexts
-from kd.tokens import TokenColumns, encode
+from kd.report import Reporter
+from kd.tokens import TokenCache, TokenColumns, encode
 from kd.errors import KDError
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -210,3 +216,24 @@ def summary_line(metrics: dict) -> str:
             f"bce {metrics['bce']:.4f} | macro AUC n/a | ") + (
         f"macro F1 {metrics['macro_f1']:.4f} (tuned, out of fold {metrics['macro_f1_tuned']:.4f}) | "
         f"micro F1 {metrics['micro_f1']:.4f} | exact {metrics['exact_match']:.4f}")
+
+
+def stage_summary(folder: Path, metrics: dict, model, train_time_s: float | None, **extra) -> dict:
+    """What a stage reports about its saved model: val metrics, size and train time."""
+    return {"path": str(folder), "val": metrics, "parameters": count_parameters(model),
+            "size_mb": folder_size_mb(folder), "train_time_s": train_time_s, **extra}
+
+
+def calibrate_saved(folder: Path, model, tokenizer, val: LabeledTexts, tokens: TokenCache, batch_size: int,
+                    accelerator: Accelerator, reporter: Reporter, stage: str) -> dict:
+    """Temperatures fitted on val for the saved model, written beside it (kd.calibration); its
+    expected calibration error before and after (out of fold)."""
+    dataset = EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels)
+    model, loader = prepare_for_inference(accelerator, model, make_loader(dataset, tokenizer, model, batch_size, False))
+    with reporter.task(f"{stage} calibration", len(loader)) as advance:
+        logits, labels = predict_logits(model, loader, accelerator, advance)
+    temperatures, errors = calibrate(logits, labels, val.single_label)
+    if accelerator.is_main_process:
+        write_calibration(folder, val.label_names, temperatures, val.single_label)
+    accelerator.wait_for_everyone()
+    return {**errors, "temperatures": [round(float(t), 4) for t in temperatures]}
