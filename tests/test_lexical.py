@@ -4,6 +4,9 @@ model it makes trains, saves, loads and exports like any kd classifier."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ from kd import export
 from kd.classifier import Classifier
 from kd.cli import main
 from kd.errors import KDError
-from kd.lexical import LexicalBertForSequenceClassification, add_lexical_part, hashed_ngrams
+from kd.lexical import add_lexical_part
+from kd.lexical_bert import LexicalBertForSequenceClassification, hashed_ngrams
 from kd.models import build_model, count_parameters, load_classifier, load_tokenizer
 
 BUCKETS = 64
@@ -89,6 +93,36 @@ def test_transformers_pipeline_reads_it_once_kd_is_imported(run_dir):
     with torch.no_grad():
         expected = torch.sigmoid(model(**tokenizer(["so happy and great today"], return_tensors="pt")).logits)[0]
     assert np.allclose([scores[n] for n in tiny.LABELS], expected.numpy(), atol=1e-5)
+
+
+PLAIN_TRANSFORMERS = """
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
+with torch.no_grad():
+    logits = model(**tokenizer(sys.argv[2:], padding=True, return_tensors="pt")).logits
+assert not any(name == "kd" or name.startswith("kd.") for name in sys.modules)
+print(json.dumps([type(model).__module__, logits.tolist()]))
+"""
+
+
+def test_plain_transformers_reads_it_without_kd_through_the_saved_modeling_file(run_dir, tmp_path):
+    folder = run_dir / "student"
+    assert (folder / "lexical_bert.py").is_file()
+    assert json.loads((folder / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "lexical_bert.LexicalBertConfig",
+        "AutoModelForSequenceClassification": "lexical_bert.LexicalBertForSequenceClassification"}
+    texts = ["so happy and great today", "an unseen word: zzz"]
+    out = subprocess.run([sys.executable, "-c", PLAIN_TRANSFORMERS, str(folder), *texts], capture_output=True,
+                         text=True, check=True, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path)})
+    module, logits = json.loads(out.stdout.strip().splitlines()[-1])
+    assert module.startswith("transformers_modules.") and module.endswith("lexical_bert")
+    model, tokenizer, _ = load_classifier(folder)
+    with torch.no_grad():
+        expected = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    assert np.allclose(logits, expected.numpy(), atol=1e-5)
 
 
 def test_onnx_export_matches_pytorch(run_dir, tmp_path):

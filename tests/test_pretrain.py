@@ -13,7 +13,7 @@ from kd.cli import main
 from kd.config import load_config
 from kd.distill import run
 from kd.errors import KDError
-from kd.lexical import LexicalBertForSequenceClassification
+from kd.lexical_bert import LexicalBertForSequenceClassification
 from kd.models import build_model, load_classifier
 from kd.pretrain import pretrain
 

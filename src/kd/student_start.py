@@ -31,7 +31,7 @@ from kd.checkpoint import state_path
 from kd.config import Config
 from kd.errors import KDError
 from kd.files import staged_folder
-from kd.lexical import DEFAULT_BUCKETS
+from kd.lexical_bert import DEFAULT_BUCKETS
 from kd.models import load_model_config
 from kd.preflight import missing_weights
 from kd.report import Reporter, write_json
