@@ -101,7 +101,7 @@ def read_records(path: str | Path) -> Table:
 
             records = pq.read_table(path).to_pylist()
         except ImportError:
-            raise KDError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+            raise KDError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow, or kd's parquet extra)") from None
         except Exception as err:  # pyarrow raises its own types for damaged files
             raise KDError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
         numbers = list(range(1, len(records) + 1))
