@@ -9,6 +9,7 @@ import tiny
 from kd.tokens import encode
 from kd.errors import KDError
 from kd.integrations.hf import DistillationTrainer, cached_teacher_logits, with_teacher_logits
+from kd.lexical import add_lexical_part
 from kd.losses import distillation_loss
 from kd.models import build_model, load_tokenizer
 
@@ -42,6 +43,24 @@ def test_the_trainer_trains_on_kds_loss_and_saves_a_loadable_folder(models, rows
     trainer.save_model(str(tmp_path / "student"))
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     assert loaded.config.problem_type == "multi_label_classification"
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+
+
+def test_the_trainer_trains_a_student_with_kds_lexical_part(models, rows, tmp_path):
+    tokenizer, train, _ = rows
+    kept = np.unique(np.concatenate([row["input_ids"] for row in train]))
+    student = add_lexical_part(build_model(str(models["student"]), "random", tiny.LABELS), kept, 64,
+                               tokenizer.unk_token_id)
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, max_steps=8,
+                             learning_rate=3e-3, report_to=[], use_cpu=True, save_strategy="no")
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=train, alpha=0.5, temperature=2.0,
+                                  data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.train()
+    assert trainer.model.lexical.weight.abs().sum() > 0  # the table starts at zero: it trained
+    trainer.save_model(str(tmp_path / "student"))
+    assert (tmp_path / "student" / "lexical_bert.py").is_file()  # plain transformers reads it without kd
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value)
 
