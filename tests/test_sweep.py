@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import tiny
-from kd import distill, sweep, train
+from kd import distill, sweep, teacher, train
 from kd.cli import main
 from kd.errors import KDError
 
@@ -41,7 +41,8 @@ def counted(monkeypatch):
         counts["runs"] += not kwargs.get("teacher_only", False)
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(distill, "fit", fit)
+    monkeypatch.setattr(distill, "fit", fit)  # the student stage's
+    monkeypatch.setattr(teacher, "fit", fit)
     monkeypatch.setattr(sweep, "run", run)
     return counts
 
