@@ -2,7 +2,7 @@
 TF-IDF + LR logits (a probe of issue 24: does a student distilled from teacher and lexical model
 together beat one distilled from the teacher?).
 
-Reads bench_quality's cache (the teacher's cached soft targets, its fine-tuned folder). The TF-IDF
+Reads bench_quality's cache (its shared teacher and that teacher's cached soft targets). The TF-IDF
 + LR logits of each train row come from a model fitted on the other 4/5 of train, so they are no
 memory of its label. Prints the blend's dev macro AUC / F1 for a few weights (the teacher on dev
 beside TF-IDF + LR fitted on all of train), then writes the file for WEIGHT, kind logits:
@@ -19,13 +19,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from safetensors.numpy import load_file
 from sklearn.model_selection import KFold
 
 from bench_quality import DATASETS, dataset_config, fit_tfidf_lr  # scripts/bench_quality.py
 from kd.classifier import Classifier
 from kd.data import load_splits
 from kd.evaluate import tuned_metrics
+from kd.integrations.hf import cached_teacher_logits
+from kd.models import load_tokenizer
+from kd.soft_targets import soft_targets_key
+from kd.sweep import shared_teacher
 
 
 def out_of_fold_logits(train, folds: int = 5) -> np.ndarray:
@@ -46,12 +49,10 @@ def main() -> None:
     args = p.parse_args()
     cfg = dataset_config(args.dataset, args.data_dir, args.cache_dir)
     train, val = load_splits(cfg.data, args.cache_dir / "data")
-    shape = train.labels.shape
-    cached = [load_file(f)["logits"] for f in (args.cache_dir / "soft_targets").glob("*.safetensors")
-              if not f.name.startswith("transfer-")]
-    [teacher] = [logits for logits in cached if logits.shape == shape]
-    folders = [Classifier.from_pretrained(f, backend="torch") for f in (args.cache_dir / "teachers").glob("*/teacher")]
-    [dev_teacher] = [clf.logits(val.texts) for clf in folders if clf.labels == train.label_names]
+    folder = shared_teacher(cfg)  # bench_quality's teacher: fine-tuned once, its soft targets cached
+    key = soft_targets_key(folder, cfg.data, load_tokenizer(folder))
+    teacher = cached_teacher_logits(args.cache_dir / "soft_targets" / f"{key}.safetensors")
+    dev_teacher = Classifier.from_pretrained(folder, backend="torch").logits(val.texts)
     dev_tfidf = fit_tfidf_lr(train)[0](val.texts)
     for w in (0.0, 0.2, 0.3, 0.5, 1.0):
         m, _ = tuned_metrics((1 - w) * dev_teacher + w * dev_tfidf, val.labels, val.label_names)

@@ -18,7 +18,9 @@ def kd_imports(page: Path) -> list[str]:
     statements = []
     for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
         for node in ast.walk(ast.parse(block)):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and ast.unparse(node).split()[1].startswith("kd"):
+            modules = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                       [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            if any(m == "kd" or m.startswith("kd.") for m in modules):
                 statements.append(ast.unparse(node))
     return statements
 
