@@ -11,7 +11,8 @@ import tiny
 from kd import distill
 from kd.cli import main
 from kd.errors import KDError
-from kd.layer_matching import LayerMatching, attention_kl, evenly_mapped_layers, hidden_distance
+from kd.layer_matching import (LayerMatching, attention_kl, attention_projections, evenly_mapped_layers,
+                               hidden_distance, relation_probs)
 from kd.losses import scheduled_temperature
 from kd.models import build_model, load_classifier
 
@@ -41,7 +42,7 @@ def test_layer_matching_trains_its_projections_and_checks_shapes(models):
     student = build_model(str(models["student"]), "pretrained", tiny.LABELS)
     for model in (teacher, student):
         model.set_attn_implementation("eager")
-    matching = LayerMatching(student.config, teacher, None, 1.0, 1.0, "mse")
+    matching = LayerMatching(student, teacher, None, 1.0, 1.0, "mse")
     assert matching.layer_map == [[1, 2], [2, 3]] and len(list(matching.parameters())) == 4  # 2 Linear 16->32
     assert not any(p.requires_grad for p in teacher.parameters())
     inputs = {"input_ids": torch.tensor([[2, 7, 8, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 0]])}
@@ -50,10 +51,44 @@ def test_layer_matching_trains_its_projections_and_checks_shapes(models):
     assert loss > 0 and matching.projections[0].weight.grad.abs().sum() > 0
     assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
     with pytest.raises(KDError, match="layer_map pair"):
-        LayerMatching(student.config, teacher, [[3, 1]], 1.0, 0.0)
+        LayerMatching(student, teacher, [[3, 1]], 1.0, 0.0)
     teacher.config.num_attention_heads = 4
     with pytest.raises(KDError, match="equal head counts"):
-        LayerMatching(student.config, teacher, None, 0.0, 1.0)
+        LayerMatching(student, teacher, None, 0.0, 1.0)
+
+
+def test_relation_probs_are_scaled_dot_products_softmaxed_over_real_keys():
+    states = torch.randn(2, 4, 8)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    probs = relation_probs(states, 2, mask)
+    assert probs.shape == (2, 2, 4, 4) and torch.allclose(probs.sum(dim=-1), torch.ones(2, 2, 4))
+    assert (probs[0, :, :, 3] == 0).all()  # the padded key
+    head = states[1, :, 4:]  # the second relation head of the second text
+    assert torch.allclose(probs[1, 1], torch.softmax(head @ head.T / 2.0, dim=-1), atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in mixed-precision training
+        assert torch.equal(relation_probs(states.bfloat16(), 2, mask), relation_probs(states.bfloat16().float(), 2, mask))
+        assert torch.equal(relation_probs(states, 2, mask), probs)
+
+
+def test_relations_compare_models_of_other_widths_and_train_the_students_last_layer(models):
+    teacher = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")  # width 32, 3 layers
+    student = build_model(str(models["student"]), "pretrained", tiny.LABELS)  # width 16, 2 layers
+    inputs = {"input_ids": torch.tensor([[2, 7, 8, 9, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 0]])}
+    matching = LayerMatching(student, teacher, None, 0.0, 0.0, relation_weight=1.0, relation_heads=4)
+    assert matching.relation_layers == (2, 3) and not list(matching.parameters())  # nothing to project
+    loss = matching(student(**inputs, **matching.output_flags), inputs)
+    loss.backward()
+    assert loss > 0
+    query, key, value = attention_projections(student, 2)
+    assert all(module.weight.grad.abs().sum() > 0 for module in (query, key, value))
+    assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0  # through layer 2's input
+    same = build_model(str(models["bert"]), "pretrained", tiny.LABELS, role="teacher")
+    matching = LayerMatching(same, teacher, None, 0.0, 0.0, relation_weight=1.0, relation_heads=8)
+    assert matching(same(**inputs, **matching.output_flags), inputs).abs() < 1e-5  # the teacher against itself
+    with pytest.raises(KDError, match="relation_heads=3 must divide the student's width 16"):
+        LayerMatching(student, teacher, None, 1.0, 0.0, relation_weight=1.0, relation_heads=3)
+    distil = build_model(str(models["distilbert"]), "pretrained", tiny.LABELS, role="teacher")
+    assert attention_projections(distil, 3)[0] is distil.distilbert.transformer.layer[2].attention.q_lin
 
 
 def test_hidden_and_attention_matching_end_to_end(models, csv_data, tmp_path):

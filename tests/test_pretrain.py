@@ -16,6 +16,7 @@ from kd.errors import KDError
 from kd.lexical_bert import LexicalBertForSequenceClassification
 from kd.models import build_model, load_classifier
 from kd.pretrain import pretrain
+from kd.student_start import pretraining_key
 
 EPOCHS = 4
 
@@ -70,6 +71,21 @@ def test_a_task_run_starts_from_the_pretrained_encoder(pretrained, models, csv_d
         "teacher.train.epochs": 1, "student.train.epochs": 1})
     assert main(["distill", *overrides]) == 0
     assert (tmp_path / "runs/run/student/thresholds.json").is_file()
+
+
+def test_self_attention_relations_alone_are_learned_and_keyed_apart(models, texts_file, tmp_path, capsys):
+    relations = {"pretrain.relation_weight": 1.0, "pretrain.hidden_weight": 0.0, "pretrain.relation_heads": 4}
+    assert main(["pretrain", *pretrain_overrides(models, texts_file, tmp_path, **relations)]) == 0
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("pretrain:"))
+    assert "self-attention relations (4 heads, layers [2, 3], weight 1)" in line and "hidden states" not in line
+    loss = json.loads((tmp_path / "runs/pre/final_metrics.json").read_text())["student"]["train_loss"]
+    assert loss[-1] < 0.7 * loss[0], loss
+    default = load_config([], pretrain_overrides(models, texts_file, tmp_path))
+    keys = {pretraining_key(load_config([], pretrain_overrides(models, texts_file, tmp_path, **extra)), ["a"], "no")
+            for extra in ({}, relations, {"pretrain.relation_weight": 1.0}, {"pretrain.hidden_weight": 2.0})}
+    assert len(keys) == 4 and pretraining_key(default, ["a"], "no") in keys
+    with pytest.raises(KDError, match="needs a loss"):
+        load_config([], ["pretrain.hidden_weight=0"])
 
 
 def test_ctrl_c_then_resume_ends_where_an_uninterrupted_run_ends(pretrained, models, texts_file, tmp_path,

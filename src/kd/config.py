@@ -186,14 +186,22 @@ class DistillConfig:
 @dataclass
 class PretrainConfig:
     """`kd pretrain`: the student's layers learn, on unlabelled text and before any task, to
-    reproduce the pretrained teacher's hidden states (general distillation)."""
+    reproduce the pretrained teacher's hidden states (general distillation) and, with
+    relation_weight > 0, its last layer's self-attention relations (MiniLMv2)."""
     files: list[str] = field(default_factory=list)  # unlabelled texts, one per line (kd-pretrain: with the train texts)
     layer_map: list[list[int]] | None = None  # [[student_layer, teacher_layer], ...]; None: evenly spaced
     hidden_loss: Literal["mse", "cosine"] = "mse"
+    hidden_weight: float = 1.0  # the hidden-state loss at layer_map's pairs
+    relation_weight: float = 0.0  # the last layers' query-query, key-key, value-value relations (KL)
+    relation_heads: int = 16  # relation heads: must divide the student's and the teacher's widths
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=64))
+    RANGES: ClassVar[dict[str, Range]] = {"hidden_weight": AT_LEAST_0, "relation_weight": AT_LEAST_0,
+                                          "relation_heads": AT_LEAST_1}
 
     def validate(self) -> None:
         check_layer_map(self.layer_map, "pretrain.layer_map")
+        if self.hidden_weight == 0 and self.relation_weight == 0:
+            raise KDError("kd pretrain needs a loss: pretrain.hidden_weight or pretrain.relation_weight > 0")
 
 
 @dataclass

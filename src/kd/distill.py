@@ -75,7 +75,7 @@ def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, t
                       "tokens, so both need the same tokenization; these tokenizers differ")
     if distill.attention_weight > 0:
         model.set_attn_implementation("eager")  # the fused attention kernels return no attention maps
-    return LayerMatching(model.config, teacher, distill.layer_map, distill.hidden_weight,
+    return LayerMatching(model, teacher, distill.layer_map, distill.hidden_weight,
                          distill.attention_weight, distill.hidden_loss)
 
 

@@ -6,9 +6,16 @@ only), L the last layer. Hidden states are compared through a learned linear pro
 the widths differ (MSE or 1 - cosine, over real tokens); attention maps by KL(teacher || student)
 over the keys, per head, averaged over real query tokens, which needs equal head counts. The
 projections train with the student and are not saved with it.
+
+Self-attention relations (MiniLMv2, Wang et al. 2021) compare the last layers of models of any
+widths and head counts: each model's queries (keys, values) are split into the same number of
+relation heads, and the softmax over keys of their scaled dot products, token by token, is
+matched by KL(teacher || student), as attention maps are.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +46,34 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tenso
     return (per_query * mask).sum() / mask.sum()
 
 
+def relation_probs(states: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """MiniLMv2's self-attention relation of [batch, token, width] queries (keys, values) split
+    into `heads` relation heads: [batch, head, token, token], softmax over real keys, in float32
+    even under autocast (in bf16 the KL of two near distributions comes out below zero)."""
+    batch, tokens, width = states.shape
+    states = states.float().view(batch, tokens, heads, width // heads).transpose(1, 2)
+    with torch.autocast(states.device.type, enabled=False):
+        scores = states @ states.transpose(-1, -2) / math.sqrt(width // heads)
+        return scores.masked_fill(mask[:, None, None, :] == 0, float("-inf")).softmax(dim=-1)
+
+
+def attention_projections(model, layer: int) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    """The query, key and value projections of `model`'s self-attention in layer `layer` (1..L)."""
+    base = model.base_model
+    if hasattr(base, "encoder") and hasattr(base.encoder, "layer"):  # BERT, MiniLM, kd-lexical-bert
+        attention = base.encoder.layer[layer - 1].attention.self
+        return attention.query, attention.key, attention.value
+    if hasattr(base, "transformer"):  # DistilBERT
+        attention = base.transformer.layer[layer - 1].attention
+        return attention.q_lin, attention.k_lin, attention.v_lin
+    raise KDError(f"self-attention relations need a BERT- or DistilBERT-style encoder, not {type(base).__name__}")
+
+
 def check_shapes(student_config, teacher_config, layer_map: list[list[int]] | None,
-                 attention_weight: float) -> list[list[int]]:
+                 attention_weight: float, relation_heads: int = 0) -> list[list[int]]:
     """The layer map to use (the given one or evenly_mapped_layers); a KDError if a layer number
-    is out of range or attention maps are to be matched across different head counts."""
+    is out of range, attention maps are to be matched across different head counts or
+    `relation_heads` (0: no relations) does not divide both widths."""
     s_layers, t_layers = student_config.num_hidden_layers, teacher_config.num_hidden_layers
     layer_map = layer_map or evenly_mapped_layers(s_layers, t_layers)
     for s, t in layer_map:
@@ -53,18 +84,28 @@ def check_shapes(student_config, teacher_config, layer_map: list[list[int]] | No
     if attention_weight > 0 and s_heads != t_heads:
         raise KDError(f"distill.attention_weight needs equal head counts: the student has {s_heads} "
                       f"heads, the teacher {t_heads}")
+    widths = (student_config.hidden_size, teacher_config.hidden_size)
+    if relation_heads and any(width % relation_heads for width in widths):
+        raise KDError(f"pretrain.relation_heads={relation_heads} must divide the student's width "
+                      f"{widths[0]} and the teacher's {widths[1]}")
     return layer_map
 
 
 class LayerMatching(torch.nn.Module):
-    """The extra loss beta * hidden + gamma * attention; call it with the student's outputs
-    (with hidden states and attentions as `output_flags` asks) and the batch's model inputs."""
+    """The extra loss beta * hidden + gamma * attention + delta * relations; call it with the
+    student's outputs (with hidden states and attentions as `output_flags` asks) and the batch's
+    model inputs."""
 
-    def __init__(self, student_config, teacher, layer_map: list[list[int]] | None,
-                 hidden_weight: float, attention_weight: float, hidden_loss: str = "mse"):
+    def __init__(self, student, teacher, layer_map: list[list[int]] | None, hidden_weight: float,
+                 attention_weight: float, hidden_loss: str = "mse", relation_weight: float = 0.0,
+                 relation_heads: int = 16):
         super().__init__()
-        self.layer_map = check_shapes(student_config, teacher.config, layer_map, attention_weight)
+        student_config = student.config
+        self.layer_map = check_shapes(student_config, teacher.config, layer_map, attention_weight,
+                                      relation_heads if relation_weight > 0 else 0)
         self.hidden_weight, self.attention_weight, self.hidden_loss = hidden_weight, attention_weight, hidden_loss
+        self.relation_weight, self.relation_heads = relation_weight, relation_heads
+        self.relation_layers = (student_config.num_hidden_layers, teacher.config.num_hidden_layers)
         s_width, t_width = student_config.hidden_size, teacher.config.hidden_size
         self.projections = torch.nn.ModuleList(
             torch.nn.Linear(s_width, t_width) if s_width != t_width else torch.nn.Identity()
@@ -73,12 +114,13 @@ class LayerMatching(torch.nn.Module):
         if attention_weight > 0:  # the fused attention kernels return no attention maps
             teacher.set_attn_implementation("eager")
         self.teacher_takes_token_types = accepts_token_type_ids(teacher)
-        self._teacher = [teacher]  # in a list: not a submodule, so neither trained nor saved here
-        self.output_flags = {"output_hidden_states": hidden_weight > 0, "output_attentions": attention_weight > 0}
+        self._models = [student, teacher]  # in a list: not submodules, so neither trained nor saved here
+        self.output_flags = {"output_hidden_states": hidden_weight > 0 or relation_weight > 0,
+                             "output_attentions": attention_weight > 0}
 
     @property
     def teacher(self):
-        return self._teacher[0]
+        return self._models[1]
 
     def forward(self, student_outputs, inputs: dict) -> torch.Tensor:
         if not self.teacher_takes_token_types:
@@ -97,4 +139,18 @@ class LayerMatching(torch.nn.Module):
             terms = [attention_kl(student_outputs.attentions[s - 1].float(),
                                   teacher_outputs.attentions[t - 1].float(), mask) for s, t in pairs]
             loss = loss + self.attention_weight * torch.stack(terms).mean()
+        if self.relation_weight > 0:
+            loss = loss + self.relation_weight * self._relation_loss(student_outputs, teacher_outputs, mask)
         return loss
+
+    def _relation_loss(self, student_outputs, teacher_outputs, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over queries, keys and values of the last layers' relation KL."""
+        (s, t), heads = self.relation_layers, self.relation_heads
+        s_in, t_in = student_outputs.hidden_states[s - 1], teacher_outputs.hidden_states[t - 1]
+        terms = []
+        for s_project, t_project in zip(attention_projections(self._models[0], s),
+                                        attention_projections(self.teacher, t)):
+            with torch.no_grad():
+                t_relation = relation_probs(t_project(t_in), heads, mask)
+            terms.append(attention_kl(relation_probs(s_project(s_in), heads, mask), t_relation, mask))
+        return torch.stack(terms).mean()

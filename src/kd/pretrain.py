@@ -77,10 +77,12 @@ def pretrain_encoder(cfg: Config, texts: list[str], accelerator: Accelerator, re
                       f"teacher's tokenizer {len(tokenizer)} tokens: kd pretrain needs the teacher's vocab")
     check_positions(cfg.data.max_length, {f"teacher {cfg.teacher.name}": teacher.config,
                                           f"student {cfg.student.name}": student.config})
-    matching = LayerMatching(student.config, teacher, cfg.pretrain.layer_map, 1.0, 0.0, cfg.pretrain.hidden_loss)
+    pre = cfg.pretrain
+    matching = LayerMatching(student, teacher, pre.layer_map, pre.hidden_weight, 0.0, pre.hidden_loss,
+                             pre.relation_weight, pre.relation_heads)
     reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({init}), "
-                   f"{count_parameters(student.base_model):,} parameters, matching the hidden states of "
-                   f"{cfg.teacher.name} at layer pairs {matching.layer_map} ({cfg.pretrain.hidden_loss})")
+                   f"{count_parameters(student.base_model):,} parameters, matching {cfg.teacher.name}'s "
+                   + _matched(matching))
     train_set = EncodedDataset(encode(tokenizer, texts, cfg.data.max_length),
                                np.zeros((len(texts), 1), np.float32), labelled_rows=0)
     result = fit(student, tokenizer, train_set, None, UNLABELLED, cfg.pretrain.train, accelerator, reporter,
@@ -89,3 +91,15 @@ def pretrain_encoder(cfg: Config, texts: list[str], accelerator: Accelerator, re
     return {"texts": len(texts), "parameters": count_parameters(student.base_model),
             "train_time_s": result.train_time_s, "lr": result.lr,
             "train_loss": [record["train_loss"] for record in result.history]}
+
+
+def _matched(matching: LayerMatching) -> str:
+    """What the pre-training loss matches, in words."""
+    parts = []
+    if matching.hidden_weight > 0:
+        parts.append(f"hidden states at layer pairs {matching.layer_map} ({matching.hidden_loss}, "
+                     f"weight {matching.hidden_weight:g})")
+    if matching.relation_weight > 0:
+        parts.append(f"last-layer self-attention relations ({matching.relation_heads} heads, layers "
+                     f"{list(matching.relation_layers)}, weight {matching.relation_weight:g})")
+    return " and ".join(parts)

@@ -81,11 +81,21 @@ def pretraining_key(cfg: Config, texts: list[str], mixed_precision: str) -> str:
     settings = {"teacher": cfg.teacher.name, "student": cfg.student.name, "num_layers": cfg.student.num_layers,
                 "max_length": cfg.data.max_length, "layer_map": cfg.pretrain.layer_map,
                 "hidden_loss": cfg.pretrain.hidden_loss, "train": dataclasses.asdict(cfg.pretrain.train),
+                **_loss_settings(cfg.pretrain),
                 "mixed_precision": mixed_precision, "seed": PRETRAIN_SEED}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for text in texts:
         digest.update(text.encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _loss_settings(pre) -> dict:
+    """The pre-training loss's weights, when not the hidden states alone (keys from before they
+    were settings stay valid)."""
+    if (pre.hidden_weight, pre.relation_weight) == (1.0, 0.0):
+        return {}
+    return {"hidden_weight": pre.hidden_weight, "relation_weight": pre.relation_weight,
+            "relation_heads": pre.relation_heads}
 
 
 def pretrained_student(cfg: Config, train_texts: list[str], accelerator: Accelerator, reporter: Reporter,
