@@ -80,10 +80,9 @@ def test_self_attention_relations_alone_are_learned_and_keyed_apart(models, text
     assert "self-attention relations (4 heads, layers [2, 3], weight 1)" in line and "hidden states" not in line
     loss = json.loads((tmp_path / "runs/pre/final_metrics.json").read_text())["student"]["train_loss"]
     assert loss[-1] < 0.7 * loss[0], loss
-    default = load_config([], pretrain_overrides(models, texts_file, tmp_path))
     keys = {pretraining_key(load_config([], pretrain_overrides(models, texts_file, tmp_path, **extra)), ["a"], "no")
             for extra in ({}, relations, {"pretrain.relation_weight": 1.0}, {"pretrain.hidden_weight": 2.0})}
-    assert len(keys) == 4 and pretraining_key(default, ["a"], "no") in keys
+    assert len(keys) == 4  # each loss its own cached encoder
     with pytest.raises(KDError, match="needs a loss"):
         load_config([], ["pretrain.hidden_weight=0"])
 

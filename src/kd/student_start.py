@@ -28,7 +28,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from kd.checkpoint import state_path
-from kd.config import Config
+from kd.config import Config, PretrainConfig
 from kd.errors import KDError
 from kd.files import staged_folder
 from kd.lexical_bert import DEFAULT_BUCKETS
@@ -89,7 +89,7 @@ def pretraining_key(cfg: Config, texts: list[str], mixed_precision: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _loss_settings(pre) -> dict:
+def _loss_settings(pre: PretrainConfig) -> dict:
     """The pre-training loss's weights, when not the hidden states alone (keys from before they
     were settings stay valid)."""
     if (pre.hidden_weight, pre.relation_weight) == (1.0, 0.0):
