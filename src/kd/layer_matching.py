@@ -106,6 +106,11 @@ class LayerMatching(torch.nn.Module):
         self.hidden_weight, self.attention_weight, self.hidden_loss = hidden_weight, attention_weight, hidden_loss
         self.relation_weight, self.relation_heads = relation_weight, relation_heads
         self.relation_layers = (student_config.num_hidden_layers, teacher.config.num_hidden_layers)
+        # (student, teacher) query, key and value projections of those layers, found once; in a
+        # list, so not submodules of this module
+        self._relation_projections = (list(zip(attention_projections(student, self.relation_layers[0]),
+                                                attention_projections(teacher, self.relation_layers[1])))
+                                      if relation_weight > 0 else [])
         s_width, t_width = student_config.hidden_size, teacher.config.hidden_size
         self.projections = torch.nn.ModuleList(
             torch.nn.Linear(s_width, t_width) if s_width != t_width else torch.nn.Identity()
@@ -114,13 +119,13 @@ class LayerMatching(torch.nn.Module):
         if attention_weight > 0:  # the fused attention kernels return no attention maps
             teacher.set_attn_implementation("eager")
         self.teacher_takes_token_types = accepts_token_type_ids(teacher)
-        self._models = [student, teacher]  # in a list: not submodules, so neither trained nor saved here
+        self._teacher = [teacher]  # in a list: not a submodule, so neither trained nor saved here
         self.output_flags = {"output_hidden_states": hidden_weight > 0 or relation_weight > 0,
                              "output_attentions": attention_weight > 0}
 
     @property
     def teacher(self):
-        return self._models[1]
+        return self._teacher[0]
 
     def forward(self, student_outputs, inputs: dict) -> torch.Tensor:
         if not self.teacher_takes_token_types:
@@ -148,8 +153,7 @@ class LayerMatching(torch.nn.Module):
         (s, t), heads = self.relation_layers, self.relation_heads
         s_in, t_in = student_outputs.hidden_states[s - 1], teacher_outputs.hidden_states[t - 1]
         terms = []
-        for s_project, t_project in zip(attention_projections(self._models[0], s),
-                                        attention_projections(self.teacher, t)):
+        for s_project, t_project in self._relation_projections:
             with torch.no_grad():
                 t_relation = relation_probs(t_project(t_in), heads, mask)
             terms.append(attention_kl(relation_probs(s_project(s_in), heads, mask), t_relation, mask))
