@@ -35,7 +35,7 @@ def shuffled_batches(rows: int) -> list[np.ndarray]:
 
 
 def kd_columns(texts, tokenizer, folder: Path) -> dict:
-    from kd.tokens import TokenCache
+    from kd.data.tokens import TokenCache
 
     started = time.perf_counter()
     columns = TokenCache(128, folder=folder)(tokenizer, "train", texts)
@@ -71,8 +71,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("checkpoints/bench-scale"))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args()
-    from kd.data import read_labeled
-    from kd.models import load_tokenizer
+    from kd.data.formats import read_labeled
+    from kd.models.hub import load_tokenizer
 
     corpus = write_corpus(args.work.resolve() / "corpus" / str(args.rows), args.rows)
     texts = read_labeled(corpus, "goemotions", labels_file=SAMPLE / "emotions.txt").texts

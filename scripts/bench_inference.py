@@ -30,13 +30,15 @@ import onnxruntime
 import torch
 from transformers.utils import logging as hf_logging
 
-from kd.classifier import Classifier
-from kd.data import read_labeled
+from kd.deployment.classifier import Classifier
+from kd.data.formats import read_labeled
 from kd.errors import KDError
-from kd.export import export_model
+from kd.deployment.export import export_model
 from loadgen import free_port, run_load  # scripts/loadgen.py
-from kd.models import build_model, count_parameters, load_classifier, load_tokenizer, save_classifier
-from kd.cores import usable_cores
+from kd.models.build import build_model, count_parameters
+from kd.models.saved import load_classifier, save_classifier
+from kd.models.hub import load_tokenizer
+from kd.runtime.cores import usable_cores
 from machine import cpu_name  # scripts/machine.py
 
 MODES = {"a": "PyTorch, pad to 200, reference", "b": "PyTorch, dynamic length",

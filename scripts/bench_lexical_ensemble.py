@@ -25,8 +25,8 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from transformers.utils import logging as hf_logging
 
-from kd.classifier import Classifier
-from kd.data import load_splits
+from kd.deployment.classifier import Classifier
+from kd.data.splits import load_splits
 from bench_quality import DATASETS, dataset_config, fit_tfidf_lr  # scripts/bench_quality.py
 
 STUDENT = "tiny_pretrained_kd"

@@ -47,15 +47,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
 from transformers.utils import logging as hf_logging
 
-from kd.classifier import Classifier
-from kd.model_folder import read_thresholds
-from kd.config import load_config
-from kd.config_files import flatten, parse_override
-from kd.data import LabeledTexts, load_splits, read_labeled
-from kd.evaluate import compute_metrics, evaluate_model, tuned_metrics
-from kd.models import load_classifier
-from kd.runtime import precision_name, training_device
-from kd.sweep import load_sweep, plan, run_sweep, shared_teacher
+from kd.deployment.classifier import Classifier
+from kd.models.folder import read_thresholds
+from kd.config.settings import load_config
+from kd.config.sources import flatten, parse_override
+from kd.data.texts import LabeledTexts
+from kd.data.splits import load_splits
+from kd.data.formats import read_labeled
+from kd.evaluation.metrics import compute_metrics, tuned_metrics
+from kd.evaluation.predict import evaluate_model
+from kd.models.saved import load_classifier
+from kd.runtime.hardware import precision_name, training_device
+from kd.sweep.grid import load_sweep, plan
+from kd.sweep.runner import run_sweep, shared_teacher
 from machine import cpu_name  # scripts/machine.py
 
 DATASETS = {

@@ -58,7 +58,7 @@ def parse_args() -> argparse.Namespace:
 
 def write_corpus(folder: Path, rows: int) -> str:
     """Shards of the synthetic corpus (module docstring) with `rows` rows in all; returns their glob."""
-    from kd.data import read_labeled
+    from kd.data.formats import read_labeled
 
     folder.mkdir(parents=True, exist_ok=True)
     pattern = str(folder / "train-*.tsv")
@@ -83,8 +83,10 @@ def make_models(folder: Path) -> tuple[Path, Path]:
     import torch
     from transformers import BertConfig
 
-    from kd.data import read_label_names
-    from kd.models import build_model, load_tokenizer, save_classifier
+    from kd.data.formats import read_label_names
+    from kd.models.build import build_model
+    from kd.models.hub import load_tokenizer
+    from kd.models.saved import save_classifier
 
     teacher, student = folder / "teacher", folder / "student"
     if not (teacher / "config.json").is_file():
@@ -124,14 +126,16 @@ def worker(path: str, rows: int, stages: str, work: Path) -> None:
     """One (path, size) in this process: prints {stage: [seconds, peak GB after it]} as JSON."""
     from accelerate import Accelerator
 
-    from kd.batches import EncodedDataset
-    from kd.config import DataConfig, TrainConfig
-    from kd.data import load_splits
-    from kd.models import build_model, load_classifier, load_tokenizer
-    from kd.report import Reporter
-    from kd.soft_targets import soft_targets
-    from kd.tokens import TokenCache
-    from kd.train import Objective, fit
+    from kd.data.batches import EncodedDataset
+    from kd.config.settings import DataConfig, TrainConfig
+    from kd.data.splits import load_splits
+    from kd.models.build import build_model
+    from kd.models.saved import load_classifier
+    from kd.models.hub import load_tokenizer
+    from kd.runtime.report import Reporter
+    from kd.teacher.soft_targets import soft_targets
+    from kd.data.tokens import TokenCache
+    from kd.training.loop import Objective, fit
 
     accelerator = Accelerator(cpu=True, mixed_precision="no")
     with accelerator.main_process_first():

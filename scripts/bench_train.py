@@ -53,19 +53,20 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers.utils import logging as hf_logging
 
-import kd.models
-from kd import speedups
-from kd.batches import EncodedDataset, make_loader
-from kd.config import load_config
-from kd.data import read_labeled
-from kd.evaluate import MODEL_INPUTS
-from kd.layer_matching import LayerMatching
-from kd.losses import distillation_loss
-from kd.models import build_model, load_tokenizer
-from kd.report import Reporter
-from kd.runtime import precision_name, resolve_mixed_precision
-from kd.tokens import encode
-from kd.train import Objective, fit
+import kd.models.build
+from kd.training import speedups
+from kd.data.batches import EncodedDataset, make_loader
+from kd.config.settings import load_config
+from kd.data.formats import read_labeled
+from kd.evaluation.predict import MODEL_INPUTS
+from kd.training.layer_matching import LayerMatching
+from kd.training.losses import distillation_loss
+from kd.models.build import build_model
+from kd.models.hub import load_tokenizer
+from kd.runtime.report import Reporter
+from kd.runtime.hardware import precision_name, resolve_mixed_precision
+from kd.data.tokens import encode
+from kd.training.loop import Objective, fit
 from machine import cpu_name, mkl_recipe_library  # scripts/machine.py
 
 from bench_train_report import markdown
@@ -321,8 +322,8 @@ def end_to_end_runs(args: argparse.Namespace, train_rows: int, bf16: bool) -> di
 def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
     """The reference's padding to 200 and online teacher change no number, only the cost: the
     fine-tuned teacher's logits and a student's loss on batches padded to 200 vs to their longest."""
-    teacher, tokenizer, _ = kd.models.load_classifier(teacher_dir)
-    student = build_model("bert-tiny", "random", kd.models.label_names(teacher), role="student").eval()
+    teacher, tokenizer, _ = kd.models.saved.load_classifier(teacher_dir)
+    student = build_model("bert-tiny", "random", kd.models.build.label_names(teacher), role="student").eval()
     ids = encode(tokenizer, texts, 200)
     labels = np.zeros((len(ids), teacher.config.num_labels), dtype=np.float32)
     loader = make_loader(EncodedDataset(ids, labels), tokenizer, teacher, 32, shuffle=False)

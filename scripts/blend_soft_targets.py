@@ -22,13 +22,13 @@ import numpy as np
 from sklearn.model_selection import KFold
 
 from bench_quality import DATASETS, dataset_config, fit_tfidf_lr  # scripts/bench_quality.py
-from kd.classifier import Classifier
-from kd.data import load_splits
-from kd.evaluate import tuned_metrics
+from kd.deployment.classifier import Classifier
+from kd.data.splits import load_splits
+from kd.evaluation.metrics import tuned_metrics
 from kd.integrations.hf import cached_teacher_logits
-from kd.models import load_tokenizer
-from kd.soft_targets import soft_targets_key
-from kd.sweep import shared_teacher
+from kd.models.hub import load_tokenizer
+from kd.teacher.soft_targets import soft_targets_key
+from kd.sweep.runner import shared_teacher
 
 
 def out_of_fold_logits(train, folds: int = 5) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from kd.runtime import native_bf16
+from kd.runtime.hardware import native_bf16
 
 MKL_RECIPE = Path(__file__).resolve().parents[1] / "recipes/mkl_amd/mkl_intel_cpu.c"
 

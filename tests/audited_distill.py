@@ -8,11 +8,11 @@ import atexit
 import os
 import sys
 
-import kd.soft_targets
+import kd.teacher.soft_targets
 from kd.cli import main
 
 if "SHARD_ROWS" in os.environ:
-    kd.soft_targets.SHARD_ROWS = int(os.environ["SHARD_ROWS"])
+    kd.teacher.soft_targets.SHARD_ROWS = int(os.environ["SHARD_ROWS"])
 
 written: set[str] = set()
 

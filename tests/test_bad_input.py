@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from kd.config import DataConfig, load_config
-from kd.data import load_splits, read_labeled
+from kd.config.settings import DataConfig, load_config
+from kd.data.splits import load_splits
+from kd.data.formats import read_labeled
 from kd.errors import KDError
-from kd.transfer import read_texts
+from kd.data.transfer import read_texts
 
 
 def read_goemotions(tmp_path, content: str | bytes, labels: str = "a\nb\nc\n", **kw):

@@ -5,7 +5,7 @@ import pytest
 
 import tiny
 from kd.cli import main
-from kd.config import load_config
+from kd.config.settings import load_config
 from kd.errors import KDError
 
 
@@ -97,7 +97,7 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path, content, key):
 
 
 def test_outputs_that_are_not_finite_are_an_error_not_a_nan_from_scikit_learn():
-    from kd.evaluate import compute_metrics
+    from kd.evaluation.metrics import compute_metrics
 
     logits = np.array([[0.5, np.nan], [1.0, -2.0], [np.inf, 0.0]])
     with pytest.raises(KDError, match="2 of 3 rows got outputs that are not finite"):

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import tiny
-from kd import distill
+from kd.run import pipeline as distill
 from kd.cli import main
 from kd.errors import KDError
-from kd.layer_matching import (LayerMatching, attention_kl, attention_projections, evenly_mapped_layers,
-                               hidden_distance, relation_probs)
-from kd.losses import scheduled_temperature
-from kd.models import build_model, load_classifier
+from kd.training.layer_matching import (LayerMatching, attention_kl, attention_projections, evenly_mapped_layers, hidden_distance, relation_probs)
+from kd.training.losses import scheduled_temperature
+from kd.models.build import build_model
+from kd.models.saved import load_classifier
 
 
 def test_scheduled_temperature():
@@ -137,5 +137,5 @@ def test_several_teachers_average_their_logits(models, csv_data, tmp_path, monke
     final = json.loads((tmp_path / "runs/both/final_metrics.json").read_text())
     assert final["soft_targets_cache_hit"] is True  # each teacher's logits came from the cache
     with pytest.raises(KDError, match="teacher_weights"):
-        from kd.config import load_config
+        from kd.config.settings import load_config
         load_config(overrides=["distill.extra_teachers=[a]", "distill.teacher_weights=[1]"])

@@ -8,12 +8,14 @@ import torch
 from accelerate import Accelerator
 
 import tiny
-from kd.config import DataConfig
-from kd.data import load_splits
-from kd.tokens import encode
-from kd.models import build_model, load_classifier, load_tokenizer, save_classifier
-from kd.report import Reporter
-from kd.soft_targets import soft_targets
+from kd.config.settings import DataConfig
+from kd.data.splits import load_splits
+from kd.data.tokens import encode
+from kd.models.build import build_model
+from kd.models.saved import load_classifier, save_classifier
+from kd.models.hub import load_tokenizer
+from kd.runtime.report import Reporter
+from kd.teacher.soft_targets import soft_targets
 
 
 @pytest.fixture

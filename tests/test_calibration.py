@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import tiny
-from kd.calibration import (calibrate, calibrated_probabilities, expected_calibration_error, fit_temperatures,
-                            read_calibration, write_calibration)
-from kd.classifier import Classifier, sigmoid
+from kd.evaluation.calibration import (calibrate, calibrated_probabilities, expected_calibration_error, fit_temperatures, read_calibration, write_calibration)
+from kd.deployment.classifier import Classifier
+from kd.evaluation.calibration import sigmoid
 from kd.cli import main
 from kd.errors import KDError
 

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kd.config import Config, load_config, save_config
-from kd.config_files import parse_override
+from kd.config.settings import Config, load_config, save_config
+from kd.config.sources import parse_override
 from kd.errors import KDError
 
 ROOT = Path(__file__).resolve().parents[1]

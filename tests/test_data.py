@@ -4,12 +4,13 @@ import torch
 
 import tiny
 from conftest import SHARED
-from kd.config import DataConfig
-from kd.batches import EncodedDataset, PadCollator
-from kd.data import JIGSAW_LABELS, load_splits, read_labeled, split_rows
-from kd.tokens import TokenCache, encode, tokenizer_fingerprint
+from kd.config.settings import DataConfig
+from kd.data.batches import EncodedDataset, PadCollator
+from kd.data.formats import JIGSAW_LABELS, read_labeled
+from kd.data.splits import load_splits, split_rows
+from kd.data.tokens import TokenCache, encode, tokenizer_fingerprint
 from kd.errors import KDError
-from kd.models import wordpiece_tokenizer
+from kd.models.hub import wordpiece_tokenizer
 
 JIGSAW_HEADER = '"id","comment_text","toxic","severe_toxic","obscene","threat","insult","identity_hate"\n'
 
@@ -106,7 +107,7 @@ def test_duplicate_ids_are_refused(tmp_path):
 
 
 def test_a_megabyte_text_is_read_and_truncated(tmp_path, models):
-    from kd.models import load_tokenizer
+    from kd.models.hub import load_tokenizer
 
     path = tmp_path / "big.csv"
     path.write_text("id,text,anger\n1," + "happy day " * 100_000 + ",1\n2,hi,0\n")
@@ -187,9 +188,9 @@ def test_tokenization_happens_once_per_distinct_tokenizer():
 
 
 def test_the_run_reports_dropped_rows_and_labels_without_positives(capsys):
-    from kd.data import LabeledTexts
-    from kd.distill import _warn_about
-    from kd.report import Reporter
+    from kd.data.texts import LabeledTexts
+    from kd.run.pipeline import _warn_about
+    from kd.runtime.report import Reporter
 
     train = LabeledTexts(["a", "b"], np.array([[1, 0], [0, 0]], np.float32), ["x", "y"], dropped=3)
     val = LabeledTexts(["c"], np.array([[1, 1]], np.float32), ["x", "y"])

@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 import tiny
-from kd.cores import usable_cores
+from kd.runtime.cores import usable_cores
 
 HERE = Path(__file__).resolve().parent
 RANK_METRICS = ("macro_auc", "macro_f1", "macro_f1_tuned", "micro_f1", "exact_match")
@@ -79,7 +79,7 @@ def test_a_single_cpu_process_under_accelerate_launch_uses_every_core(monkeypatc
 
     import torch
 
-    from kd.runtime import use_all_cores_under_accelerate_launch
+    from kd.runtime.hardware import use_all_cores_under_accelerate_launch
 
     cores = usable_cores()
     before = torch.get_num_threads()

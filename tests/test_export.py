@@ -9,10 +9,10 @@ import onnx
 import pytest
 
 import tiny
-from kd import export
-from kd.classifier import Classifier
+from kd.deployment import export
+from kd.deployment.classifier import Classifier
 from kd.cli import main
-from kd.data import LabeledTexts
+from kd.data.texts import LabeledTexts
 from kd.errors import KDError
 
 

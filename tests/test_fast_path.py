@@ -18,19 +18,21 @@ import torch
 from accelerate import Accelerator
 
 import tiny
-from kd.batches import EncodedDataset, LengthGroupedSampler, make_loader
-from kd.config import load_config
-from kd.data import read_labeled
-from kd.tokens import encode
-from kd.evaluate import MODEL_INPUTS, evaluate_model, predict_logits
-from kd.losses import distillation_loss
-from kd.models import build_model, load_classifier, load_tokenizer
+from kd.data.batches import EncodedDataset, LengthGroupedSampler, make_loader
+from kd.config.settings import load_config
+from kd.data.formats import read_labeled
+from kd.data.tokens import encode
+from kd.evaluation.predict import MODEL_INPUTS, evaluate_model, predict_logits
+from kd.training.losses import distillation_loss
+from kd.models.build import build_model
+from kd.models.saved import load_classifier
+from kd.models.hub import load_tokenizer
 from kd.errors import KDError
-from kd.first_token import FirstTokenBertLayer, use_first_token_last_layer
-from kd.optim import clip_grad_norm, make_optimizer
-from kd.runtime import precision_name, resolve_mixed_precision
-from kd import speedups
-from kd.train import train_pad_multiple
+from kd.models.first_token import FirstTokenBertLayer, use_first_token_last_layer
+from kd.training.optim import clip_grad_norm, make_optimizer
+from kd.runtime.hardware import precision_name, resolve_mixed_precision
+from kd.training import speedups
+from kd.training.loop import train_pad_multiple
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():
@@ -259,7 +261,7 @@ def test_default_speedups_by_device_and_what_rules_them_out():
 def test_a_run_without_speedups_computes_what_the_default_computes(models, csv_data, tmp_path):
     """Every speedup changes how a step is computed, not what: with none of them the student's
     weights and val metrics are those of kd's defaults (fp32, no dropout, so no RNG draws)."""
-    from kd.distill import run
+    from kd.run.pipeline import run
     results = []
     for name, listed in [("default", "null"), ("none", "[]")]:
         overrides = tiny.tiny_overrides(

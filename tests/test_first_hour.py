@@ -4,7 +4,8 @@ run that fails before training leaves no folder behind."""
 import pytest
 
 import tiny
-from kd import distill, teacher
+from kd.run import pipeline as distill
+from kd.teacher import stage as teacher
 from kd.cli import main
 from kd.errors import KDError
 
@@ -61,7 +62,7 @@ def test_a_student_built_from_the_teacher_needs_the_teachers_weights(models, csv
 def test_evaluate_scores_the_folders_kd_export_writes(models, csv_data, tmp_path, capsys, quantize):
     import json
 
-    from kd.export import export_model
+    from kd.deployment.export import export_model
 
     folder = tiny.make_classifier(tmp_path / "clf", models["bert"], steps=60)
     export_model(folder, tmp_path / "onnx", onnx=True, quantize=quantize)
@@ -85,7 +86,7 @@ def test_evaluate_scores_the_folders_kd_export_writes(models, csv_data, tmp_path
 def test_progress_bars_are_drawn_on_terminals_only(monkeypatch, environment, stderr_tty, stdout_tty, drawn):
     import sys
 
-    from kd.report import Reporter
+    from kd.runtime.report import Reporter
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     for key, value in environment.items():
@@ -100,8 +101,8 @@ def test_progress_bars_are_drawn_on_terminals_only(monkeypatch, environment, std
 def test_tokenizing_shows_progress(models):
     from contextlib import contextmanager
 
-    from kd.tokens import TokenCache
-    from kd.models import load_tokenizer
+    from kd.data.tokens import TokenCache
+    from kd.models.hub import load_tokenizer
 
     class Recorder:
         def __init__(self):
@@ -148,7 +149,7 @@ def test_labels_that_cannot_be_told_apart_are_a_clear_error(tmp_path, capsys, co
 
 
 def test_class_ids_read_as_classes_when_single_label_is_set(tmp_path):
-    from kd.data import read_labeled
+    from kd.data.formats import read_labeled
 
     path = tmp_path / "ids.csv"
     path.write_text("text,label\nhi,0\nho,2\nhu,1\nha,10\n")

@@ -6,12 +6,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
 import tiny
-from kd.tokens import encode
+from kd.data.tokens import encode
 from kd.errors import KDError
 from kd.integrations.hf import DistillationTrainer, cached_teacher_logits, with_teacher_logits
-from kd.lexical import add_lexical_part
-from kd.losses import distillation_loss
-from kd.models import build_model, load_tokenizer
+from kd.models.lexical import add_lexical_part
+from kd.training.losses import distillation_loss
+from kd.models.build import build_model
+from kd.models.hub import load_tokenizer
 
 
 @pytest.fixture(scope="module")

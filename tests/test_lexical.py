@@ -14,13 +14,15 @@ import torch
 from transformers import pipeline
 
 import tiny
-from kd import export
-from kd.classifier import Classifier
+from kd.deployment import export
+from kd.deployment.classifier import Classifier
 from kd.cli import main
 from kd.errors import KDError
-from kd.lexical import add_lexical_part
-from kd.lexical_bert import LexicalBertForSequenceClassification, hashed_ngrams
-from kd.models import build_model, count_parameters, load_classifier, load_tokenizer
+from kd.models.lexical import add_lexical_part
+from kd.models.lexical_bert import LexicalBertForSequenceClassification, hashed_ngrams
+from kd.models.build import build_model, count_parameters
+from kd.models.saved import load_classifier
+from kd.models.hub import load_tokenizer
 
 BUCKETS = 64
 

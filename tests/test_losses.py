@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from kd.losses import distillation_loss
+from kd.training.losses import distillation_loss
 
 
 def _batch(seed=0):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from kd.evaluate import compute_metrics, sigmoid, tune_thresholds
+from kd.evaluation.calibration import sigmoid
+from kd.evaluation.metrics import compute_metrics, tune_thresholds
 
 
 def _scores(seed=0, n=300, labels=4):
@@ -50,7 +51,7 @@ def test_metric_values():
 
 
 def test_tuned_f1_is_reported_out_of_fold_and_thresholds_have_a_floor():
-    from kd.evaluate import THRESHOLD_FLOOR, tuned_metrics
+    from kd.evaluation.metrics import THRESHOLD_FLOOR, tuned_metrics
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(400, 3))              # no signal at all

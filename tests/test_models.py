@@ -3,9 +3,10 @@ import pytest
 import torch
 
 import tiny
-from kd import models
+from kd.models import hub
 from kd.errors import KDError
-from kd.models import build_model, default_lr, evenly_spaced_layers, init_prior_bias, resolve_name
+from kd.models.build import build_model, count_parameters, default_lr, evenly_spaced_layers, init_prior_bias
+from kd.models.hub import resolve_name
 
 
 def test_aliases():
@@ -81,12 +82,12 @@ def test_known_alias_builds_offline_from_the_bundled_vocab(monkeypatch):
         asked.append((name, kwargs.get("local_files_only", False)))
         raise OSError("offline")
 
-    monkeypatch.setattr(models.AutoConfig, "from_pretrained", unreachable)
-    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", unreachable)
+    monkeypatch.setattr(hub.AutoConfig, "from_pretrained", unreachable)
+    monkeypatch.setattr(hub.AutoTokenizer, "from_pretrained", unreachable)
     model = build_model("bert-tiny", "random", tiny.LABELS)
     assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (128, 2, 30522)
-    assert models.count_parameters(model.bert) == 4_385_920  # BERT-Tiny's published size
-    tokenizer = models.load_tokenizer("bert-tiny")
+    assert count_parameters(model.bert) == 4_385_920  # BERT-Tiny's published size
+    tokenizer = hub.load_tokenizer("bert-tiny")
     assert tokenizer("the capital of france is [MASK].")["input_ids"] == [101, 1996, 3007, 1997, 2605, 2003, 103, 1012, 102]
     with pytest.raises(KDError, match="cannot load the config"):
         build_model("not/known", "random", tiny.LABELS)

@@ -11,7 +11,7 @@ from transformers import pipeline
 
 import tiny
 from kd.cli import main
-from kd.models import load_classifier
+from kd.models.saved import load_classifier
 
 EPOCHS = 12
 EXPECTED_FILES = {"config.yaml", "metrics.jsonl", "final_metrics.json", "teacher/config.json",
@@ -142,7 +142,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(models, csv_data, tmp_path):
 
 def test_teacher_and_student_with_different_vocabularies(models, csv_data, tmp_path):
     """Soft targets belong to rows, not tokens: each model reads the texts with its own tokenizer."""
-    from kd.models import load_tokenizer
+    from kd.models.hub import load_tokenizer
 
     vocab = tiny.SPECIAL + sorted(set(tiny.VOCAB) - set(tiny.SPECIAL), reverse=True) + ["extra"]
     student = tiny.make_model(tmp_path / "other-vocab", "bert", layers=1, hidden=16, vocab=vocab)
@@ -156,7 +156,7 @@ def test_teacher_and_student_with_different_vocabularies(models, csv_data, tmp_p
 
 
 def test_every_model_folder_gets_a_model_card(run_dir, tmp_path):
-    from kd.export import export_model
+    from kd.deployment.export import export_model
 
     final = json.loads((run_dir / "final_metrics.json").read_text())
     for role in ("student", "teacher"):

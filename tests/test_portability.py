@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import tiny
-from kd.classifier import Classifier
+from kd.deployment.classifier import Classifier
 from kd.cli import main
-from kd.cores import usable_cores
+from kd.runtime.cores import usable_cores
 
 
 def test_no_sched_getaffinity_as_on_macos_and_windows(models, tmp_path, monkeypatch, capsys):
@@ -40,10 +40,10 @@ def test_a_model_trained_at_32_tokens_predicts_identically_everywhere(trained_at
     import torch
     from fastapi.testclient import TestClient
 
-    from kd.tokens import encode
-    from kd.export import export_model
-    from kd.models import load_classifier
-    from kd.serve import create_app
+    from kd.data.tokens import encode
+    from kd.deployment.export import export_model
+    from kd.models.saved import load_classifier
+    from kd.deployment.serve import create_app
 
     long_texts = [" ".join(["happy", "the", "day", "was", "so", "very"] * 9) + " furious rage",  # > 32 tokens
                   "scared " * 40, "just a short one"]
@@ -70,7 +70,7 @@ def test_a_model_trained_at_32_tokens_predicts_identically_everywhere(trained_at
 def test_the_training_state_carries_the_cuda_rng_where_cuda_runs(monkeypatch):
     import torch
 
-    from kd import checkpoint
+    from kd.training import checkpoint
 
     cuda_states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
     restored = []

@@ -10,13 +10,14 @@ from transformers import AutoConfig, AutoModel
 
 import tiny
 from kd.cli import main
-from kd.config import load_config
-from kd.distill import run
+from kd.config.settings import load_config
+from kd.run.pipeline import run
 from kd.errors import KDError
-from kd.lexical_bert import LexicalBertForSequenceClassification
-from kd.models import build_model, load_classifier
-from kd.pretrain import pretrain
-from kd.student_start import pretraining_key
+from kd.models.lexical_bert import LexicalBertForSequenceClassification
+from kd.models.build import build_model
+from kd.models.saved import load_classifier
+from kd.run.pipeline import pretrain
+from kd.student.pretrain import pretraining_key
 
 EPOCHS = 4
 

@@ -14,7 +14,7 @@ import pytest
 from safetensors import safe_open
 
 import tiny
-from kd.checkpoint import state_path
+from kd.training.checkpoint import state_path
 from kd.cli import main
 
 

@@ -7,9 +7,9 @@ import pickle
 import pytest
 
 import tiny
-from kd.checkpoint import load_state
+from kd.training.checkpoint import load_state
 from kd.errors import KDError
-from kd.models import load_classifier
+from kd.models.saved import load_classifier
 
 
 class Payload:

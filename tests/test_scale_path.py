@@ -8,14 +8,16 @@ from accelerate import Accelerator
 from safetensors import safe_open
 
 import tiny
-from kd import soft_targets as soft_targets_module
-from kd.config import DataConfig
-from kd.data import load_splits
+from kd.teacher import soft_targets as soft_targets_module
+from kd.config.settings import DataConfig
+from kd.data.splits import load_splits
 from kd.errors import KDError
-from kd.models import build_model, load_classifier, load_tokenizer, save_classifier
-from kd.report import Reporter
-from kd.soft_targets import soft_targets
-from kd.tokens import TokenCache, TokenColumns, encode
+from kd.models.build import build_model
+from kd.models.saved import load_classifier, save_classifier
+from kd.models.hub import load_tokenizer
+from kd.runtime.report import Reporter
+from kd.teacher.soft_targets import soft_targets
+from kd.data.tokens import TokenCache, TokenColumns, encode
 
 TEXTS = ["happy day", "so very sad and angry at it", "", "the a", "ünïcödé text 😀 ok", "word " * 80]
 
@@ -29,7 +31,7 @@ def test_encode_gives_the_ids_of_a_transformers_tokenizer_call(models):
 
 
 def test_several_tokenizer_processes_give_the_same_columns(models, monkeypatch):
-    monkeypatch.setattr("kd.tokens.CHUNK", 7)  # 100 texts: 15 chunks over 2 processes
+    monkeypatch.setattr("kd.data.tokens.CHUNK", 7)  # 100 texts: 15 chunks over 2 processes
     tokenizer = load_tokenizer(str(models["bert"]))
     texts = tiny.make_texts(100, seed=3)[0]
     chunks = []
@@ -52,7 +54,7 @@ def test_token_cache_saves_the_columns_and_maps_them_back(models, tmp_path, monk
     def tokenized(*args, **kwargs):
         raise RuntimeError("tokenized")
 
-    monkeypatch.setattr("kd.tokens.encode", tokenized)
+    monkeypatch.setattr("kd.data.tokens.encode", tokenized)
     again = TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
     assert again == first and isinstance(again.values, np.memmap)  # read back, not tokenized
     with pytest.raises(RuntimeError, match="tokenized"):  # another max_length: another entry
@@ -125,8 +127,8 @@ def _shards(csv_path, folder, rows_per_shard=200):
 
 
 def test_stored_shards_read_as_the_reader_reads_them_and_map_back(csv_data, tmp_path, monkeypatch):
-    from kd.columns import TextColumn
-    from kd.data import read_labeled
+    from kd.data.columns import TextColumn
+    from kd.data.formats import read_labeled
 
     cfg = DataConfig(format="csv", train=_shards(csv_data["train"], tmp_path / "shards"), val=None,
                      text_column="text", label_columns=tiny.LABELS, labels_file=None, id_column="id")
@@ -140,7 +142,7 @@ def test_stored_shards_read_as_the_reader_reads_them_and_map_back(csv_data, tmp_
     def parsed(*args):
         raise AssertionError("parsed again")
 
-    monkeypatch.setattr("kd.data._read_one", parsed)
+    monkeypatch.setattr("kd.data.splits._read_one", parsed)
     again = load_splits(cfg, tmp_path / "store")[0]  # mapped back, not parsed
     assert isinstance(again.texts.values, np.memmap) and list(again.texts) == plain.texts
     monkeypatch.undo()

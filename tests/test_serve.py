@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 import tiny
-from kd.classifier import Classifier
-from kd.serve import Limits, create_app
+from kd.deployment.classifier import Classifier
+from kd.deployment.serve import Limits, create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from loadgen import free_port, run_load  # noqa: E402  scripts/loadgen.py: a benchmark helper, not kd
@@ -108,7 +108,7 @@ def test_concurrent_requests_are_micro_batched(classifier):
 def test_a_cancelled_request_does_not_break_its_batch(classifier):
     import asyncio
 
-    from kd.serve import MicroBatcher
+    from kd.deployment.serve import MicroBatcher
 
     async def scenario():
         batcher = MicroBatcher(classifier, Limits())
@@ -123,7 +123,7 @@ def test_a_cancelled_request_does_not_break_its_batch(classifier):
 
 
 def test_worker_processes_build_the_app_from_the_environment(models, monkeypatch, tmp_path):
-    from kd import serve
+    from kd.deployment import serve
 
     folder = tiny.make_classifier(tmp_path / "m", models["bert"], steps=1)
     settings = {"model": str(folder), "backend": "auto", "limits": {**vars(Limits()), "max_texts": 3}}
@@ -136,7 +136,7 @@ def test_worker_processes_build_the_app_from_the_environment(models, monkeypatch
 def test_too_many_queued_texts_get_429(classifier):
     import asyncio
 
-    from kd.serve import MicroBatcher, Overloaded
+    from kd.deployment.serve import MicroBatcher, Overloaded
 
     async def scenario():
         batcher = MicroBatcher(classifier, Limits(max_queued=3))
@@ -163,7 +163,7 @@ def test_kd_serve_command_answers_on_localhost(classifier, models, tmp_path):
     import sys
     import urllib.request
 
-    from kd.export import export_model
+    from kd.deployment.export import export_model
 
     folder = tiny.make_classifier(tmp_path / "m", models["bert"], steps=1)
     export_model(folder, tmp_path / "onnx", onnx=True)

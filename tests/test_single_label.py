@@ -10,11 +10,12 @@ from fastapi.testclient import TestClient
 from transformers import pipeline
 
 import tiny
-from kd.classifier import Classifier, softmax
+from kd.deployment.classifier import Classifier
+from kd.evaluation.calibration import softmax
 from kd.cli import main
-from kd.export import export_model
-from kd.losses import distillation_loss
-from kd.serve import create_app
+from kd.deployment.export import export_model
+from kd.training.losses import distillation_loss
+from kd.deployment.serve import create_app
 
 
 def write_classes(path, n: int, seed: int):

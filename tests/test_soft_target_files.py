@@ -9,10 +9,10 @@ import pytest
 
 import tiny
 from kd.cli import main
-from kd.config import load_config
-from kd.data import read_labeled
+from kd.config.settings import load_config
+from kd.data.formats import read_labeled
 from kd.errors import KDError
-from kd.soft_targets import file_soft_targets
+from kd.teacher.score_files import file_soft_targets
 
 
 def scores_for(path, probabilities: bool = True) -> dict[str, np.ndarray]:

@@ -11,7 +11,11 @@ import torch
 import yaml
 
 import tiny
-from kd import distill, sweep, teacher, train
+from kd.run import pipeline as distill
+from kd.sweep import runner as sweep
+from kd.sweep.grid import load_sweep, plan
+from kd.teacher import stage as teacher
+from kd.training import loop as train
 from kd.cli import main
 from kd.errors import KDError
 
@@ -107,13 +111,13 @@ def test_parallel_sweep_runs_in_processes(models, csv_data, tmp_path):
 def test_named_values_and_errors(models, csv_data, tmp_path):
     file = _write_sweep(tmp_path, models, csv_data, {"student": {
         "narrow": {"num_layers": 1}, "deep": {"num_layers": 2}}}, [0])
-    assert [r.name for r in sweep.plan(sweep.load_sweep(file))] == ["studentnarrow-s0", "studentdeep-s0"]
+    assert [r.name for r in plan(load_sweep(file))] == ["studentnarrow-s0", "studentdeep-s0"]
     with pytest.raises(KDError, match="unknown config key 'distill.alpah'"):
-        sweep.plan(sweep.load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpah": [1]}, [0])))
+        plan(load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpah": [1]}, [0])))
     with pytest.raises(KDError, match="non-empty list"):
-        sweep.load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpha": []}, [0]))
+        load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpha": []}, [0]))
     with pytest.raises(KDError, match="metric must be one of"):
-        sweep.load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.5]}, [0], metric="auc"))
+        load_sweep(_write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.5]}, [0], metric="auc"))
     file = _write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.0]}, [0])
     assert main(["sweep", file]) == 0
     assert main(["sweep", file, "student.train.epochs=2"]) == 2  # a finished run with other settings
@@ -125,7 +129,7 @@ def test_named_values_and_errors(models, csv_data, tmp_path):
 
 
 def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults(monkeypatch):
-    monkeypatch.setattr(distill, "training_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(sweep, "training_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False})
     base = sweep.Config()  # mixed_precision=auto trains this teacher in fp32 here
     assert sweep.teacher_key(base) == sweep.hashlib.sha256(b"{}").hexdigest()[:16]
@@ -144,4 +148,4 @@ def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults(monkeypa
                          ids=lambda p: p.stem)
 def test_every_committed_sweep_file_plans(path):
     """Each sweep in configs/sweeps resolves to valid run configs with today's config files."""
-    assert sweep.plan(sweep.load_sweep(path))
+    assert plan(load_sweep(path))

@@ -13,8 +13,8 @@ from safetensors import safe_open
 import tiny
 from kd.cli import main
 from kd.errors import KDError
-from kd.losses import distillation_loss
-from kd.transfer import augmented_copies, read_texts
+from kd.training.losses import distillation_loss
+from kd.data.transfer import augmented_copies, read_texts
 
 
 def test_augmented_copies_mask_and_cut_reproducibly():
@@ -76,8 +76,9 @@ def test_a_transfer_set_needs_distillation(models, csv_data, tmp_path, capsys):
 
 
 def test_batches_mark_transfer_rows(models):
-    from kd.batches import EncodedDataset, make_loader
-    from kd.models import build_model, load_tokenizer
+    from kd.data.batches import EncodedDataset, make_loader
+    from kd.models.build import build_model
+    from kd.models.hub import load_tokenizer
 
     model = build_model(str(models["student"]), "pretrained", tiny.LABELS, role="student")
     dataset = EncodedDataset([[2, 5, 3]] * 10, np.zeros((10, 3), np.float32), torch.zeros(10, 3), labelled_rows=4)

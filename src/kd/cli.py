@@ -62,7 +62,7 @@ def _at_least(low: int):
 
 
 def _data_arguments(p) -> None:
-    from kd.config import MIN_MAX_LENGTH
+    from kd.config.settings import MIN_MAX_LENGTH
 
     p.add_argument("--model", required=True, help="a model folder written by kd")
     p.add_argument("--batch-size", type=_at_least(1), default=128)
@@ -97,7 +97,7 @@ def _export_parser(sub) -> None:
 
 
 def _serve_parser(sub) -> None:
-    from kd.serve import Limits
+    from kd.deployment.serve import Limits
 
     defaults = Limits()
     p = sub.add_parser("serve", help="serve a model over HTTP (POST /predict)")
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_config(args):
     """(config, resume) of kd distill or kd pretrain: from --resume's run folder, or the arguments."""
-    from kd.config import load_config
+    from kd.config.settings import load_config
 
     if args.resume:
         folder = Path(args.resume)
@@ -169,19 +169,20 @@ def _own_data_overrides(args) -> list[str]:
 
 
 def _distill(args) -> None:
-    from kd.distill import run
+    from kd.run.pipeline import run
 
     run(*_run_config(args))
 
 
 def _pretrain(args) -> None:
-    from kd.pretrain import pretrain
+    from kd.run.pipeline import pretrain
 
     pretrain(*_run_config(args))
 
 
 def _sweep(args) -> None:
-    from kd.sweep import load_sweep, run_sweep
+    from kd.sweep.grid import load_sweep
+    from kd.sweep.runner import run_sweep
 
     run_sweep(load_sweep(args.file, args.overrides), args.jobs, Path(args.out) if args.out else None)
 
@@ -189,7 +190,7 @@ def _sweep(args) -> None:
 def _read_for_model(args, names: list[str], single_label: bool):
     """The labelled file of --data, its labels in the model's order. A single-label model's data
     has one class column (or one 0/1 column per class); without --label-columns it is inferred."""
-    from kd.data import read_labeled
+    from kd.data.formats import read_labeled
 
     columns = args.label_columns.split(",") if args.label_columns else ([] if single_label else names)
     if not single_label and sorted(columns) != sorted(names):
@@ -207,9 +208,9 @@ def _read_for_model(args, names: list[str], single_label: bool):
 def _evaluate(args) -> None:
     """Score any folder kd writes: a save_pretrained folder (as training evaluates), or a `kd export`
     folder with model.onnx (ONNX Runtime through kd.Classifier, int8 included)."""
-    from kd.calibration import read_calibration
-    from kd.classifier import ONNX_FILE, Classifier, inference_max_length
-    from kd.evaluate import score
+    from kd.evaluation.calibration import read_calibration
+    from kd.deployment.classifier import ONNX_FILE, Classifier, inference_max_length
+    from kd.evaluation.metrics import score
 
     if (Path(args.model) / ONNX_FILE).is_file():
         clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
@@ -219,8 +220,9 @@ def _evaluate(args) -> None:
     else:
         from accelerate import Accelerator
 
-        from kd.evaluate import evaluate_model
-        from kd.models import is_single_label, label_names, load_classifier
+        from kd.evaluation.predict import evaluate_model
+        from kd.models.build import is_single_label, label_names
+        from kd.models.saved import load_classifier
 
         model, tokenizer, thresholds = load_classifier(args.model)
         max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None),
@@ -232,8 +234,8 @@ def _evaluate(args) -> None:
 
 
 def _export(args) -> None:
-    from kd.model_folder import read_labels, single_label_folder
-    from kd.export import export_model
+    from kd.models.folder import read_labels, single_label_folder
+    from kd.deployment.export import export_model
 
     labelled = None
     if args.data:
@@ -243,7 +245,7 @@ def _export(args) -> None:
 
 
 def _serve(args) -> None:
-    from kd.serve import Limits, serve
+    from kd.deployment.serve import Limits, serve
 
     limits = Limits(**{name: getattr(args, name) for name in vars(Limits())})
     if args.port > 65535:
@@ -252,9 +254,9 @@ def _serve(args) -> None:
 
 
 def _predict(args) -> None:
-    from kd.classifier import Classifier
+    from kd.deployment.classifier import Classifier
 
-    from kd.tables import read_text
+    from kd.files import read_text
 
     texts = list(args.texts)
     if args.input:
@@ -278,7 +280,7 @@ def one_line(err: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kd import card
+    from kd.deployment import card
 
     card.invocation = list(sys.argv[1:] if argv is None else argv)  # for the model cards
     args = build_parser().parse_args(argv)

@@ -1,5 +1,6 @@
 """Files and folders: written whole or not at all, checked for writability before work starts,
-a run folder held by one process at a time, and files' contents hashed (cache keys).
+a run folder held by one process at a time, files' contents hashed (cache keys), and UTF-8
+text files read with an error that names the offending byte.
 
 Files and folders are written beside their target under a name that carries the writer's
 pid, then renamed into place. A writer killed outright (SIGKILL, power loss) leaves that
@@ -128,3 +129,19 @@ def file_digest(paths: list[str | Path | None]) -> str:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()
+
+
+def read_text(path: str | Path, what: str = "data file") -> str:
+    """A UTF-8 file's text (a leading byte-order mark removed); `what` names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise KDError(f"{what} not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start
+        line = raw.count(b"\n", 0, start) + 1
+        column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+        raise KDError(f"{what} is not UTF-8: {path} (byte 0x{raw[start]:02x} at byte offset {start}, "
+                      f"line {line}, byte {column} of the line: {err.reason}); save it as UTF-8") from None

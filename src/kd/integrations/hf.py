@@ -1,5 +1,5 @@
 """Distillation in transformers' Trainer: `DistillationTrainer` is a Trainer whose loss is kd's
-(`kd.losses.distillation_loss`: per-label sigmoid BCE, or softmax CE + KL for a single-label
+(`kd.training.losses.distillation_loss`: per-label sigmoid BCE, or softmax CE + KL for a single-label
 model), with the teacher's logits read from each batch's `teacher_logits`. The teacher runs once,
 up front: its logits come from kd's soft-target cache (`cached_teacher_logits`) or are computed
 elsewhere and put in a dataset column (`with_teacher_logits`).
@@ -18,8 +18,8 @@ import torch
 from transformers import Trainer
 
 from kd.errors import KDError
-from kd.losses import distillation_loss
-from kd.models import is_single_label
+from kd.training.losses import distillation_loss
+from kd.models.build import is_single_label
 
 TEACHER_LOGITS = "teacher_logits"
 
@@ -59,7 +59,7 @@ def cached_teacher_logits(path: str | Path) -> np.ndarray:
     one row per train row in file order, checked against the checksum stored with them."""
     from safetensors import safe_open
 
-    from kd.soft_targets import read_cached_logits
+    from kd.teacher.soft_targets import read_cached_logits
 
     try:
         with safe_open(str(path), framework="pt") as handle:

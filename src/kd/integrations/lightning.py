@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from kd.evaluate import MODEL_INPUTS, compute_metrics, single_label_metrics
+from kd.evaluation.predict import MODEL_INPUTS
+from kd.evaluation.metrics import compute_metrics, single_label_metrics
 from kd.integrations.hf import TEACHER_LOGITS
-from kd.losses import distillation_loss
-from kd.models import default_lr, is_single_label
+from kd.training.losses import distillation_loss
+from kd.models.build import default_lr, is_single_label
 
 
 class DistillationModule(lightning.LightningModule):

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and thresholds, batched prediction, temperature calibration."""

@@ -1,0 +1,1 @@
+"""A run: the checks before it (kd.run.preflight) and its stages in order (kd.run.pipeline)."""

@@ -1,0 +1,301 @@
+"""The one training loop, for teacher and student alike (the teacher is alpha = 0).
+
+Under Accelerate: one `prepare`, `accumulate`, `gather_for_metrics`; AdamW with linear
+warm-up and decay; evaluation on val after every epoch; the best epoch (by val BCE
+or macro AUC) saved as a save_pretrained folder with its tuned thresholds. Without a val
+set (`kd pretrain`: no labels, only the layer-matching loss) each epoch's encoder is saved.
+With a state file, where training stands is saved every `save_every_steps` batches, after
+every epoch and on Ctrl-C; `resume` continues from it exactly: same weights, optimizer,
+scheduler, data order (the epoch's shuffle, its done batches skipped) and dropout RNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import get_linear_schedule_with_warmup
+
+from kd.training.checkpoint import Progress, load_state, restore_rng, save_state
+from kd.config.settings import TrainConfig
+from kd.data.batches import EncodedDataset, make_loader
+from kd.evaluation.predict import MODEL_INPUTS, predict_logits
+from kd.evaluation.metrics import summary_line, tuned_metrics, val_loss
+from kd.errors import KDError
+from kd.training.layer_matching import LayerMatching
+from kd.training.losses import distillation_loss, scheduled_temperature
+from kd.models.build import default_lr, is_single_label
+from kd.models.saved import save_classifier, save_encoder
+from kd.training import speedups
+from kd.training.optim import clip_grad_norm, make_optimizer
+from kd.runtime.report import Reporter
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    metrics: dict | None  # val metrics of the best epoch (None without a val set)
+    history: list[dict]
+    train_time_s: float
+    lr: float
+
+
+@dataclass
+class Objective:
+    """What a training step minimises: distillation_loss (alpha 0: the labels alone) at a
+    temperature annealed from `temperature` to `final_temperature` (None: constant), plus
+    `matching`'s loss when given (its projections train with the model)."""
+    alpha: float = 0.0
+    temperature: float = 1.0
+    final_temperature: float | None = None
+    matching: LayerMatching | None = None
+
+    def loss(self, model, batch: dict, done: float, single_label: bool, accelerator) -> torch.Tensor:
+        """The loss of `batch`, `done` (0..1) of the way through training."""
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        with accelerator.autocast():
+            outputs = model(**inputs, **(self.matching.output_flags if self.matching else {}))
+            extra = self.matching(outputs, inputs) if self.matching is not None else 0.0
+        temperature = scheduled_temperature(self.temperature, self.final_temperature, done)
+        return distillation_loss(outputs.logits.float(), batch["labels"], batch.get("teacher_logits"), self.alpha,
+                                 temperature, batch.get("labelled"), single_label) + extra
+
+
+MIXED_PRECISION_PAD_MULTIPLE = 8
+
+
+def train_pad_multiple(pad_to_multiple_of: int | None, mixed_precision: str) -> int:
+    """What training batches' widths are rounded up to: `pad_to_multiple_of` (train's), else
+    MIXED_PRECISION_PAD_MULTIPLE (8) in mixed precision. There a CPU's bf16 matrix products run
+    oneDNN kernels built for each shape at its first use (in an epoch of length-grouped batches,
+    up to max_length widths), and a GPU's tensor cores work in tiles of 8; fp32 on a CPU gains
+    nothing from padding."""
+    if pad_to_multiple_of is not None:
+        return pad_to_multiple_of
+    return 1 if mixed_precision == "no" else MIXED_PRECISION_PAD_MULTIPLE
+
+
+def _improved(metrics: dict, best: dict | None, select_by: str) -> bool:
+    if best is None:
+        return True
+    if select_by == "macro_auc":
+        return (metrics["macro_auc"] or 0.0) > (best["macro_auc"] or 0.0)
+    return val_loss(metrics) < val_loss(best)
+
+
+@dataclass
+class _Training:
+    """What the loop works with, after the speedups and Accelerate's `prepare`."""
+    model: torch.nn.Module
+    trained: torch.nn.Module  # the model, and the layer matching's projections if any: what is saved
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_loader: object
+    val_loader: object | None
+    clip: object
+    lr: float
+    objective: Objective  # its layer matching, if any, prepared too
+
+
+def _prepare(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None, cfg: TrainConfig,
+             accelerator, reporter: Reporter, stage: str, objective: Objective) -> _Training:
+    lr = cfg.lr or default_lr(model, cfg.batch_size)
+    names, notes = speedups.resolve(cfg.speedups, accelerator.device, accelerator.num_processes,
+                                    accelerator.mixed_precision, objective.matching is not None,
+                                    cfg.lazy_embedding_update)
+    for note in notes:
+        reporter.print(f"{stage}: {note}")
+    speedups.apply(model, names)
+    sparse = "sparse_embedding_gradient" in names
+    train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
+                               group_by_length=cfg.group_by_length, seed=torch.initial_seed(),
+                               pad_to_multiple_of=train_pad_multiple(cfg.pad_to_multiple_of, accelerator.mixed_precision))
+    trained = model if objective.matching is None else torch.nn.ModuleList([model, objective.matching])
+    optimizer = make_optimizer(trained, lr, cfg.weight_decay, fused="fused_adamw" in names,
+                               lazy=cfg.lazy_embedding_update and sparse)
+    updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
+    val_loader = None if val_set is None else make_loader(val_set, tokenizer, model, cfg.eval_batch_size,
+                                                          shuffle=False)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if val_loader is not None:
+        val_loader = accelerator.prepare(val_loader)
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # mixed precision in training steps only
+    matching = objective.matching
+    if matching is not None:
+        matching.teacher.to(accelerator.device)
+        if list(matching.parameters()):  # projections to train (and, with several processes, to sync)
+            matching = accelerator.prepare(matching)
+    return _Training(model, trained, optimizer, scheduler, train_loader, val_loader,
+                     clip_grad_norm if sparse else accelerator.clip_grad_norm_, lr,
+                     dataclasses.replace(objective, matching=matching))
+
+
+def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None,
+        label_names: list[str], cfg: TrainConfig, accelerator, reporter: Reporter, out_dir: Path,
+        stage: str, objective: Objective | None = None, state_file: Path | None = None,
+        resume: bool = False) -> FitResult:
+    """Train `model` on `objective` (None: the labels alone), keep the best epoch in `out_dir`,
+    log each epoch to reporter.metrics_file; with `state_file`, resumable (and, with `resume`,
+    resumed)."""
+    run = _prepare(model, tokenizer, train_set, val_set, cfg, accelerator, reporter, stage, objective or Objective())
+    single_label, steps_per_epoch = is_single_label(model), len(run.train_loader)
+    progress, rng = Progress(), None
+    if resume and state_file is not None and state_file.is_file():
+        progress, rng = load_state(state_file, run.trained, run.optimizer, run.scheduler)
+        reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
+    checkpoint = _Checkpoints(state_file if accelerator.is_main_process else None, run, cfg.save_every_steps,
+                              stage, reporter)
+    for epoch in range(progress.epoch, cfg.epochs + 1):
+        rng = restore_rng(rng) if progress.step == 0 else rng  # before the epoch's iterator draws its seed
+        run.train_loader.set_epoch(epoch - 1)  # the epoch's shuffle, then its batches not yet trained
+        batches = accelerator.skip_first_batches(run.train_loader, progress.step) if progress.step else run.train_loader
+        started, loss_sum = time.perf_counter(), torch.tensor(progress.loss_sum, device=accelerator.device)
+        run.model.train()
+        with reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", steps_per_epoch - progress.step) as advance, \
+                _deferred_ctrl_c() as stop:
+            for batch in batches:
+                rng = restore_rng(rng)  # mid-epoch: where the interrupted run stood after its last batch
+                with accelerator.accumulate(run.model):
+                    done = ((epoch - 1) * steps_per_epoch + progress.step) / max(cfg.epochs * steps_per_epoch - 1, 1)
+                    loss = run.objective.loss(run.model, batch, done, single_label, accelerator)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        run.clip(run.model.parameters(), cfg.max_grad_norm)
+                    run.optimizer.step()
+                    run.scheduler.step()
+                    run.optimizer.zero_grad()
+                loss_sum += loss.detach()
+                progress.step += 1
+                advance()
+                checkpoint.after_step(loss, (epoch - 1) * steps_per_epoch + progress.step, progress, loss_sum,
+                                      started, stop.requested)
+        checkpoint.divergence.check()
+        progress.train_time_s += time.perf_counter() - started
+        train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / steps_per_epoch
+        _end_epoch(run, tokenizer, label_names, cfg.select_by, accelerator, reporter, out_dir, stage, single_label,
+                   progress, {"stage": stage, "epoch": epoch, "train_loss": train_loss, "lr": run.lr}, started)
+        checkpoint.save(progress)
+    accelerator.free_memory()
+    return FitResult(progress.best_epoch, progress.best, progress.history, progress.train_time_s, run.lr)
+
+
+def _end_epoch(run: _Training, tokenizer, label_names: list[str], select_by: str, accelerator, reporter: Reporter,
+               out_dir: Path, stage: str, single_label: bool, progress: Progress, record: dict,
+               started: float) -> None:
+    """Evaluate the epoch, save the model if it is the best so far, log and print the epoch;
+    `progress` moves on to the next epoch."""
+    metrics, thresholds = _evaluate(run.model, run.val_loader, label_names, accelerator, reporter, stage,
+                                    single_label)
+    record.update(epoch_time_s=time.perf_counter() - started, val=metrics)
+    progress.history.append(record)
+    epoch = record["epoch"]
+    if metrics is None or _improved(metrics, progress.best, select_by):
+        progress.best, progress.best_epoch = metrics, epoch
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(run.model)
+            if metrics is None:
+                save_encoder(unwrapped, tokenizer, out_dir)
+            else:
+                save_classifier(unwrapped, tokenizer, thresholds, out_dir)
+    progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
+    reporter.log_epoch(record)
+    scores = "" if metrics is None else f" | {summary_line(metrics)}"
+    reporter.print(f"[bold]{stage}[/] epoch {epoch}: train loss {record['train_loss']:.4f}{scores}"
+                   f"{' *' if progress.best_epoch == epoch and metrics else ''}")
+    accelerator.wait_for_everyone()
+
+
+def _evaluate(model, val_loader, label_names: list[str], accelerator, reporter: Reporter,
+              stage: str, single_label: bool) -> tuple[dict | None, object]:
+    """(val metrics, tuned thresholds); (None, None) without a val set."""
+    if val_loader is None:
+        return None, None
+    with reporter.task(f"{stage} eval", len(val_loader)) as advance:
+        logits, labels = predict_logits(model, val_loader, accelerator, advance)
+    return tuned_metrics(logits, labels, label_names, single_label)
+
+
+class _Divergence:
+    """A loss that is not finite ends training with the step where it first went so. Losses are
+    checked CHECK_EVERY steps at a time (and before every save), not at every step: reading a
+    value back makes a GPU wait."""
+    CHECK_EVERY = 16
+
+    def __init__(self, lr_key: str, lr: float):
+        self.lr_key, self.lr = lr_key, lr
+        self.losses: list[torch.Tensor] = []
+        self.last_step = 0
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        self.losses.append(loss.detach().float())
+        self.last_step = step
+        if len(self.losses) == self.CHECK_EVERY:
+            self.check()
+
+    def check(self) -> None:
+        if not self.losses:
+            return
+        losses, self.losses = torch.stack(self.losses).cpu(), []
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step = self.last_step - len(losses) + 1 + int(bad[0])
+            raise KDError(f"the loss diverged at step {step} (it became {losses[bad[0]].item()}); lower "
+                          f"{self.lr_key} (it is {self.lr:g}) or keep the gradient clipping on (max_grad_norm)")
+
+
+class _deferred_ctrl_c:
+    """Ctrl-C during training ends the current batch first (so the saved state is whole); a
+    second Ctrl-C interrupts at once. Outside the main thread signals cannot be caught: no-op."""
+
+    def __enter__(self):
+        self.requested = False
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._request)
+        except ValueError:
+            self.previous = None
+        return self
+
+    def _request(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class _Checkpoints:
+    """The state file, written every `every` steps, after each epoch and on Ctrl-C (`state_file`
+    None: never, as on processes other than the main one); losses checked for divergence first."""
+
+    def __init__(self, state_file: Path | None, run: _Training, every: int, stage: str, reporter: Reporter):
+        self.state_file, self.run, self.every, self.stage, self.reporter = state_file, run, every, stage, reporter
+        self.divergence = _Divergence(f"{stage}.train.lr", run.lr)
+
+    def save(self, progress: Progress) -> None:
+        if self.state_file is not None:
+            save_state(self.state_file, self.run.trained, self.run.optimizer, self.run.scheduler, progress)
+
+    def after_step(self, loss: torch.Tensor, step: int, progress: Progress, loss_sum: torch.Tensor,
+                   started: float, stop: bool) -> None:
+        """Check the loss; save mid-epoch (the loss and time so far with the state) when due or
+        asked to stop, then stop."""
+        self.divergence.add(loss, step)
+        if not (stop or (self.every and progress.step % self.every == 0)):
+            return
+        self.divergence.check()
+        elapsed = time.perf_counter() - started
+        progress.loss_sum = loss_sum.item()
+        progress.train_time_s += elapsed
+        self.save(progress)
+        progress.train_time_s -= elapsed
+        if stop:
+            self.reporter.print(f"{self.stage}: interrupted; the state is saved, `kd distill --resume RUN_FOLDER` "
+                                "continues")
+            raise KeyboardInterrupt
