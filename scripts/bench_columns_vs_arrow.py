@@ -38,7 +38,8 @@ def kd_columns(texts, tokenizer, folder: Path) -> dict:
     from kd.data.tokens import TokenCache
 
     started = time.perf_counter()
-    columns = TokenCache(128, folder=folder)(tokenizer, "train", texts)
+    tokenizer.model_max_length = 128
+    columns = TokenCache(folder=folder)(tokenizer, "train", texts)
     stored = time.perf_counter() - started
     started = time.perf_counter()
     for batch in shuffled_batches(len(texts)):

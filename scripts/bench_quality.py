@@ -212,8 +212,8 @@ def score_folder(folder: Path, final: dict, dev: LabeledTexts, test: LabeledText
                                          dev.texts[:1000])}
     if test is not None:
         thresholds = read_thresholds(folder, dev.label_names)
-        result["test"] = evaluate_model(model, tokenizer, test, Accelerator(cpu=True), 128, max_length,
-                                        thresholds)[0]
+        tokenizer.model_max_length = max_length
+        result["test"] = evaluate_model(model, tokenizer, test, Accelerator(cpu=True), 128, thresholds)[0]
     return result
 
 

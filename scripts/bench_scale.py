@@ -126,16 +126,16 @@ def worker(path: str, rows: int, stages: str, work: Path) -> None:
     """One (path, size) in this process: prints {stage: [seconds, peak GB after it]} as JSON."""
     from accelerate import Accelerator
 
+    from kd.config.settings import Config, DataConfig, TrainConfig
     from kd.data.batches import EncodedDataset
-    from kd.config.settings import DataConfig, TrainConfig
     from kd.data.splits import load_splits
+    from kd.data.tokens import TokenCache
     from kd.models.build import build_model
     from kd.models.saved import load_classifier
-    from kd.models.hub import load_tokenizer
+    from kd.runtime.context import RunContext
     from kd.runtime.report import Reporter
-    from kd.teacher.soft_targets import soft_targets
-    from kd.data.tokens import TokenCache
-    from kd.training.loop import Objective, fit
+    from kd.teacher.logits_cache import train_logits
+    from kd.training.loop import Objective, TrainingJob, fit
 
     accelerator = Accelerator(cpu=True, mixed_precision="no")
     with accelerator.main_process_first():
@@ -160,24 +160,26 @@ def worker(path: str, rows: int, stages: str, work: Path) -> None:
     if path == "columns":
         train, val = read()  # mapped back from the columns just written
         stage("read again")
-    tokenizer = load_tokenizer("bert-tiny")
-    tokens = (TokenCache(MAX_LENGTH) if path == "lists" else
-              TokenCache(MAX_LENGTH, folder=cache / "tokens", num_proc=int(os.environ.get("NUM_PROC", "1")),
+    tokens = (TokenCache() if path == "lists" else
+              TokenCache(folder=cache / "tokens", num_proc=int(os.environ.get("NUM_PROC", "1")),
                          main_process_first=accelerator.main_process_first))
+    cfg = Config(data=data_cfg, cache_dir=str(cache / "soft"))
+    cfg.teacher.train.eval_batch_size = 256
+    ctx = RunContext(cfg, accelerator, reporter, tokens, cache / "run")
+    tokenizer = ctx.tokenizer("bert-tiny")
     ids = tokens(tokenizer, "train", train.texts)
     stage("tokenize")
     if stages == "tokenize":
         return print("RESULT " + json.dumps(result))
     teacher, _, _ = load_classifier(teacher_dir)
-    logits, _ = soft_targets(teacher, tokenizer, teacher_dir, train, ids, data_cfg, cache / "soft",
-                             256, accelerator, reporter)
+    logits, _ = train_logits(ctx, ctx.keep("teacher", teacher, tokenizer, teacher_dir), train)
     stage("label")
     if stages == "all":
         student = build_model(str(student_dir), "random", train.label_names)
-        val_set = EncodedDataset(TokenCache(MAX_LENGTH)(tokenizer, "val", val.texts), val.labels)
-        fit(student, tokenizer, EncodedDataset(ids, train.labels, logits), val_set, train.label_names,
-            TrainConfig(epochs=1, batch_size=64, save_every_steps=0, lr=1e-3), accelerator, reporter,
-            cache / "student", stage="student", objective=Objective(alpha=0.5, temperature=2.0))
+        val_set = EncodedDataset(TokenCache()(tokenizer, "val", val.texts), val.labels)
+        fit(ctx, TrainingJob("student", student, tokenizer, EncodedDataset(ids, train.labels, logits), val_set,
+                             TrainConfig(epochs=1, batch_size=64, save_every_steps=0, lr=1e-3), cache / "student",
+                             Objective(alpha=0.5, temperature=2.0)))
         stage("epoch")
     if accelerator.is_main_process:
         print("RESULT " + json.dumps(result))

@@ -53,7 +53,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers.utils import logging as hf_logging
 
-import kd.models.build
 from kd.training import speedups
 from kd.data.batches import EncodedDataset, make_loader
 from kd.config.settings import load_config
@@ -61,12 +60,15 @@ from kd.data.formats import read_labeled
 from kd.evaluation.predict import MODEL_INPUTS
 from kd.training.layer_matching import LayerMatching
 from kd.training.losses import distillation_loss
-from kd.models.build import build_model
+from kd.models.build import build_model, label_names
+from kd.models.saved import load_classifier
 from kd.models.hub import load_tokenizer
+from kd.data.tokens import TokenCache
+from kd.runtime.context import RunContext
 from kd.runtime.report import Reporter
 from kd.runtime.hardware import precision_name, resolve_mixed_precision
 from kd.data.tokens import encode
-from kd.training.loop import Objective, fit
+from kd.training.loop import Objective, TrainingJob, fit
 from machine import cpu_name, mkl_recipe_library  # scripts/machine.py
 
 from bench_train_report import markdown
@@ -176,12 +178,13 @@ def timed_fit(recipe: Recipe, corpus: dict, rows: np.ndarray, teacher, accelerat
     names = [f"label{j}" for j in range(corpus["labels"].shape[1])]
     torch.manual_seed(0)
     student = build_model(recipe.model, "random", names, role="student")
-    matching = LayerMatching(student.config, teacher, None, 1.0, 0.0, "mse") if recipe.online_teacher else None
+    matching = LayerMatching(student, teacher, None, 1.0, 0.0, "mse") if recipe.online_teacher else None
     cfg = dataclasses.replace(load_config().student.train, **recipe.train, epochs=1, save_every_steps=0)
     objective = Objective(alpha=0.5 if recipe.distill else 0.0, temperature=2.0, matching=matching)
     with Reporter(False) as reporter:
-        result = fit(student, load_tokenizer(recipe.model), subset(corpus, rows), subset(corpus, np.arange(64)),
-                     names, cfg, accelerator, reporter, out_dir, "bench", objective)
+        ctx = RunContext(load_config(), accelerator, reporter, TokenCache(), out_dir)
+        result = fit(ctx, TrainingJob("bench", student, load_tokenizer(recipe.model), subset(corpus, rows),
+                                      subset(corpus, np.arange(64)), cfg, out_dir, objective))
     return result.train_time_s
 
 
@@ -322,8 +325,8 @@ def end_to_end_runs(args: argparse.Namespace, train_rows: int, bf16: bool) -> di
 def padding_equivalence(teacher_dir: Path, texts: list[str]) -> dict:
     """The reference's padding to 200 and online teacher change no number, only the cost: the
     fine-tuned teacher's logits and a student's loss on batches padded to 200 vs to their longest."""
-    teacher, tokenizer, _ = kd.models.saved.load_classifier(teacher_dir)
-    student = build_model("bert-tiny", "random", kd.models.build.label_names(teacher), role="student").eval()
+    teacher, tokenizer, _ = load_classifier(teacher_dir)
+    student = build_model("bert-tiny", "random", label_names(teacher), role="student").eval()
     ids = encode(tokenizer, texts, 200)
     labels = np.zeros((len(ids), teacher.config.num_labels), dtype=np.float32)
     loader = make_loader(EncodedDataset(ids, labels), tokenizer, teacher, 32, shuffle=False)

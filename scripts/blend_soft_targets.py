@@ -27,7 +27,7 @@ from kd.data.splits import load_splits
 from kd.evaluation.metrics import tuned_metrics
 from kd.integrations.hf import cached_teacher_logits
 from kd.models.hub import load_tokenizer
-from kd.teacher.soft_targets import soft_targets_key
+from kd.teacher.logits_cache import soft_targets_key
 from kd.sweep.runner import shared_teacher
 
 

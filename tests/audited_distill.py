@@ -1,18 +1,18 @@
 """`kd distill` with an audit hook that records every file this process opens for writing.
 
 Run under `accelerate launch`; each rank writes the list to AUDIT_DIR/rank-<RANK>.txt at exit.
-SHARD_ROWS, when set, is the number of rows the teacher labels per shard (kd.soft_targets).
+SHARD_ROWS, when set, is the number of rows the teacher labels per shard (kd.teacher.logits_cache).
 """
 
 import atexit
 import os
 import sys
 
-import kd.teacher.soft_targets
+import kd.teacher.logits_cache
 from kd.cli import main
 
 if "SHARD_ROWS" in os.environ:
-    kd.teacher.soft_targets.SHARD_ROWS = int(os.environ["SHARD_ROWS"])
+    kd.teacher.logits_cache.SHARD_ROWS = int(os.environ["SHARD_ROWS"])
 
 written: set[str] = set()
 

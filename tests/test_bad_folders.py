@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import tiny
-from kd.teacher import soft_targets
+from kd.teacher import logits_cache as soft_targets
 from kd.cli import main
 from kd.files import folder_lock, write_atomically
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tiny
-from kd.run import pipeline as distill
+from kd.student import stage as student_stage
 from kd.cli import main
 from kd.errors import KDError
 from kd.training.layer_matching import (LayerMatching, attention_kl, attention_projections, evenly_mapped_layers, hidden_distance, relation_probs)
@@ -121,9 +121,9 @@ def test_layer_matching_needs_one_tokenization(models, csv_data, tmp_path, capsy
 def test_several_teachers_average_their_logits(models, csv_data, tmp_path, monkeypatch):
     teachers = [tiny.make_classifier(tmp_path / f"teacher{i}", models["bert"], steps=30, seed=i) for i in (0, 1)]
     seen = []
-    real_fit = distill.fit
-    monkeypatch.setattr(distill, "fit", lambda model, tok, train_set, *a, **k: seen.append(
-        train_set.teacher_logits) or real_fit(model, tok, train_set, *a, **k))
+    real_fit = student_stage.fit
+    monkeypatch.setattr(student_stage, "fit", lambda ctx, job: seen.append(job.train_set.teacher_logits)
+                        or real_fit(ctx, job))
 
     def distill_with(name, **extra):
         overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{

@@ -5,17 +5,14 @@ from dataclasses import replace
 
 import pytest
 import torch
-from accelerate import Accelerator
 
 import tiny
 from kd.config.settings import DataConfig
 from kd.data.splits import load_splits
-from kd.data.tokens import encode
 from kd.models.build import build_model
 from kd.models.saved import load_classifier, save_classifier
 from kd.models.hub import load_tokenizer
-from kd.runtime.report import Reporter
-from kd.teacher.soft_targets import soft_targets
+from kd.teacher.logits_cache import train_logits
 
 
 @pytest.fixture
@@ -36,9 +33,9 @@ def _soft_targets(teacher_dir, data_cfg, cache_dir):
     train, _ = load_splits(data_cfg)
     calls = []
     teacher.register_forward_hook(lambda *args: calls.append(1))
-    logits, hit = soft_targets(teacher, tokenizer, teacher_dir, train,
-                               encode(tokenizer, train.texts, data_cfg.max_length), data_cfg, cache_dir,
-                               16, Accelerator(cpu=True), Reporter(is_main=True))
+    ctx = tiny.context(cache_dir.parent, data_cfg, cache_dir=cache_dir)
+    ctx.cfg.teacher.train.eval_batch_size = 16
+    logits, hit = train_logits(ctx, ctx.keep("teacher", teacher, tokenizer, teacher_dir), train)
     return logits, hit, len(calls)
 
 

@@ -179,7 +179,8 @@ def test_tokenization_happens_once_per_distinct_tokenizer():
     bert, distil = wordpiece_tokenizer(tiny.VOCAB, "bert"), wordpiece_tokenizer(tiny.VOCAB, "distilbert")
     other = wordpiece_tokenizer(tiny.VOCAB[:-1], "bert")
     assert tokenizer_fingerprint(bert) == tokenizer_fingerprint(distil) != tokenizer_fingerprint(other)
-    cache = TokenCache(max_length=6)
+    bert.model_max_length = distil.model_max_length = 6
+    cache = TokenCache()
     first = cache(bert, "train", ["happy day the a very so and it"])
     assert cache(distil, "train", ["ignored: same tokenizer, same split"]) is first
     assert len(first[0]) == 6 and first[0][0] == 2 and first[0][-1] == 3  # [CLS] ... [SEP], truncated
@@ -187,14 +188,14 @@ def test_tokenization_happens_once_per_distinct_tokenizer():
     assert tokenizer_fingerprint(fresh) == tokenizer_fingerprint(bert)  # the fingerprint ignores it
 
 
-def test_the_run_reports_dropped_rows_and_labels_without_positives(capsys):
+def test_the_run_reports_dropped_rows_and_labels_without_positives(capsys, tmp_path):
+    from kd.data.splits import Splits
     from kd.data.texts import LabeledTexts
-    from kd.run.pipeline import _warn_about
-    from kd.runtime.report import Reporter
+    from kd.run.pipeline import _report_data
 
     train = LabeledTexts(["a", "b"], np.array([[1, 0], [0, 0]], np.float32), ["x", "y"], dropped=3)
     val = LabeledTexts(["c"], np.array([[1, 1]], np.float32), ["x", "y"])
-    _warn_about(train, val, Reporter(is_main=True))
+    _report_data(tiny.context(tmp_path), Splits(train, val), "student.init=random")
     out = " ".join(capsys.readouterr().err.split())  # progress and notes go to stderr
     assert "left out 3 rows with an empty text from the train file" in out
     assert "label 'y' has no positive example in train" in out and "in val" not in out

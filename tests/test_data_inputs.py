@@ -11,7 +11,7 @@ from kd.data.formats import read_labeled
 from kd.errors import KDError
 from kd.config.settings import DataConfig
 from kd.models.hub import load_tokenizer
-from kd.teacher.soft_targets import soft_targets_key
+from kd.teacher.logits_cache import soft_targets_key
 
 
 def as_jsonl(csv_path, out, rows=slice(None)):

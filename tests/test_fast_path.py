@@ -130,7 +130,8 @@ def test_bf16_training_evaluates_in_fp32(models, csv_data, tmp_path):
     reported = json.loads((run_dir / "final_metrics.json").read_text())["student"]["val"]
     model, tokenizer, _ = load_classifier(run_dir / "student")
     val = read_labeled(csv_data["val"], "csv", text_column="text", label_columns=tiny.LABELS)
-    metrics, _ = evaluate_model(model, tokenizer, val, Accelerator(cpu=True), 32, 32)
+    tokenizer.model_max_length = 32
+    metrics, _ = evaluate_model(model, tokenizer, val, Accelerator(cpu=True), 32)
     assert metrics["bce"] == pytest.approx(reported["bce"], abs=1e-6)
     # rounding can reorder near ties (see test_pipeline); bf16 logits would tie them all (AUC 0.5
     # here, against 0.73) and move the BCE by ~3e-5
@@ -261,7 +262,7 @@ def test_default_speedups_by_device_and_what_rules_them_out():
 def test_a_run_without_speedups_computes_what_the_default_computes(models, csv_data, tmp_path):
     """Every speedup changes how a step is computed, not what: with none of them the student's
     weights and val metrics are those of kd's defaults (fp32, no dropout, so no RNG draws)."""
-    from kd.run.pipeline import run
+    from kd.run.pipeline import distill as run
     results = []
     for name, listed in [("default", "null"), ("none", "[]")]:
         overrides = tiny.tiny_overrides(

@@ -4,8 +4,7 @@ run that fails before training leaves no folder behind."""
 import pytest
 
 import tiny
-from kd.run import pipeline as distill
-from kd.teacher import stage as teacher
+from kd.run import pipeline
 from kd.cli import main
 from kd.errors import KDError
 
@@ -28,7 +27,7 @@ def test_every_missing_model_is_listed_before_anything_trains(models, csv_data, 
 def test_a_run_that_fails_before_training_leaves_no_folder(models, csv_data, tmp_path, monkeypatch):
     def fails(*args, **kwargs):
         raise KDError("the teacher cannot start")
-    monkeypatch.setattr(teacher, "_teacher_stage", fails)
+    monkeypatch.setattr(pipeline, "teacher_stage", fails)
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
     assert not (tmp_path / "runs/run").exists()
 
@@ -36,7 +35,7 @@ def test_a_run_that_fails_before_training_leaves_no_folder(models, csv_data, tmp
 def test_a_run_that_fails_after_training_started_keeps_its_folder(models, csv_data, tmp_path, monkeypatch):
     def fails(*args, **kwargs):
         raise KDError("the student cannot start")
-    monkeypatch.setattr(distill, "_student_stage", fails)
+    monkeypatch.setattr(pipeline, "student_stage", fails)
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
     kept = {p.name for p in (tmp_path / "runs/run").iterdir()}
     assert {"config.yaml", "metrics.jsonl", "teacher"} <= kept  # resumable: the teacher is not trained again
@@ -44,7 +43,7 @@ def test_a_run_that_fails_after_training_started_keeps_its_folder(models, csv_da
 
 def test_an_existing_folder_is_never_removed(models, csv_data, tmp_path, monkeypatch):
     (tmp_path / "runs/run").mkdir(parents=True)
-    monkeypatch.setattr(teacher, "_teacher_stage", lambda *a, **k: (_ for _ in ()).throw(KDError("no")))
+    monkeypatch.setattr(pipeline, "teacher_stage", lambda *a, **k: (_ for _ in ()).throw(KDError("no")))
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 2
     assert (tmp_path / "runs/run/config.yaml").is_file()
 
@@ -114,7 +113,9 @@ def test_tokenizing_shows_progress(models):
             yield lambda: self.steps.append("step")
 
     recorder = Recorder()
-    ids = TokenCache(16, recorder)(load_tokenizer(str(models["bert"])), "train", ["happy day"] * 10000)
+    tokenizer = load_tokenizer(str(models["bert"]))
+    tokenizer.model_max_length = 16
+    ids = TokenCache(recorder)(tokenizer, "train", ["happy day"] * 10000)
     assert len(ids) == 10000 and recorder.steps == [("tokenizing train", 2), "step", "step"]
 
 

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModel
 import tiny
 from kd.cli import main
 from kd.config.settings import load_config
-from kd.run.pipeline import run
+from kd.run.pipeline import distill as run
 from kd.errors import KDError
 from kd.models.lexical_bert import LexicalBertForSequenceClassification
 from kd.models.build import build_model

@@ -49,7 +49,7 @@ def _progress(path):
         return None
 
 
-def test_sigkill_mid_epoch_then_resume(models, csv_data, tmp_path, reference):
+def test_sigkill_mid_epoch_then_resume(models, csv_data, tmp_path, reference, capsys):
     command = [sys.executable, "-m", "kd.cli", "distill", *_overrides(models, csv_data, tmp_path, "run")]
     run_dir = tmp_path / "runs/run"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -63,7 +63,12 @@ def test_sigkill_mid_epoch_then_resume(models, csv_data, tmp_path, reference):
         time.sleep(0.002)
     assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
     assert not (run_dir / "final_metrics.json").exists()
+    capsys.readouterr()
     assert main(["distill", "--resume", str(run_dir)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    for stage in ("teacher", "teacher-calibration"):  # finished before the kill: skipped, not run again
+        assert f"{stage}: finished before the run stopped; not run again" in err
+    assert "student: resuming at epoch 2" in err
     _same_run(run_dir, reference)
 
 

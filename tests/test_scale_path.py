@@ -4,19 +4,17 @@ several processes, and the teacher's soft targets labelled in shards, resumable 
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
 from safetensors import safe_open
 
 import tiny
-from kd.teacher import soft_targets as soft_targets_module
+from kd.teacher import logits_cache as soft_targets_module
 from kd.config.settings import DataConfig
 from kd.data.splits import load_splits
 from kd.errors import KDError
 from kd.models.build import build_model
 from kd.models.saved import load_classifier, save_classifier
 from kd.models.hub import load_tokenizer
-from kd.runtime.report import Reporter
-from kd.teacher.soft_targets import soft_targets
+from kd.teacher.logits_cache import train_logits
 from kd.data.tokens import TokenCache, TokenColumns, encode
 
 TEXTS = ["happy day", "so very sad and angry at it", "", "the a", "ünïcödé text 😀 ok", "word " * 80]
@@ -48,19 +46,22 @@ def test_columns_slice_and_concatenate():
 
 def test_token_cache_saves_the_columns_and_maps_them_back(models, tmp_path, monkeypatch):
     tokenizer = load_tokenizer(str(models["bert"]))
-    first = TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
+    tokenizer.model_max_length = 16
+    first = TokenCache(folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
     assert first.tolist() == encode(tokenizer, TEXTS, 16).tolist()
 
     def tokenized(*args, **kwargs):
         raise RuntimeError("tokenized")
 
     monkeypatch.setattr("kd.data.tokens.encode", tokenized)
-    again = TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
+    again = TokenCache(folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
     assert again == first and isinstance(again.values, np.memmap)  # read back, not tokenized
+    tokenizer.model_max_length = 12
     with pytest.raises(RuntimeError, match="tokenized"):  # another max_length: another entry
-        TokenCache(12, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
+        TokenCache(folder=tmp_path / "tokens")(tokenizer, "train", TEXTS)
+    tokenizer.model_max_length = 16
     with pytest.raises(RuntimeError, match="tokenized"):  # other texts too
-        TokenCache(16, folder=tmp_path / "tokens")(tokenizer, "train", TEXTS[:-1])
+        TokenCache(folder=tmp_path / "tokens")(tokenizer, "train", TEXTS[:-1])
 
 
 @pytest.fixture
@@ -79,8 +80,9 @@ def _label(teacher_dir, data_cfg, cache_dir, batches: list | None = None):
         teacher.register_forward_hook(lambda module, args, kwargs, out: batches.append(len(kwargs["input_ids"])),
                                       with_kwargs=True)
     train, _ = load_splits(data_cfg)
-    return soft_targets(teacher, tokenizer, teacher_dir, train, encode(tokenizer, train.texts, 16), data_cfg,
-                        cache_dir, 8, Accelerator(cpu=True), Reporter(is_main=True))
+    ctx = tiny.context(cache_dir.parent / f"{cache_dir.name}-run", data_cfg, cache_dir=cache_dir)
+    ctx.cfg.teacher.train.eval_batch_size = 8
+    return train_logits(ctx, ctx.keep("teacher", teacher, tokenizer, teacher_dir), train)
 
 
 def test_soft_targets_in_shards_equal_one_pass(teacher_setup, tmp_path, monkeypatch):

@@ -11,10 +11,10 @@ import torch
 import yaml
 
 import tiny
-from kd.run import pipeline as distill
+from kd.student import stage as student_stage
 from kd.sweep import runner as sweep
 from kd.sweep.grid import load_sweep, plan
-from kd.teacher import stage as teacher
+from kd.teacher import stage as teacher_stage
 from kd.training import loop as train
 from kd.cli import main
 from kd.errors import KDError
@@ -35,19 +35,19 @@ def _write_sweep(tmp_path, models, csv_data, grid, seeds, **extra) -> str:
 def counted(monkeypatch):
     """Counts fit() calls per stage and the student runs the sweep starts (not the shared teacher's)."""
     counts = {"teacher": 0, "student": 0, "runs": 0}
-    real_fit, real_run = train.fit, sweep.run
+    real_fit, real_distill = train.fit, sweep.distill
 
-    def fit(*args, stage, **kwargs):
-        counts[stage] += 1
-        return real_fit(*args, stage=stage, **kwargs)
+    def fit(ctx, job):
+        counts[job.stage] += 1
+        return real_fit(ctx, job)
 
-    def run(*args, **kwargs):
-        counts["runs"] += not kwargs.get("teacher_only", False)
-        return real_run(*args, **kwargs)
+    def distill(*args, **kwargs):
+        counts["runs"] += 1
+        return real_distill(*args, **kwargs)
 
-    monkeypatch.setattr(distill, "fit", fit)  # the student stage's
-    monkeypatch.setattr(teacher, "fit", fit)
-    monkeypatch.setattr(sweep, "run", run)
+    monkeypatch.setattr(student_stage, "fit", fit)
+    monkeypatch.setattr(teacher_stage, "fit", fit)
+    monkeypatch.setattr(sweep, "distill", distill)
     return counts
 
 
@@ -78,23 +78,24 @@ def test_sweep_writes_table_and_plots_with_one_teacher(models, csv_data, tmp_pat
 
 def test_stopped_sweep_resumes_and_skips_finished_runs(models, csv_data, tmp_path, counted, monkeypatch):
     file = _write_sweep(tmp_path, models, csv_data, {"distill.alpha": [0.0, 0.5]}, [0, 1])
-    counting_fit = distill.fit
+    counting_fit = student_stage.fit
 
-    def stop_in_third_student(*args, stage, **kwargs):
-        if stage == "student" and counted["student"] == 2:
+    def stop_in_third_student(ctx, job):
+        if counted["student"] == 2:
             raise KeyboardInterrupt  # Ctrl-C inside the third run
-        return counting_fit(*args, stage=stage, **kwargs)
+        return counting_fit(ctx, job)
 
-    monkeypatch.setattr(distill, "fit", stop_in_third_student)
+    monkeypatch.setattr(student_stage, "fit", stop_in_third_student)
     assert main(["sweep", file]) == 130
     folder = tmp_path / "sweeps" / "tiny" / "runs"
     finished = sorted(p.parent.name for p in folder.glob("*/final_metrics.json"))
     assert len(finished) == 2 and not (tmp_path / "sweeps/tiny/results.csv").exists()
     stamps = {name: (folder / name / "final_metrics.json").stat().st_mtime_ns for name in finished}
     resumed = []
-    monkeypatch.setattr(distill, "fit", counting_fit)
-    real_run = distill.run
-    monkeypatch.setattr(sweep, "run", lambda cfg, resume: resumed.append((cfg.run_name, resume)) or real_run(cfg, resume))
+    monkeypatch.setattr(student_stage, "fit", counting_fit)
+    real_distill = sweep.distill
+    monkeypatch.setattr(sweep, "distill", lambda cfg, resume: resumed.append((cfg.run_name, resume))
+                        or real_distill(cfg, resume))
     assert main(["sweep", file]) == 0
     assert len(resumed) == 2 and [r for r in resumed if r[1]] == [resumed[0]]  # the stopped run resumes
     assert {name: (folder / name / "final_metrics.json").stat().st_mtime_ns for name in finished} == stamps

@@ -90,6 +90,16 @@ def tiny_overrides(models: dict, csv_data: dict, tmp_path: Path, **extra) -> lis
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def context(tmp_path: Path, data_cfg=None, **settings):
+    """A kd RunContext on the CPU in fp32, its cache and run folder under tmp_path (kd.runtime.context);
+    `settings`: Config fields, e.g. cache_dir=..."""
+    from kd.config.settings import Config, DataConfig
+    from kd.runtime.context import RunContext
+
+    cfg = Config(data=data_cfg or DataConfig(), cache_dir=str(settings.pop("cache_dir", tmp_path / "cache")), **settings)
+    return RunContext.build(cfg, tmp_path / "run")
+
+
 def make_classifier(folder: Path, source: Path, steps: int = 150, seed: int = 0) -> Path:
     """A kd classifier folder: the tiny `source` encoder trained briefly on label-word texts."""
     torch.manual_seed(seed)

@@ -169,9 +169,9 @@ def _own_data_overrides(args) -> list[str]:
 
 
 def _distill(args) -> None:
-    from kd.run.pipeline import run
+    from kd.run.pipeline import distill
 
-    run(*_run_config(args))
+    distill(*_run_config(args))
 
 
 def _pretrain(args) -> None:
@@ -225,10 +225,10 @@ def _evaluate(args) -> None:
         from kd.models.saved import load_classifier
 
         model, tokenizer, thresholds = load_classifier(args.model)
-        max_length = inference_max_length(args.max_length, getattr(model.config, "max_position_embeddings", None),
-                                          tokenizer.model_max_length)
+        tokenizer.model_max_length = inference_max_length(
+            args.max_length, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length)
         data = _read_for_model(args, label_names(model), is_single_label(model))
-        metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, max_length, thresholds,
+        metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, thresholds,
                                     temperatures=read_calibration(Path(args.model), data.label_names))
     print(json.dumps(metrics, indent=2))
 

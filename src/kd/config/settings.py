@@ -1,7 +1,7 @@
 """Run configuration: typed dataclasses, every numeric setting with its range.
 
 Precedence, lowest first: the dataclass defaults (mirrored by configs/base.yaml),
-each `--config` file in order, then `key=value` overrides (read by kd.config_files).
+each `--config` file in order, then `key=value` overrides (read by kd.config.sources).
 Unknown keys, values of the wrong type and values out of range are errors. The
 resolved config is saved beside every run.
 """
@@ -46,7 +46,7 @@ class Range:
 POSITIVE, AT_LEAST_0, AT_LEAST_1 = Range(0, open_low=True), Range(0), Range(1)
 FRACTION = Range(0, 1)
 SEED = Range(*SEED_RANGE)
-SpeedupName = Literal["fused_adamw", "cls_only_last_layer", "sparse_embedding_gradient"]  # kd/speedups.py
+SpeedupName = Literal["fused_adamw", "cls_only_last_layer", "sparse_embedding_gradient"]  # kd/training/speedups.py
 
 
 def check_ranges(obj: Any, prefix: str = "") -> None:
@@ -84,13 +84,13 @@ class DataConfig:
     id_column: str | None = None
     empty_texts: Literal["error", "drop"] = "error"
     quoting: Literal["csv", "none"] = "csv"  # none: double quotes are ordinary characters
-    problem_type: Literal["auto", "multi_label", "single_label"] = "auto"  # kd/labels.py
+    problem_type: Literal["auto", "multi_label", "single_label"] = "auto"  # kd/data/labels.py
     val_fraction: float = 0.2
     split_seed: int = 42
     max_length: int = 200
     max_train_samples: int | None = None
     max_val_samples: int | None = None
-    num_proc: int = 1  # tokenizer processes (kd/tokens.py)
+    num_proc: int = 1  # tokenizer processes (kd/data/tokens.py)
     RANGES: ClassVar[dict[str, Range]] = {
         "val_fraction": Range(0, 1, open_low=True, open_high=True), "split_seed": SEED,
         "max_length": Range(MIN_MAX_LENGTH), "max_train_samples": AT_LEAST_1, "max_val_samples": AT_LEAST_1,
@@ -115,9 +115,9 @@ class TrainConfig:
     select_by: Literal["bce", "macro_auc"] = "bce"
     save_every_steps: int = 200  # resumable state every N batches (0: only after each epoch)
     group_by_length: bool = True  # batches of similar lengths: less padding
-    pad_to_multiple_of: int | None = None  # batch widths; None: 8 in mixed precision, else 1 (kd/train.py)
+    pad_to_multiple_of: int | None = None  # batch widths; None: 8 in mixed precision, else 1 (kd/training/loop.py)
     lazy_embedding_update: bool = False  # AdamW updates only the word-embedding rows a batch uses
-    speedups: list[SpeedupName] | None = None  # None: this device's defaults (kd/speedups.py)
+    speedups: list[SpeedupName] | None = None  # None: this device's defaults (kd/training/speedups.py)
     RANGES: ClassVar[dict[str, Range]] = {
         "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": POSITIVE,
         "weight_decay": AT_LEAST_0, "warmup_ratio": Range(0, 1, open_high=True),
@@ -140,7 +140,7 @@ class StudentConfig:
     init: Literal["auto", "pretrained", "kd-pretrain", "teacher-layers", "teacher-embeddings", "random"] = "auto"
     num_layers: int | None = None  # override the depth (random) or choose K (teacher-layers)
     layers: list[int] | None = None  # teacher-layers: which teacher layers to keep
-    lexical_buckets: int | None = None  # a lexical part of this many rows (kd/lexical.py); None: kd-pretrain's, else 0
+    lexical_buckets: int | None = None  # a lexical part of this many rows (kd/models/lexical.py); None: kd-pretrain's, else 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=5, batch_size=64))
     RANGES: ClassVar[dict[str, Range]] = {"num_layers": AT_LEAST_1, "layers": AT_LEAST_0, "lexical_buckets": AT_LEAST_0}
 

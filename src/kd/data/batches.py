@@ -1,7 +1,7 @@
 """Token ids in, padded tensor batches out.
 
 Batches are padded to their longest row, rounded up to a multiple where asked (training in
-bf16 asks for 8: see kd/train.py). Training batches are shuffled, by default in
+bf16 asks for 8: see kd/training/loop.py). Training batches are shuffled, by default in
 length-grouped batches (rows of similar length together, far less padding); evaluation
 batches go in length order.
 """

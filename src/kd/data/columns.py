@@ -1,7 +1,7 @@
 """Ragged columns: rows of variable length stored as one flat array and the offset where each row
 starts (row i is values[offsets[i]:offsets[i + 1]]), saved as .npy files and memory-mapped back.
 
-`TextColumn` holds texts as UTF-8 bytes; kd.tokens' `TokenColumns` holds token ids. Millions of
+`TextColumn` holds texts as UTF-8 bytes; kd.data.tokens' `TokenColumns` holds token ids. Millions of
 rows cost their bytes and 8 bytes of offset each, not a Python object per row, and a memory-mapped
 column is read from disk as rows are used.
 """

@@ -58,7 +58,7 @@ def _check_unique(names: list[str], where: str) -> None:
 def _read_columns(path: Path, text_column: str, label_columns: list[str], delimiter: str | None,
                   id_column: str | None, empty_texts: str, quoting: str, problem_type: str,
                   classes: list[str] | None) -> LabeledTexts:
-    """A delimited file with a header; label columns named, or inferred (kd.labels)."""
+    """A delimited file with a header; label columns named, or inferred (kd.data.labels)."""
     sep = delimiter if delimiter is not None else ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
     keys = [text_column, *([id_column] if id_column else [])]
     wanted = keys + list(label_columns)
@@ -187,7 +187,7 @@ def _read_one(path: str | Path, fmt: str, text_column: str = "comment_text",
     """Read one labelled file in one of the supported formats (parsed by kd.data.tables.read_table).
 
     goemotions: label ids index the names in `labels_file`, or `label_columns` without one.
-    csv: `label_columns` are 0/1 columns or one class column (kd.labels); none: inferred.
+    csv: `label_columns` are 0/1 columns or one class column (kd.data.labels); none: inferred.
     Ids (jigsaw: `id`; goemotions: the third column; csv: `id_column`) must be unique. Rows
     with an empty text are an error, or with empty_texts="drop" left out and counted.
     `classes`: the classes a class column may hold, in order (a val file, a model's data).

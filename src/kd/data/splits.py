@@ -4,6 +4,7 @@ memory-mapped columns in the cache (kd.data.stored) when given a store folder.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,6 +16,12 @@ from kd.errors import KDError
 from kd.files import file_digest
 
 
+class Splits(NamedTuple):
+    """The data stage's result: the rows a run trains on and the rows it evaluates on."""
+    train: LabeledTexts
+    val: LabeledTexts
+
+
 def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic shuffled split of range(n) into (train rows, val rows)."""
     order = np.random.default_rng(seed).permutation(n)
@@ -22,9 +29,9 @@ def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def load_splits(cfg: DataConfig, store: Path | None = None) -> tuple[LabeledTexts, LabeledTexts]:
+def load_splits(cfg: DataConfig, store: Path | None = None) -> Splits:
     """Train and val as the config says: a val file, or a seeded split of train. With a `store`
-    folder, the files are read into memory-mapped columns there once (kd.stored_data)."""
+    folder, the files are read into memory-mapped columns there once (kd.data.stored)."""
     def read(path: str, columns: list[str], problem_type: str, classes: list[str] | None = None) -> LabeledTexts:
         settings = (cfg.format, cfg.text_column, columns, cfg.labels_file, cfg.delimiter, cfg.id_column,
                     cfg.empty_texts, cfg.quoting, problem_type)
@@ -55,4 +62,4 @@ def load_splits(cfg: DataConfig, store: Path | None = None) -> tuple[LabeledText
         train = train.take(np.arange(min(cfg.max_train_samples, len(train))))
     if cfg.max_val_samples:
         val = val.take(np.arange(min(cfg.max_val_samples, len(val))))
-    return train, val
+    return Splits(train, val)

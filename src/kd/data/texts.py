@@ -18,7 +18,7 @@ BLANK_FILLERS = set("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers, the bla
 
 @dataclass
 class LabeledTexts:
-    texts: Sequence[str]  # a list, or a memory-mapped kd.data.columns.TextColumn (kd.stored_data)
+    texts: Sequence[str]  # a list, or a memory-mapped kd.data.columns.TextColumn (kd.data.stored)
     labels: np.ndarray  # (rows, labels) float32 of 0/1
     label_names: list[str]
     dropped: int = 0  # rows with empty texts left out (data.empty_texts=drop)
@@ -44,7 +44,7 @@ class LabeledTexts:
 
 
 def _take(texts: Sequence[str], rows: np.ndarray) -> Sequence[str]:
-    """These rows of a list, or of a column (kd.columns: a view that shares its arrays)."""
+    """These rows of a list, or of a column (kd.data.columns: a view that shares its arrays)."""
     return texts.take(rows) if hasattr(texts, "take") else [texts[i] for i in rows]
 
 

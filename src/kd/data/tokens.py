@@ -114,19 +114,20 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 
 class TokenCache:
-    """Token ids per (tokenizer, split): each split is tokenized once per distinct tokenizer, with a
-    progress bar when a `reporter` is given. With a `folder`, the ids are saved there, keyed by
-    tokenizer, max_length and the texts, and memory-mapped back by later runs; `main_process_first`
-    (Accelerate's) lets the main process write them before the others read."""
+    """Token ids per (tokenizer, split): each split is tokenized once per distinct tokenizer, at the
+    tokenizer's own model_max_length (the run sets it from data.max_length), with a progress bar when
+    a `reporter` is given. With a `folder`, the ids are saved there, keyed by tokenizer, length and
+    the texts, and memory-mapped back by later runs; `main_process_first` (Accelerate's) lets the
+    main process write them before the others read."""
 
-    def __init__(self, max_length: int, reporter=None, folder: Path | None = None, num_proc: int = 1,
+    def __init__(self, reporter=None, folder: Path | None = None, num_proc: int = 1,
                  main_process_first=nullcontext):
-        self.max_length, self.reporter, self.folder, self.num_proc = max_length, reporter, folder, num_proc
+        self.reporter, self.folder, self.num_proc = reporter, folder, num_proc
         self.main_process_first = main_process_first
-        self._ids: dict[tuple[str, str], TokenColumns] = {}
+        self._ids: dict[tuple[str, int, str], TokenColumns] = {}
 
     def __call__(self, tokenizer, split: str, texts: Sequence[str]) -> TokenColumns:
-        key = (tokenizer_fingerprint(tokenizer), split)
+        key = (tokenizer_fingerprint(tokenizer), tokenizer.model_max_length, split)
         if key not in self._ids:
             if self.folder is None:
                 self._ids[key] = self._encode(tokenizer, split, texts)
@@ -139,10 +140,10 @@ class TokenCache:
         bar = (self.reporter.task(f"tokenizing {split}", -(-len(texts) // CHUNK)) if self.reporter is not None
                else nullcontext(None))
         with bar as advance:
-            return encode(tokenizer, texts, self.max_length, self.num_proc, advance)
+            return encode(tokenizer, texts, tokenizer.model_max_length, self.num_proc, advance)
 
     def _stored(self, tokenizer, split: str, texts: Sequence[str], fingerprint: str) -> TokenColumns:
-        name = hashlib.sha256(json.dumps([fingerprint, self.max_length, texts_digest(texts)]).encode())
+        name = hashlib.sha256(json.dumps([fingerprint, tokenizer.model_max_length, texts_digest(texts)]).encode())
         folder = self.folder / name.hexdigest()[:24]
         try:
             columns = TokenColumns.load(folder, "ids")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from kd.data.splits import Splits
 from kd.deployment.classifier import Classifier
+from kd.runtime.context import RunContext
 
 CARD = "README.md"
 SPEED_TEXTS = 256  # val texts timed for ms per text
@@ -52,21 +54,25 @@ def _metadata(role: str, summaries: dict, labels: list[str], single_label: bool,
                 "dataset": {"name": Path(data["train"]).name, "type": "custom"}, "metrics": metrics}]}]}
 
 
-def write_run_cards(roles: list[str], summaries: dict, labels: list[str], single_label: bool, data: dict,
-                    settings: dict, val_texts: list[str]) -> None:
-    """README.md of the run's folders of `roles`; `summaries` has "teacher" and "student"."""
-    texts = val_texts[:SPEED_TEXTS]
+def write_run_cards(ctx: RunContext, data: Splits, summaries: dict) -> None:
+    """The model-card stage: README.md of the run's student/ and, when the run fine-tuned it,
+    teacher/; `summaries` has the "teacher" and "student" stage summaries."""
+    cfg = ctx.cfg
+    roles = ["student"] + ([] if summaries["teacher"].get("given") else ["teacher"])
+    labels, single_label = data.train.label_names, data.train.single_label
+    files = {"train": cfg.data.train, "val": cfg.data.val}
+    texts = list(data.val.texts[:SPEED_TEXTS])
     speeds = {role: ms_per_text(Path(s["path"]), texts) if Path(s["path"]).is_dir() else None  # not a file of scores
               for role, s in summaries.items()}
     for role in roles:
         folder = Path(summaries[role]["path"])
-        lines = ["---", yaml.safe_dump(_metadata(role, summaries, labels, single_label, data), sort_keys=False).strip(),
+        lines = ["---", yaml.safe_dump(_metadata(role, summaries, labels, single_label, files), sort_keys=False).strip(),
                  "---", "", f"# kd {role}: {'single' if single_label else 'multi'}-label text classifier", ""]
         if role == "student":
             lines += [f"Distilled by kd from the teacher `{summaries['teacher']['path']}` "
-                      f"(alpha {settings['alpha']}, temperature {settings['temperature']}); its start: "
+                      f"(alpha {cfg.distill.alpha}, temperature {cfg.distill.temperature}); its start: "
                       f"{summaries['student'].get('recipe', 'n/a')}.", ""]
-        lines += _body(folder, role, summaries, labels, single_label, data, speeds)
+        lines += _body(folder, role, summaries, labels, single_label, files, speeds)
         (folder / CARD).write_text("\n".join(lines) + "\n")
 
 

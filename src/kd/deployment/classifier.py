@@ -188,7 +188,7 @@ class Classifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), num_labels) float32 probabilities in `self.labels` order: per-label sigmoids,
         or one softmax over the classes of a single-label model, of the logits divided by the
-        folder's calibrated temperatures (kd.calibration; 1 without)."""
+        folder's calibrated temperatures (kd.evaluation.calibration; 1 without)."""
         return (softmax if self.single_label else sigmoid)(self.logits(texts) / self.temperatures).astype(np.float32)
 
     def predict(self, texts: Sequence[str]) -> list[list[str]]:

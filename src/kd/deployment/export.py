@@ -4,7 +4,7 @@ With `onnx=True` the folder holds `model.onnx` (inputs `input_ids` and `attentio
 dynamic batch and sequence axes, output `logits`), optionally int8 (dynamic quantization of
 the weights), beside `tokenizer.json`, `config.json` (labels) and `thresholds.json`; without,
 a plain `save_pretrained` folder. For BERT-architecture classifiers the graph computes the
-last layer for the [CLS] position only, the one the head reads (kd.first_token, as in training). Before the folder lands,
+last layer for the [CLS] position only, the one the head reads (kd.models.first_token, as in training). Before the folder lands,
 the exported model runs on real texts beside the PyTorch one: the largest |Δ probability| must stay within 1e-4 for fp32,
 and on a labelled file int8 may move macro ROC AUC by at most 0.005. The folder is built
 next to its target and renamed into place only when the check passes; `export.json` in it

@@ -45,13 +45,13 @@ def predict_logits(model, loader, accelerator, on_batch=None) -> tuple[np.ndarra
 
 
 def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size: int,
-                   max_length: int, thresholds: np.ndarray | None = None,
-                   input_ids: TokenColumns | None = None,
+                   thresholds: np.ndarray | None = None, input_ids: TokenColumns | None = None,
                    temperatures: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
-    """(metrics, thresholds) of a model on labelled data; thresholds tuned on it when not given
-    (see tuned_metrics)."""
-    dataset = EncodedDataset(input_ids if input_ids is not None else encode(tokenizer, data.texts, max_length),
-                             data.labels)
+    """(metrics, thresholds) of a model on labelled data, its texts truncated at the tokenizer's
+    model_max_length unless `input_ids` are given; thresholds tuned on it when not given (see
+    tuned_metrics)."""
+    ids = input_ids if input_ids is not None else encode(tokenizer, data.texts, tokenizer.model_max_length)
+    dataset = EncodedDataset(ids, data.labels)
     single = model.config.problem_type == SINGLE_LABEL  # before prepare: with several processes it wraps the model
     model, loader = prepare_for_inference(accelerator, model,
                                           make_loader(dataset, tokenizer, model, batch_size, False))

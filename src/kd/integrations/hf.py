@@ -59,7 +59,7 @@ def cached_teacher_logits(path: str | Path) -> np.ndarray:
     one row per train row in file order, checked against the checksum stored with them."""
     from safetensors import safe_open
 
-    from kd.teacher.soft_targets import read_cached_logits
+    from kd.teacher.logits_cache import read_cached_logits
 
     try:
         with safe_open(str(path), framework="pt") as handle:

@@ -1,6 +1,6 @@
 """What a kd model folder holds besides weights and tokenizer, read and written without torch:
 the label names and problem type (config.json) and the per-label thresholds (thresholds.json).
-kd.models writes folders, kd.classifier runs them; both read these through here."""
+kd.models writes folders, kd.deployment.classifier runs them; both read these through here."""
 
 from __future__ import annotations
 

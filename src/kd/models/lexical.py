@@ -6,7 +6,7 @@ Why: the BERT-Tiny-shaped student and TF-IDF + LR are wrong on different texts (
 average beats both: docs/benchmarks/lexical_ensemble.md), and 3.9M of that student's 4.4M
 parameters are word embeddings, most of them for wordpieces its training texts never contain.
 
-The architecture (model_type kd-lexical-bert) is in kd/lexical_bert.py, a file that save_pretrained
+The architecture (model_type kd-lexical-bert) is in kd/models/lexical_bert.py, a file that save_pretrained
 copies into the model folder. The table starts at zero; under Adam an output scaled by s moves s
 times as fast, which a sparse linear model whose rows see few steps needs (scale 10: what was
 measured for 1, 10, 30 and 100 is in docs/benchmarks/tiny_levers.md). Ids the training texts never

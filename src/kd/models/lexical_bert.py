@@ -1,5 +1,5 @@
 """The kd-lexical-bert architecture: a BERT classifier plus per-label weights of hashed wordpieces
-and wordpiece pairs added to its logits (kd/lexical.py builds one from a BERT student).
+and wordpiece pairs added to its logits (kd/models/lexical.py builds one from a BERT student).
 
 This file imports only torch and transformers: save_pretrained copies it into the model folder
 (config.json's auto_map names it), so plain transformers loads the folder without kd, with

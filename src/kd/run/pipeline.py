@@ -1,168 +1,177 @@
-"""The main job: data -> teacher (kd.teacher) -> cached soft targets -> student -> run folder and table.
+"""A run as stages over one context (kd.runtime.context):
 
-A run folder `checkpoints/<run>/` holds `teacher/` and `student/` (save_pretrained
-folders with thresholds.json), `config.yaml` (the resolved config), `metrics.jsonl`
-(one record per epoch of either stage) and `final_metrics.json`.
+    data -> teacher -> soft targets -> [pre-training] -> student -> calibration -> model cards
+
+`distill` (`kd distill`) runs them all; `prepare_teacher` (a sweep's shared teacher) the first
+three; `pretrain` (`kd pretrain`) pre-trains a student alone. Each stage is a function of the
+context and the results of the stages before it, and writes what it makes into the run folder or
+the cache. A stage that is cached is skipped by every command alike (the soft targets, the
+pre-trained student, a sweep's teacher), and so is a stage that a resumed run had finished.
+
+A run folder `checkpoints/<run>/` holds `teacher/` and `student/` (save_pretrained folders with
+thresholds.json, calibration.json and a model card), `config.yaml` (the resolved config),
+`metrics.jsonl` (one record per epoch of either stage) and `final_metrics.json`.
 """
 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
 
-import numpy as np
-import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from kd.training.checkpoint import state_path
 from kd.config.settings import Config
-from kd.data.batches import EncodedDataset
-from kd.deployment.card import write_run_cards
-from kd.data.texts import LabeledTexts
-from kd.data.splits import load_splits
-from kd.data.tokens import TokenCache, TokenColumns
-from kd.errors import KDError
-from kd.evaluation.stage import calibrate_saved, stage_summary
-from kd.models.lexical import add_lexical_part, lexical_summary
-from kd.training.layer_matching import LayerMatching
-from kd.models.build import TEACHER_INITS, build_model, count_parameters, init_prior_bias, set_single_label
-from kd.models.saved import load_classifier
-from kd.models.hub import load_tokenizer
-from kd.run.preflight import check_models, check_output_folders, run_folder
-from kd.runtime.report import Reporter, write_json
-from kd.runtime.hardware import make_accelerator, precision_name
-from kd.student.pretrain import pretrain_encoder
-from kd.student.start import pretrained_student, resolve_init
-from kd.teacher.stage import teacher_side
+from kd.data.splits import Splits, load_splits
+from kd.data.tokens import TokenCache
 from kd.data.transfer import read_texts
-from kd.training.loop import Objective, fit
+from kd.deployment.card import write_run_cards
+from kd.errors import KDError
+from kd.evaluation.stage import calibration_stage
+from kd.run.preflight import check_models, check_output_folders, run_folder
+from kd.runtime.context import RunContext
+from kd.runtime.hardware import make_accelerator, precision_name
+from kd.runtime.report import Reporter, write_json
+from kd.student.pretrain import pretrain_encoder
+from kd.student.start import resolve_init, student_start
+from kd.student.stage import student_stage
+from kd.teacher.soft_targets import soft_targets_stage, teacher_soft_targets
+from kd.teacher.stage import teacher_folder, teacher_stage
 
 
-def _layer_matching(cfg: Config, model, tokenizer, teacher, teacher_tokenizer, train: LabeledTexts,
-                    tokens: TokenCache) -> LayerMatching | None:
-    """The hidden-state / attention matching loss, when the config asks for one."""
-    distill = cfg.distill
-    if not distill.matches_layers:
-        return None
-    if tokens(tokenizer, "train", train.texts) != tokens(teacher_tokenizer, "train", train.texts):
-        raise KDError("distill.hidden_weight / distill.attention_weight run the teacher on the student's "
-                      "tokens, so both need the same tokenization; these tokenizers differ")
-    if distill.attention_weight > 0:
-        model.set_attn_implementation("eager")  # the fused attention kernels return no attention maps
-    return LayerMatching(model, teacher, distill.layer_map, distill.hidden_weight,
-                         distill.attention_weight, distill.hidden_loss)
+def distill(cfg: Config, resume: bool = False) -> Path:
+    """Run the whole job, or with `resume` continue it from its saved state; returns the run folder."""
+    with _distill_run(cfg, resume) as (ctx, data, recipe, transfer_texts):
+        teacher = _teacher(ctx, data)
+        targets = soft_targets_stage(ctx, data, teacher_folder(ctx), transfer_texts)
+        if not ctx.cfg.distill.matches_layers:
+            ctx.release("teacher")  # the student stage needs only its soft targets
+        start = student_start(ctx, data)
+        student = _stage(ctx, "student", lambda: student_stage(ctx, data, targets, start))
+        student["calibration"] = _stage(ctx, "student-calibration",
+                                        lambda: calibration_stage(ctx, "student", Path(student["path"]), data.val))
+        student.update({"pretraining": start.pretraining} if start.pretraining else {}, recipe=recipe)
+        summaries = {"teacher": teacher, "student": student}
+        _finish(ctx, {"teacher": teacher, "soft_targets_cache_hit": targets.cache_hit,
+                      "num_processes": ctx.accelerator.num_processes, "student": student})
+        if ctx.is_main:
+            write_run_cards(ctx, data, summaries)
+        ctx.reporter.final_table(summaries)
+    return ctx.run_dir
 
 
-def _student_stage(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache,
-                   teacher_logits, transfer: tuple[list[str], torch.Tensor] | None, teacher,
-                   accelerator: Accelerator, reporter: Reporter, run_dir: Path, resume: bool,
-                   learned: list[str]) -> dict:
-    """The student trained on the train rows (and transfer rows); `learned`: the texts its word
-    embeddings learned from before (kd-pretrain's), whose rows a lexical part's cut keeps too."""
-    student = cfg.student
-    tokenizer = load_tokenizer(cfg.teacher.name if student.init in TEACHER_INITS else student.name)
-    tokenizer.model_max_length = cfg.data.max_length  # saved with the model: inference truncates there too
-    model = build_model(student.name, student.init, train.label_names, role="student",
-                        num_layers=student.num_layers, layers=student.layers,
-                        teacher_name=cfg.teacher.name)
-    set_single_label(model, train.single_label)
-    train_set = EncodedDataset(tokens(tokenizer, "train", train.texts), train.labels, teacher_logits)
-    if transfer is not None:  # transfer-set rows after the labelled ones: soft targets only
-        texts, logits = transfer
-        train_set = EncodedDataset(
-            TokenColumns.concat([train_set.input_ids, tokens(tokenizer, "transfer", texts)]),
-            np.concatenate([train.labels, np.zeros((len(texts), train.labels.shape[1]), np.float32)]),
-            torch.cat([teacher_logits, logits]), labelled_rows=len(train))
-    if student.lexical_buckets:  # word embeddings for the ids of every text it learned from
-        learned_rows = [tokens(tokenizer, "learned", learned)] if learned else []
-        kept = np.unique(TokenColumns.concat([train_set.input_ids, *learned_rows]).values)
-        model = add_lexical_part(model, kept, student.lexical_buckets, tokenizer.unk_token_id)
-    if student.train.prior_bias_init:
-        init_prior_bias(model, train.labels)
-    matching = _layer_matching(cfg, model, tokenizer, *teacher, train, tokens)
-    reporter.print(f"student: {student.name} ({student.init}){lexical_summary(model)}, "
-                   f"{count_parameters(model):,} parameters, alpha {cfg.distill.alpha}, T {cfg.distill.temperature}")
-    folder = run_dir / "student"
-    result = fit(model, tokenizer, train_set, EncodedDataset(tokens(tokenizer, "val", val.texts), val.labels),
-                 train.label_names, student.train, accelerator, reporter, folder, stage="student",
-                 objective=Objective(cfg.distill.alpha, cfg.distill.temperature, cfg.distill.final_temperature,
-                                     matching),
-                 state_file=state_path(run_dir, "student"), resume=resume)
-    best, _, _ = load_classifier(folder)
-    calibration = calibrate_saved(folder, best, tokenizer, val, tokens, student.train.eval_batch_size,
-                                  accelerator, reporter, "student")
-    return stage_summary(folder, result.metrics, best, result.train_time_s,
-                         best_epoch=result.best_epoch, lr=result.lr, calibration=calibration)
+def prepare_teacher(cfg: Config, resume: bool = False) -> Path:
+    """The teacher stage and its soft targets alone (kd sweep's shared teacher); the run folder."""
+    with _distill_run(cfg, resume) as (ctx, data, _, _):
+        teacher = _teacher(ctx, data)
+        hit = teacher_soft_targets(ctx, data, teacher_folder(ctx))
+        _finish(ctx, {"teacher": teacher, "soft_targets_cache_hit": hit, "num_processes": ctx.accelerator.num_processes})
+    return ctx.run_dir
 
 
-def _student_side(cfg: Config, train: LabeledTexts, val: LabeledTexts, tokens: TokenCache, teacher_logits,
-                  transfer, teacher, accelerator: Accelerator, reporter: Reporter, run_dir: Path,
-                  resume: bool) -> dict:
-    """The student stage, after its pre-training by distillation for student.init=kd-pretrain."""
-    pretraining, learned = None, []
-    if cfg.student.init == "kd-pretrain":
-        cfg, pretraining, learned = pretrained_student(cfg, train.texts, accelerator, reporter, run_dir, resume)
-    set_seed(cfg.seed)
-    summary = _student_stage(cfg, train, val, tokens, teacher_logits, transfer, teacher, accelerator, reporter,
-                             run_dir, resume, learned)
-    return summary if pretraining is None else {**summary, "pretraining": pretraining}
+def pretrain(cfg: Config, resume: bool = False) -> Path:
+    """`kd pretrain`: pre-train cfg.student on cfg.pretrain.files; returns the run folder (its
+    `student/` folder is the pre-trained encoder). `resume` continues an interrupted run."""
+    if not cfg.pretrain.files:
+        raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
+    texts = read_texts(cfg.pretrain.files, "pretrain.files")
+    cfg, _ = resolve_init(cfg)
+    accelerator = make_accelerator(cfg)
+    check_output_folders(cfg, accelerator)
+    with _context(cfg, cfg, accelerator, resume) as ctx:
+        result = pretrain_encoder(ctx, texts, ctx.run_dir / "student")
+        _finish(ctx, {"student": {"path": str(ctx.run_dir / "student"), **result}})
+        ctx.reporter.print(f"pre-trained student: {ctx.run_dir / 'student'} "
+                           "(a task run starts from it with student.name=<it> student.init=pretrained)")
+    return ctx.run_dir
 
 
-def _warn_about(train: LabeledTexts, val: LabeledTexts, reporter: Reporter) -> None:
-    for split, data in (("train", train), ("val", val)):
-        if data.dropped:
-            reporter.print(f"data: left out {data.dropped:,} rows with an empty text from the {split} file")
-        for name in data.labels_without_positives():
-            reporter.print(f"warning: label '{name}' has no positive example in {split}; "
-                           f"its AUC is undefined (null)")
-        for name in data.labels_on_every_row():
-            reporter.print(f"warning: label '{name}' is positive on every row of {split}; "
-                           f"nothing can be learnt about it and its AUC is undefined (null)")
+class _Started(NamedTuple):
+    ctx: RunContext
+    data: Splits
+    recipe: str  # how the student starts, in words (student.init=auto resolved)
+    transfer_texts: list[str]  # the texts of distill.transfer_files
 
 
-def run(cfg: Config, resume: bool = False, teacher_only: bool = False) -> Path:
-    """Run the whole job, or with `resume` continue it from its saved state; returns the run folder.
-    `teacher_only`: stop after the teacher and its cached soft targets (see shared_teacher)."""
+@contextmanager
+def _distill_run(cfg: Config, resume: bool) -> Iterator[_Started]:
+    """The data stage and everything checked before a run folder exists (bad data, a model that
+    cannot load, an unwritable folder fail first and leave nothing), then the run's context."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     check_output_folders(cfg, accelerator)
     with accelerator.main_process_first():  # bad data fails first; its columns are cached only once all reads
-        train, val = load_splits(cfg.data, Path(cfg.cache_dir) / "data")
-    given, (cfg, student_recipe) = cfg, resolve_init(cfg)  # config.yaml keeps init=auto: a resume resolves it again
-    check_models(cfg)
-    file_texts = read_texts(cfg.distill.transfer_files)
+        data = load_splits(cfg.data, Path(cfg.cache_dir) / "data")
+    resolved, recipe = resolve_init(cfg)  # config.yaml keeps init=auto: a resume resolves it again
+    check_models(resolved)
+    transfer_texts = read_texts(resolved.distill.transfer_files)
+    with _context(cfg, resolved, accelerator, resume, track=True) as ctx:
+        _report_data(ctx, data, recipe)
+        yield _Started(ctx, data, recipe, transfer_texts)
+
+
+@contextmanager
+def _context(given: Config, cfg: Config, accelerator: Accelerator, resume: bool,
+             track: bool = False) -> Iterator[RunContext]:
+    """The run folder (config.yaml keeps the `given` config), its reporter and token cache, as one
+    context; every model the run held is let go at the end."""
     with run_folder(given, accelerator, resume) as run_dir, \
-            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl", _tracking(cfg, accelerator, run_dir)) \
-            as reporter:
-        reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
-                       f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
-                       f"{precision_name(accelerator.mixed_precision, accelerator.device)}")
-        _warn_about(train, val, reporter)
-        reporter.print(f"student recipe: {student_recipe}")
-        tokens = TokenCache(cfg.data.max_length, reporter, Path(cfg.cache_dir) / "tokens",
-                            cfg.data.num_proc, accelerator.main_process_first)
-        teacher_summary, teacher_logits, cache_hit, transfer, online = teacher_side(
-            cfg, train, val, tokens, file_texts, accelerator, reporter, run_dir, resume, teacher_only)
-        summary = {"teacher": teacher_summary, "soft_targets_cache_hit": cache_hit,
-                   "num_processes": accelerator.num_processes}
-        if not teacher_only:
-            summary["student"] = _student_side(cfg, train, val, tokens, teacher_logits, transfer, online,
-                                               accelerator, reporter, run_dir, resume)
-            summary["student"]["recipe"] = student_recipe
-        if accelerator.is_main_process:
-            write_json(run_dir / "final_metrics.json", summary)
-            shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
-            if not teacher_only:
-                write_run_cards(["student"] + ([] if cfg.teacher.path or cfg.teacher.soft_targets else ["teacher"]),
-                                {"teacher": teacher_summary, "student": summary["student"]}, train.label_names,
-                                train.single_label, {"train": cfg.data.train, "val": cfg.data.val},
-                                {"alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature}, val.texts)
-        if not teacher_only:
-            reporter.final_table({"teacher": teacher_summary, "student": summary["student"]})
+            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl",
+                     _tracking(cfg, accelerator, run_dir) if track else None) as reporter:
+        tokens = TokenCache(reporter, Path(cfg.cache_dir) / "tokens", cfg.data.num_proc,
+                            accelerator.main_process_first)
+        ctx = RunContext(cfg, accelerator, reporter, tokens, run_dir, resume)
+        try:
+            yield ctx
+        finally:
+            ctx.release(*ctx.loaded)
         reporter.print(f"run folder: {run_dir}")
     accelerator.end_training()
-    return run_dir
+
+
+def _teacher(ctx: RunContext, data: Splits) -> dict:
+    """The teacher stage, then the calibration stage of a teacher it fine-tuned."""
+    teacher = _stage(ctx, "teacher", lambda: teacher_stage(ctx, data))
+    if not teacher.get("given"):
+        teacher["calibration"] = _stage(ctx, "teacher-calibration",
+                                        lambda: calibration_stage(ctx, "teacher", teacher_folder(ctx), data.val))
+    return teacher
+
+
+def _stage(ctx: RunContext, name: str, run: Callable[[], dict]) -> dict:
+    """A stage's summary: the one a resumed run recorded when it finished the stage, or run() now."""
+    done = ctx.finished(name)
+    if done is not None:
+        ctx.reporter.print(f"{name}: finished before the run stopped; not run again")
+        return done
+    return ctx.record(name, run())
+
+
+def _finish(ctx: RunContext, summary: dict) -> None:
+    """final_metrics.json, and the resumable state gone: the run is finished."""
+    if ctx.is_main:
+        write_json(ctx.run_dir / "final_metrics.json", summary)
+        shutil.rmtree(ctx.run_dir / "state", ignore_errors=True)
+
+
+def _report_data(ctx: RunContext, data: Splits, recipe: str) -> None:
+    accelerator, reporter = ctx.accelerator, ctx.reporter
+    train, val = data
+    reporter.print(f"data: {len(train):,} train / {len(val):,} val rows, {len(train.label_names)} labels, "
+                   f"{accelerator.num_processes} process(es) on {accelerator.device}, training in "
+                   f"{precision_name(accelerator.mixed_precision, accelerator.device)}")
+    for split, rows in (("train", train), ("val", val)):
+        if rows.dropped:
+            reporter.print(f"data: left out {rows.dropped:,} rows with an empty text from the {split} file")
+        for name in rows.labels_without_positives():
+            reporter.print(f"warning: label '{name}' has no positive example in {split}; "
+                           f"its AUC is undefined (null)")
+        for name in rows.labels_on_every_row():
+            reporter.print(f"warning: label '{name}' is positive on every row of {split}; "
+                           f"nothing can be learnt about it and its AUC is undefined (null)")
+    reporter.print(f"student recipe: {recipe}")
 
 
 def _tracking(cfg: Config, accelerator: Accelerator, run_dir: Path):
@@ -175,25 +184,3 @@ def _tracking(cfg: Config, accelerator: Accelerator, run_dir: Path):
     except ImportError as err:
         raise KDError(f"log_with={cfg.log_with} needs its package: {err}") from None
     return accelerator.log
-
-
-def pretrain(cfg: Config, resume: bool = False) -> Path:
-    """Pre-train cfg.student on cfg.pretrain.files; returns the run folder (its `student/` folder
-    is the pre-trained encoder). `resume` continues an interrupted run from its saved state."""
-    if not cfg.pretrain.files:
-        raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
-    texts = read_texts(cfg.pretrain.files, "pretrain.files")
-    cfg, _ = resolve_init(cfg)
-    accelerator = make_accelerator(cfg)
-    check_output_folders(cfg, accelerator)
-    with run_folder(cfg, accelerator, resume) as run_dir, \
-            Reporter(accelerator.is_main_process, run_dir / "metrics.jsonl") as reporter:
-        result = pretrain_encoder(cfg, texts, accelerator, reporter, run_dir / "student",
-                                  state_path(run_dir, "pretrain"), resume)
-        if accelerator.is_main_process:
-            write_json(run_dir / "final_metrics.json", {"student": {"path": str(run_dir / "student"), **result}})
-            shutil.rmtree(run_dir / "state", ignore_errors=True)  # finished: nothing to resume
-        reporter.print(f"pre-trained student: {run_dir / 'student'} "
-                       "(a task run starts from it with student.name=<it> student.init=pretrained)")
-    accelerator.end_training()
-    return run_dir

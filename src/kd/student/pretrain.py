@@ -1,4 +1,5 @@
-"""`kd pretrain`: pre-training a student by distillation on unlabelled text, before any task.
+"""Pre-training a student by distillation on unlabelled text, before any task (`kd pretrain`, and
+the kd-pretrain start of kd.student.start).
 
 The student's layers learn to reproduce the pretrained teacher's hidden states on plain texts
 (`pretrain.files`, one per line), through a learned projection where the widths differ: the
@@ -6,7 +7,8 @@ general distillation of TinyBERT, in the spirit of "Well-Read Students Learn Bet
 al., 2019), where a compact model pre-trained before distillation beat one distilled from
 scratch. The teacher is `teacher.name`'s pretrained encoder (not a fine-tuned classifier); the
 student is built as `kd distill` builds it (`student.name`, `student.init`, `student.num_layers`)
-and reads the teacher's tokenizer. One loop trains it: `train.fit` without labels or a val set.
+and reads the teacher's tokenizer. One loop trains it: kd.training.loop's `fit` without labels or a
+val set.
 
 The run folder holds `student/` (the encoder and tokenizer, a save_pretrained folder: start a
 task from it with `student.name=<that folder> student.init=pretrained`), `config.yaml`,
@@ -21,33 +23,28 @@ import json
 from pathlib import Path
 
 import numpy as np
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from kd.data.batches import EncodedDataset
 from kd.config.settings import Config, PretrainConfig
+from kd.data.batches import EncodedDataset
 from kd.data.tokens import encode
-from kd.models.build import check_positions
 from kd.errors import KDError
+from kd.models.build import build_model, check_positions, count_parameters, load_encoder
+from kd.runtime.context import RunContext
 from kd.training.layer_matching import LayerMatching
-from kd.models.build import build_model, count_parameters
-from kd.models.build import load_encoder
-from kd.models.hub import load_tokenizer
-from kd.runtime.report import Reporter
-from kd.training.loop import Objective, fit
+from kd.training.loop import Objective, TrainingJob, fit
 
 UNLABELLED = ["unlabelled"]  # the student is built as a classifier; its 1-label head is not trained or saved
+PRETRAIN_SEED = 0
 
 
-
-
-def pretrain_encoder(cfg: Config, texts: list[str], accelerator: Accelerator, reporter: Reporter, folder: Path,
-                     state_file: Path, resume: bool = False) -> dict:
+def pretrain_encoder(ctx: RunContext, texts: list[str], folder: Path) -> dict:
     """Build cfg.student from cfg.student.init (kd-pretrain: from teacher-embeddings),
     train it to match cfg.teacher.name's pretrained hidden states on `texts`, save the encoder in
     `folder`; returns what it did (texts, parameters, train time, lr, loss by epoch)."""
+    cfg = ctx.cfg
     set_seed(cfg.seed)
-    tokenizer = load_tokenizer(cfg.teacher.name)
+    tokenizer = ctx.tokenizer(cfg.teacher.name)
     teacher = load_encoder(cfg.teacher.name)
     init = "teacher-embeddings" if cfg.student.init == "kd-pretrain" else cfg.student.init  # that recipe's start
     student = build_model(cfg.student.name, init, UNLABELLED, num_layers=cfg.student.num_layers,
@@ -60,14 +57,13 @@ def pretrain_encoder(cfg: Config, texts: list[str], accelerator: Accelerator, re
     pre = cfg.pretrain
     matching = LayerMatching(student, teacher, pre.layer_map, pre.hidden_weight, 0.0, pre.hidden_loss,
                              pre.relation_weight, pre.relation_heads)
-    reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({init}), "
-                   f"{count_parameters(student.base_model):,} parameters, matching {cfg.teacher.name}'s "
-                   + _matched(matching))
-    train_set = EncodedDataset(encode(tokenizer, texts, cfg.data.max_length),
+    ctx.reporter.print(f"pretrain: {len(texts):,} texts; student {cfg.student.name} ({init}), "
+                       f"{count_parameters(student.base_model):,} parameters, matching {cfg.teacher.name}'s "
+                       + _matched(matching))
+    train_set = EncodedDataset(encode(tokenizer, texts, tokenizer.model_max_length),
                                np.zeros((len(texts), 1), np.float32), labelled_rows=0)
-    result = fit(student, tokenizer, train_set, None, UNLABELLED, cfg.pretrain.train, accelerator, reporter,
-                 folder, stage="pretrain", objective=Objective(matching=matching), state_file=state_file,
-                 resume=resume)
+    result = fit(ctx, TrainingJob("pretrain", student, tokenizer, train_set, None, cfg.pretrain.train, folder,
+                                  Objective(matching=matching)))
     return {"texts": len(texts), "parameters": count_parameters(student.base_model),
             "train_time_s": result.train_time_s, "lr": result.lr,
             "train_loss": [record["train_loss"] for record in result.history]}
@@ -83,9 +79,6 @@ def _matched(matching: LayerMatching) -> str:
         parts.append(f"last-layer self-attention relations ({matching.relation_heads} heads, layers "
                      f"{list(matching.relation_layers)}, weight {matching.relation_weight:g})")
     return " and ".join(parts)
-
-
-PRETRAIN_SEED = 0
 
 
 def pretraining_key(cfg: Config, texts: list[str], mixed_precision: str) -> str:

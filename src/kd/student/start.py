@@ -13,7 +13,7 @@ kd-pretrain: the student starts from the teacher's embedding tables reduced to i
 pre-trained encoder is cached under cache_dir/pretrained_students/<key>, the key covering the
 texts and every setting it depends on, and it is pre-trained with seed 0 whatever the run's seed:
 runs over seeds or alphas share it, as they share the teacher's soft targets. A kd-pretrain
-student also gets a lexical part (kd/lexical.py) unless student.lexical_buckets says otherwise:
+student also gets a lexical part (kd/models/lexical.py) unless student.lexical_buckets says otherwise:
 it beat the same student without one on both datasets (docs/benchmarks/quality.md).
 """
 
@@ -22,22 +22,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
+from dataclasses import dataclass
 
-from accelerate import Accelerator
-
-from kd.training.checkpoint import state_path
 from kd.config.settings import Config
+from kd.data.splits import Splits
+from kd.data.transfer import read_texts
 from kd.errors import KDError
 from kd.files import staged_folder
+from kd.models.hub import load_model_config, missing_weights
 from kd.models.lexical_bert import DEFAULT_BUCKETS
-from kd.models.hub import load_model_config
-from kd.models.hub import missing_weights
-from kd.runtime.report import Reporter, write_json
-from kd.data.transfer import read_texts
+from kd.runtime.context import RunContext
+from kd.runtime.report import write_json
 from kd.student.pretrain import PRETRAIN_SEED, pretrain_encoder, pretraining_key
 
 SUMMARY_FILE = "pretrain.json"  # beside the cached encoder: what its pre-training did
+
+
+@dataclass
+class StudentStart:
+    cfg: Config  # the run's config, the student starting from the pre-trained encoder where there is one
+    pretraining: dict | None  # what the pre-training did (kd-pretrain), else None
+    learned: list[str]  # the texts its word embeddings learned from before the task (kd-pretrain's)
 
 
 def resolve_init(cfg: Config) -> tuple[Config, str]:
@@ -75,29 +80,28 @@ def _shares_vocab_and_fits(student_name: str, teacher_name: str) -> bool:
     return student.vocab_size == teacher.vocab_size and student.hidden_size <= teacher.hidden_size
 
 
-def pretrained_student(cfg: Config, train_texts: list[str], accelerator: Accelerator, reporter: Reporter,
-                       run_dir: Path, resume: bool) -> tuple[Config, dict, list[str]]:
-    """For student.init=kd-pretrain: the cached pre-trained encoder, or pre-train it now (in the
-    run folder, resumable, then cached). Returns cfg starting the student from it
-    (init=pretrained), a summary of its pre-training and the texts it was pre-trained on."""
-    texts = sorted(set(train_texts) | set(read_texts(cfg.pretrain.files, "pretrain.files")))
-    cached = Path(cfg.cache_dir) / "pretrained_students" / pretraining_key(cfg, texts, accelerator.mixed_precision)
+def student_start(ctx: RunContext, data: Splits) -> StudentStart:
+    """The pre-training stage: for student.init=kd-pretrain the cached pre-trained encoder, or
+    pre-train it now (in the run folder, resumable, then cached); other starts need none."""
+    cfg = ctx.cfg
+    if cfg.student.init != "kd-pretrain":
+        return StudentStart(cfg, None, [])
+    texts = sorted(set(data.train.texts) | set(read_texts(cfg.pretrain.files, "pretrain.files")))
+    cached = ctx.cache_dir / "pretrained_students" / pretraining_key(cfg, texts, ctx.accelerator.mixed_precision)
     if (cached / SUMMARY_FILE).is_file():
         summary = json.loads((cached / SUMMARY_FILE).read_text())
-        reporter.print(f"student: pre-trained encoder from the cache, {cached} ({summary['texts']:,} texts, "
-                       f"{len(summary['train_loss'])} epochs)")
+        ctx.reporter.print(f"student: pre-trained encoder from the cache, {cached} ({summary['texts']:,} texts, "
+                           f"{len(summary['train_loss'])} epochs)")
     else:
-        pre_cfg = dataclasses.replace(cfg, seed=PRETRAIN_SEED)
-        folder = run_dir / "pretrained_student"
-        summary = pretrain_encoder(pre_cfg, texts, accelerator, reporter, folder, state_path(run_dir, "pretrain"),
-                                   resume)
-        if accelerator.is_main_process:
+        folder = ctx.run_dir / "pretrained_student"
+        summary = pretrain_encoder(ctx.with_config(dataclasses.replace(cfg, seed=PRETRAIN_SEED)), texts, folder)
+        if ctx.is_main:
             with staged_folder(cached) as staging:
                 shutil.copytree(folder, staging, dirs_exist_ok=True)
                 write_json(staging / SUMMARY_FILE, summary)
             shutil.rmtree(folder)
-        accelerator.wait_for_everyone()
+        ctx.accelerator.wait_for_everyone()
     if not (cached / "config.json").is_file():
         raise KDError(f"the pre-trained student {cached} holds no config.json: remove the folder to pre-train again")
     student = dataclasses.replace(cfg.student, name=str(cached), init="pretrained", num_layers=None, layers=None)
-    return dataclasses.replace(cfg, student=student), {"path": str(cached), **summary}, texts
+    return StudentStart(dataclasses.replace(cfg, student=student), {"path": str(cached), **summary}, texts)

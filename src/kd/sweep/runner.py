@@ -23,7 +23,7 @@ from pathlib import Path
 from kd.config.settings import Config, save_config
 from kd.config.sources import flatten
 from kd.runtime.cores import usable_cores
-from kd.run.pipeline import run
+from kd.run.pipeline import distill, prepare_teacher
 from kd.errors import KDError
 from kd.runtime.hardware import resolve_mixed_precision, training_device
 from kd.sweep.grid import Sweep, SweepRun, _check_same_settings, plan
@@ -31,7 +31,7 @@ from kd.sweep.report import write_report
 
 
 def _run_in_process(sweep_run: SweepRun) -> None:
-    run(sweep_run.config, resume=(sweep_run.folder / "config.yaml").is_file())
+    distill(sweep_run.config, resume=(sweep_run.folder / "config.yaml").is_file())
 
 
 def _run_in_subprocess(sweep_run: SweepRun, sweep: Sweep, threads: int) -> int:
@@ -76,7 +76,7 @@ def shared_teacher(cfg: Config) -> Path:
     if not (run_dir / "final_metrics.json").is_file():
         teacher_cfg = copy.deepcopy(cfg)
         teacher_cfg.output_dir, teacher_cfg.run_name = str(run_dir.parent), run_dir.name
-        run(teacher_cfg, resume=(run_dir / "config.yaml").is_file(), teacher_only=True)
+        prepare_teacher(teacher_cfg, resume=(run_dir / "config.yaml").is_file())
     return run_dir / "teacher"
 
 

@@ -1,216 +1,84 @@
-"""The teacher's soft targets: computed once over the train split (and the transfer set) and
-cached on disk, or read from a file of scores computed anywhere (`teacher.soft_targets`: an
-LLM's zero-shot probabilities, an ensemble's logits), in which case no teacher model is loaded.
+"""The soft-targets stage: the teachers' logits over every train row (and every transfer-set
+text), labelled once and cached (kd.teacher.logits_cache), or read from a file of scores
+(`teacher.soft_targets`, kd.teacher.score_files), with no teacher model at all.
 
-The cache key hashes the teacher checkpoint (weights and config), the data file
-contents with every setting that decides which rows are train rows, and the
-tokenization (tokenizer and max_length). Same key: the logits are read back; any
-change: they are recomputed. Files are safetensors with a sha256 of the logits in their
-metadata, written to a temporary name and renamed; an entry that is unreadable or does not
-match its checksum is recomputed.
+Several teachers (`distill.extra_teachers`) are averaged with `distill.teacher_weights`. The
+transfer set is the unlabelled texts of `distill.transfer_files` and `distill.augment_copies`
+augmented copies of the train texts, labelled by the same teachers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-import struct
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from accelerate.utils import broadcast_object_list
 
-from kd.config.settings import DataConfig
-from kd.data.batches import EncodedDataset, make_loader
-from kd.data.texts import LabeledTexts
-from kd.data.tokens import TokenColumns, tokenizer_fingerprint
-from kd.evaluation.predict import MODEL_INPUTS
-from kd.files import file_digest, write_atomically
-from kd.runtime.report import Reporter
-from kd.data.tables import expand
+from kd.data.splits import Splits
+from kd.data.transfer import augmented_copies
+from kd.models.saved import load_classifier
+from kd.runtime.context import Loaded, RunContext
+from kd.teacher.logits_cache import train_logits, transfer_logits
+from kd.teacher.score_files import file_soft_targets
+from kd.teacher.stage import check_predicts
 
 
-def checkpoint_digest(folder: Path) -> str:
-    """sha256 of a save_pretrained folder's weights and config."""
-    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + [folder / "config.json"]
-    return file_digest(files)
+@dataclass
+class SoftTargets:
+    train: torch.Tensor | None  # the teachers' logits for every train row; None: the student learns from labels
+    transfer: tuple[list[str], torch.Tensor] | None  # transfer-set texts and the teachers' logits for them
+    cache_hit: bool | None  # whether the train logits came from the cache (None: from a file, or none)
 
 
-def soft_targets_key(teacher_folder: Path, data_cfg: DataConfig, tokenizer) -> str:
-    split = {k: v for k, v in vars(data_cfg).items()
-             if k not in ("train", "val", "labels_file", "max_val_samples", "max_length", "num_proc")}
-    # settings added after caches were written: left out at their defaults, so those caches stay valid
-    for key, default in (("quoting", "csv"), ("problem_type", "auto")):
-        if split[key] == default:
-            del split[key]
-    parts = {
-        "teacher": checkpoint_digest(teacher_folder),
-        "train_file": file_digest(expand(data_cfg.train)),  # every shard of a glob
-        "labels_file": file_digest([data_cfg.labels_file]) if data_cfg.labels_file else None,
-        "val_file_given": data_cfg.val is not None,
-        "split": split,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "max_length": data_cfg.max_length,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+def soft_targets_stage(ctx: RunContext, data: Splits, teacher_folder: Path, file_texts: list[str]) -> SoftTargets:
+    """The student's soft targets from the teacher saved in `teacher_folder` (held by the context)
+    and any extra teachers; `file_texts`: the transfer texts of distill.transfer_files."""
+    cfg = ctx.cfg
+    if cfg.teacher.soft_targets:
+        return SoftTargets(file_soft_targets(cfg.teacher.soft_targets, data.train, cfg.teacher.soft_targets_kind),
+                           None, None)
+    if cfg.distill.alpha == 0:
+        return SoftTargets(None, None, None)
+    teachers = [ctx.model("teacher", teacher_folder), *_extra_teachers(ctx, data)]
+    logits, hit = _weighted(cfg.distill.teacher_weights, [train_logits(ctx, t, data.train) for t in teachers])
+    return SoftTargets(logits, _transfer_set(ctx, data, file_texts, teachers), hit)
 
 
-def _mapped_logits(path: Path) -> tuple[torch.Tensor, dict]:
-    """The `logits` tensor of a safetensors file, memory-mapped (copy on write: pages are read from
-    disk as rows are used, and never written back), and the file's metadata."""
-    with open(path, "rb") as handle:
-        size = struct.unpack("<Q", handle.read(8))[0]
-        header = json.loads(handle.read(size))
-    entry = header["logits"]
-    if entry["dtype"] != "F32":
-        raise ValueError(f"logits are {entry['dtype']}")
-    array = np.memmap(path, np.float32, "c", offset=8 + size + entry["data_offsets"][0], shape=tuple(entry["shape"]))
-    return torch.from_numpy(array), header.get("__metadata__") or {}
+def teacher_soft_targets(ctx: RunContext, data: Splits, teacher_folder: Path) -> bool:
+    """The main teacher's train logits, computed into the cache unless there; whether they were."""
+    return train_logits(ctx, ctx.model("teacher", teacher_folder), data.train)[1]
 
 
-def _digest_rows(arrays) -> str:
-    """sha256 of float32 arrays' bytes end to end, as if they were one array."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        for start in range(0, len(array), 1 << 16):
-            digest.update(np.ascontiguousarray(array[start:start + (1 << 16)], dtype="<f4").tobytes())
-    return digest.hexdigest()
+def _extra_teachers(ctx: RunContext, data: Splits) -> list[Loaded]:
+    """Each distill.extra_teachers folder, checked to predict the train labels."""
+    teachers = []
+    for path in ctx.cfg.distill.extra_teachers:
+        model, tokenizer, _ = load_classifier(path)
+        check_predicts(Path(path), model, data, "extra teacher")
+        teachers.append(Loaded(model, ctx.truncating(tokenizer), Path(path)))
+    return teachers
 
 
-def read_cached_logits(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
-    """The cached logits (memory-mapped), or None when the file is unreadable, of another shape, or
-    its contents do not match the checksum written with them."""
-    try:
-        logits, metadata = _mapped_logits(path)
-    except Exception:  # damaged: a short file, a header that is not JSON, ...
+def _weighted(weights: list[float], results: list[tuple[torch.Tensor, bool]]) -> tuple[torch.Tensor, bool]:
+    """The teachers' logits averaged with `weights` (distill.teacher_weights; equal when empty), and
+    whether they all came from the cache; `results`: each teacher's (logits, cache hit)."""
+    if len(results) == 1:  # as cached: memory-mapped, not copied
+        return results[0]
+    weights = weights or [1.0] * len(results)
+    logits = sum(w * logits for w, (logits, _) in zip(weights, results)) / sum(weights)
+    return logits, all(hit for _, hit in results)
+
+
+def _transfer_set(ctx: RunContext, data: Splits, file_texts: list[str],
+                  teachers: list[Loaded]) -> tuple[list[str], torch.Tensor] | None:
+    """(transfer texts, the teachers' logits for them), or None without a transfer set."""
+    cfg = ctx.cfg.distill
+    mask = teachers[0].tokenizer.mask_token or teachers[0].tokenizer.unk_token
+    texts = file_texts + augmented_copies(data.train.texts, cfg.augment_copies, cfg.augment_mask_prob,
+                                          cfg.augment_ngram_prob, ctx.cfg.seed, mask)
+    if not texts:
         return None
-    if tuple(logits.shape) != shape or metadata.get("sha256") != _digest_rows([logits.numpy()]):
-        return None
-    return logits
-
-
-def _write_logits(path: Path, shards: list[Path], shape: tuple[int, int]) -> None:
-    """One safetensors file of the shards' logits end to end, with their sha256 in its metadata,
-    written a shard at a time (never the whole matrix in memory)."""
-    sha = _digest_rows(np.load(shard, mmap_mode="r") for shard in shards)
-    header = json.dumps({"__metadata__": {"rows": str(shape[0]), "sha256": sha},
-                         "logits": {"dtype": "F32", "shape": list(shape), "data_offsets": [0, 4 * shape[0] * shape[1]]}},
-                        separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-
-    def write(partial: Path) -> None:
-        with open(partial, "wb") as handle:
-            handle.write(struct.pack("<Q", len(header)) + header)
-            for shard in shards:
-                handle.write(np.ascontiguousarray(np.load(shard), dtype="<f4").tobytes())
-
-    write_atomically(path, write)
-
-
-def soft_targets(teacher, tokenizer, teacher_folder: Path, train: LabeledTexts,
-                 input_ids: TokenColumns, data_cfg: DataConfig, cache_dir: Path,
-                 batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
-    """(teacher logits for every train row, whether they came from the cache)."""
-    key = soft_targets_key(teacher_folder, data_cfg, tokenizer)
-    return _cached_logits(cache_dir / "soft_targets" / f"{key}.safetensors", teacher, tokenizer, input_ids,
-                          len(train.label_names), batch_size, accelerator, reporter)
-
-
-def transfer_soft_targets(teacher, tokenizer, teacher_folder: Path, texts: list[str],
-                          input_ids: TokenColumns, num_labels: int, max_length: int, cache_dir: Path,
-                          batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
-    """The teacher's logits for transfer-set texts, cached by teacher, tokenization and texts."""
-    parts = [checkpoint_digest(teacher_folder), tokenizer_fingerprint(tokenizer), max_length,
-             hashlib.sha256("\n".join(texts).encode()).hexdigest()]
-    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
-    return _cached_logits(cache_dir / "soft_targets" / f"transfer-{key}.safetensors", teacher, tokenizer,
-                          input_ids, num_labels, batch_size, accelerator, reporter)
-
-
-SHARD_ROWS = 1 << 16  # rows the teacher labels between two saves
-
-
-def _cached_logits(path: Path, teacher, tokenizer, input_ids: TokenColumns, num_labels: int,
-                   batch_size: int, accelerator, reporter: Reporter) -> tuple[torch.Tensor, bool]:
-    """The teacher's logits for every row, from the cache at `path` or computed in shards of
-    SHARD_ROWS rows: each process of the run labels every num_processes-th shard and saves it
-    beside `path`, so that a killed run labels only the shards it had not saved; the main process
-    then joins them into the cache file."""
-    shape = (len(input_ids), num_labels)
-    if path.is_file():
-        logits = read_cached_logits(path, shape)
-        if logits is not None:
-            reporter.print(f"soft targets: cache hit {path}")
-            return logits, True
-        reporter.print(f"soft targets: {path} is corrupt or truncated (checksum); recomputing")
-    folder = path.with_name(f"{path.stem}.shards")
-    shards = [folder / f"{k:05d}-of-{-(-shape[0] // SHARD_ROWS):05d}.npy" for k in range(-(-shape[0] // SHARD_ROWS))]
-    mine = [k for k in range(accelerator.process_index, len(shards), accelerator.num_processes)
-            if not _saved_shard(shards[k], min(SHARD_ROWS, shape[0] - k * SHARD_ROWS), num_labels)]
-    teacher.to(accelerator.device)
-    steps = sum(-(-min(SHARD_ROWS, shape[0] - k * SHARD_ROWS) // batch_size) for k in mine)
-    with reporter.task("teacher soft targets", steps) as advance:
-        for k in mine:
-            rows = input_ids.slice(k * SHARD_ROWS, min((k + 1) * SHARD_ROWS, shape[0]))
-            loader = make_loader(EncodedDataset(rows, np.zeros((len(rows), num_labels), np.float32)),
-                                 tokenizer, teacher, batch_size, shuffle=False)
-            logits = _logits_in_order(teacher, loader, accelerator.device, advance)
-            write_atomically(shards[k], lambda partial: _save_array(partial, logits))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _write_logits(path, shards, shape)
-        shutil.rmtree(folder, ignore_errors=True)
-        reporter.print(f"soft targets: computed and cached {path}")
-    accelerator.wait_for_everyone()
-    accelerator.free_memory()
-    return read_cached_logits(path, shape), False
-
-
-def _save_array(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # np.save(path) would add .npy to a partial file's name
-        np.save(handle, array)
-
-
-def _saved_shard(path: Path, rows: int, num_labels: int) -> bool:
-    try:
-        return np.load(path, mmap_mode="r").shape == (rows, num_labels)
-    except (OSError, ValueError):
-        return False
-
-
-@torch.no_grad()
-def _logits_in_order(model, loader, device, advance) -> np.ndarray:
-    """The model's fp32 logits for every row of the loader's dataset, in dataset order, in this
-    process alone (each process labels its own shards)."""
-    model.eval()
-    logits = np.empty((len(loader.dataset), model.config.num_labels), np.float32)
-    for batch in loader:
-        out = model(**{k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}).logits
-        logits[batch["index"].numpy()] = out.float().cpu().numpy()
-        advance()
-    return logits
-
-
-def cached_metrics(teacher_folder: Path, val: LabeledTexts, max_length: int, cache_dir: Path,
-                   accelerator, compute) -> dict:
-    """A given teacher's val metrics, computed once per (checkpoint, val rows, max_length): runs
-    that share a fine-tuned teacher (sweeps, benchmarks) skip re-evaluating it. The main
-    process decides hit or miss for all, and alone writes."""
-    # "oof": the tuned F1 is out of fold since then; metrics cached before are recomputed
-    digest = hashlib.sha256(json.dumps([checkpoint_digest(teacher_folder), list(val.texts), max_length, "oof"]).encode())
-    digest.update(val.labels.tobytes())
-    path = cache_dir / "teacher_metrics" / f"{digest.hexdigest()[:24]}.json"
-    metrics = None
-    if accelerator.is_main_process:
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-    metrics = broadcast_object_list([metrics])[0]
-    if metrics is None:
-        metrics = compute()
-        if accelerator.is_main_process:
-            write_atomically(path, lambda partial: Path(partial).write_text(json.dumps(metrics)))
-    return metrics
+    logits, _ = _weighted(cfg.teacher_weights, [transfer_logits(ctx, t, texts) for t in teachers])
+    ctx.reporter.print(f"transfer set: {len(file_texts):,} texts from files + "
+                       f"{len(texts) - len(file_texts):,} augmented copies, labelled by the teacher")
+    return texts, logits

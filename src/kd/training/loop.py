@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from kd.training.checkpoint import Progress, load_state, restore_rng, save_state
 from kd.config.settings import TrainConfig
 from kd.data.batches import EncodedDataset, make_loader
 from kd.evaluation.predict import MODEL_INPUTS, predict_logits
@@ -29,11 +28,12 @@ from kd.evaluation.metrics import summary_line, tuned_metrics, val_loss
 from kd.errors import KDError
 from kd.training.layer_matching import LayerMatching
 from kd.training.losses import distillation_loss, scheduled_temperature
-from kd.models.build import default_lr, is_single_label
+from kd.models.build import default_lr, is_single_label, label_names
 from kd.models.saved import save_classifier, save_encoder
 from kd.training import speedups
+from kd.training.checkpoint import Progress, load_state, restore_rng, save_state
 from kd.training.optim import clip_grad_norm, make_optimizer
-from kd.runtime.report import Reporter
+from kd.runtime.context import RunContext
 
 
 @dataclass
@@ -64,6 +64,21 @@ class Objective:
         temperature = scheduled_temperature(self.temperature, self.final_temperature, done)
         return distillation_loss(outputs.logits.float(), batch["labels"], batch.get("teacher_logits"), self.alpha,
                                  temperature, batch.get("labelled"), single_label) + extra
+
+
+@dataclass
+class TrainingJob:
+    """What one training stage trains: `model` on `train_set`, evaluated on `val_set` after every
+    epoch (None: no labels, as in pre-training), the best epoch saved in `folder`. `stage` (teacher,
+    student, pretrain) names its progress bars, epoch lines and resumable state."""
+    stage: str
+    model: torch.nn.Module
+    tokenizer: object
+    train_set: EncodedDataset
+    val_set: EncodedDataset | None
+    settings: TrainConfig
+    folder: Path
+    objective: Objective = dataclasses.field(default_factory=Objective)
 
 
 MIXED_PRECISION_PAD_MULTIPLE = 8
@@ -102,17 +117,17 @@ class _Training:
     objective: Objective  # its layer matching, if any, prepared too
 
 
-def _prepare(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None, cfg: TrainConfig,
-             accelerator, reporter: Reporter, stage: str, objective: Objective) -> _Training:
+def _prepare(ctx: RunContext, job: TrainingJob) -> _Training:
+    accelerator, cfg, model, objective = ctx.accelerator, job.settings, job.model, job.objective
     lr = cfg.lr or default_lr(model, cfg.batch_size)
     names, notes = speedups.resolve(cfg.speedups, accelerator.device, accelerator.num_processes,
                                     accelerator.mixed_precision, objective.matching is not None,
                                     cfg.lazy_embedding_update)
     for note in notes:
-        reporter.print(f"{stage}: {note}")
+        ctx.reporter.print(f"{job.stage}: {note}")
     speedups.apply(model, names)
     sparse = "sparse_embedding_gradient" in names
-    train_loader = make_loader(train_set, tokenizer, model, cfg.batch_size, shuffle=True,
+    train_loader = make_loader(job.train_set, job.tokenizer, model, cfg.batch_size, shuffle=True,
                                group_by_length=cfg.group_by_length, seed=torch.initial_seed(),
                                pad_to_multiple_of=train_pad_multiple(cfg.pad_to_multiple_of, accelerator.mixed_precision))
     trained = model if objective.matching is None else torch.nn.ModuleList([model, objective.matching])
@@ -120,8 +135,8 @@ def _prepare(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDatase
                                lazy=cfg.lazy_embedding_update and sparse)
     updates = cfg.epochs * math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * updates), updates)
-    val_loader = None if val_set is None else make_loader(val_set, tokenizer, model, cfg.eval_batch_size,
-                                                          shuffle=False)
+    val_loader = None if job.val_set is None else make_loader(job.val_set, job.tokenizer, model, cfg.eval_batch_size,
+                                                              shuffle=False)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
@@ -136,28 +151,25 @@ def _prepare(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDatase
                      dataclasses.replace(objective, matching=matching))
 
 
-def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | None,
-        label_names: list[str], cfg: TrainConfig, accelerator, reporter: Reporter, out_dir: Path,
-        stage: str, objective: Objective | None = None, state_file: Path | None = None,
-        resume: bool = False) -> FitResult:
-    """Train `model` on `objective` (None: the labels alone), keep the best epoch in `out_dir`,
-    log each epoch to reporter.metrics_file; with `state_file`, resumable (and, with `resume`,
-    resumed)."""
-    run = _prepare(model, tokenizer, train_set, val_set, cfg, accelerator, reporter, stage, objective or Objective())
-    single_label, steps_per_epoch = is_single_label(model), len(run.train_loader)
+def fit(ctx: RunContext, job: TrainingJob) -> FitResult:
+    """Train `job.model` on `job.objective`, keep the best epoch in `job.folder`, log each epoch to
+    the run's metrics.jsonl; resumable from the stage's state file (resumed when the run resumes)."""
+    accelerator, cfg, stage = ctx.accelerator, job.settings, job.stage
+    run = _prepare(ctx, job)
+    single_label, steps_per_epoch = is_single_label(job.model), len(run.train_loader)
+    state_file = ctx.state_file(stage)
     progress, rng = Progress(), None
-    if resume and state_file is not None and state_file.is_file():
+    if ctx.resume and state_file.is_file():
         progress, rng = load_state(state_file, run.trained, run.optimizer, run.scheduler)
-        reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
-    checkpoint = _Checkpoints(state_file if accelerator.is_main_process else None, run, cfg.save_every_steps,
-                              stage, reporter)
+        ctx.reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
+    checkpoint = _Checkpoints(state_file if ctx.is_main else None, run, cfg.save_every_steps, stage, ctx)
     for epoch in range(progress.epoch, cfg.epochs + 1):
         rng = restore_rng(rng) if progress.step == 0 else rng  # before the epoch's iterator draws its seed
         run.train_loader.set_epoch(epoch - 1)  # the epoch's shuffle, then its batches not yet trained
         batches = accelerator.skip_first_batches(run.train_loader, progress.step) if progress.step else run.train_loader
         started, loss_sum = time.perf_counter(), torch.tensor(progress.loss_sum, device=accelerator.device)
         run.model.train()
-        with reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", steps_per_epoch - progress.step) as advance, \
+        with ctx.reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", steps_per_epoch - progress.step) as advance, \
                 _deferred_ctrl_c() as stop:
             for batch in batches:
                 rng = restore_rng(rng)  # mid-epoch: where the interrupted run stood after its last batch
@@ -178,47 +190,45 @@ def fit(model, tokenizer, train_set: EncodedDataset, val_set: EncodedDataset | N
         checkpoint.divergence.check()
         progress.train_time_s += time.perf_counter() - started
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / steps_per_epoch
-        _end_epoch(run, tokenizer, label_names, cfg.select_by, accelerator, reporter, out_dir, stage, single_label,
-                   progress, {"stage": stage, "epoch": epoch, "train_loss": train_loss, "lr": run.lr}, started)
+        _end_epoch(ctx, job, run, progress, {"stage": stage, "epoch": epoch, "train_loss": train_loss, "lr": run.lr},
+                   started)
         checkpoint.save(progress)
-    accelerator.free_memory()
+    ctx.release()
     return FitResult(progress.best_epoch, progress.best, progress.history, progress.train_time_s, run.lr)
 
 
-def _end_epoch(run: _Training, tokenizer, label_names: list[str], select_by: str, accelerator, reporter: Reporter,
-               out_dir: Path, stage: str, single_label: bool, progress: Progress, record: dict,
+def _end_epoch(ctx: RunContext, job: TrainingJob, run: _Training, progress: Progress, record: dict,
                started: float) -> None:
     """Evaluate the epoch, save the model if it is the best so far, log and print the epoch;
     `progress` moves on to the next epoch."""
-    metrics, thresholds = _evaluate(run.model, run.val_loader, label_names, accelerator, reporter, stage,
-                                    single_label)
+    accelerator = ctx.accelerator
+    metrics, thresholds = _evaluate(ctx, job, run)
     record.update(epoch_time_s=time.perf_counter() - started, val=metrics)
     progress.history.append(record)
     epoch = record["epoch"]
-    if metrics is None or _improved(metrics, progress.best, select_by):
+    if metrics is None or _improved(metrics, progress.best, job.settings.select_by):
         progress.best, progress.best_epoch = metrics, epoch
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(run.model)
             if metrics is None:
-                save_encoder(unwrapped, tokenizer, out_dir)
+                save_encoder(unwrapped, job.tokenizer, job.folder)
             else:
-                save_classifier(unwrapped, tokenizer, thresholds, out_dir)
+                save_classifier(unwrapped, job.tokenizer, thresholds, job.folder)
     progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
-    reporter.log_epoch(record)
+    ctx.reporter.log_epoch(record)
     scores = "" if metrics is None else f" | {summary_line(metrics)}"
-    reporter.print(f"[bold]{stage}[/] epoch {epoch}: train loss {record['train_loss']:.4f}{scores}"
-                   f"{' *' if progress.best_epoch == epoch and metrics else ''}")
+    ctx.reporter.print(f"[bold]{job.stage}[/] epoch {epoch}: train loss {record['train_loss']:.4f}{scores}"
+                       f"{' *' if progress.best_epoch == epoch and metrics else ''}")
     accelerator.wait_for_everyone()
 
 
-def _evaluate(model, val_loader, label_names: list[str], accelerator, reporter: Reporter,
-              stage: str, single_label: bool) -> tuple[dict | None, object]:
+def _evaluate(ctx: RunContext, job: TrainingJob, run: _Training) -> tuple[dict | None, object]:
     """(val metrics, tuned thresholds); (None, None) without a val set."""
-    if val_loader is None:
+    if run.val_loader is None:
         return None, None
-    with reporter.task(f"{stage} eval", len(val_loader)) as advance:
-        logits, labels = predict_logits(model, val_loader, accelerator, advance)
-    return tuned_metrics(logits, labels, label_names, single_label)
+    with ctx.reporter.task(f"{job.stage} eval", len(run.val_loader)) as advance:
+        logits, labels = predict_logits(run.model, run.val_loader, ctx.accelerator, advance)
+    return tuned_metrics(logits, labels, label_names(job.model), is_single_label(job.model))
 
 
 class _Divergence:
@@ -274,8 +284,8 @@ class _Checkpoints:
     """The state file, written every `every` steps, after each epoch and on Ctrl-C (`state_file`
     None: never, as on processes other than the main one); losses checked for divergence first."""
 
-    def __init__(self, state_file: Path | None, run: _Training, every: int, stage: str, reporter: Reporter):
-        self.state_file, self.run, self.every, self.stage, self.reporter = state_file, run, every, stage, reporter
+    def __init__(self, state_file: Path | None, run: _Training, every: int, stage: str, ctx: RunContext):
+        self.state_file, self.run, self.every, self.stage, self.ctx = state_file, run, every, stage, ctx
         self.divergence = _Divergence(f"{stage}.train.lr", run.lr)
 
     def save(self, progress: Progress) -> None:
@@ -296,6 +306,6 @@ class _Checkpoints:
         self.save(progress)
         progress.train_time_s -= elapsed
         if stop:
-            self.reporter.print(f"{self.stage}: interrupted; the state is saved, `kd distill --resume RUN_FOLDER` "
-                                "continues")
+            self.ctx.reporter.print(f"{self.stage}: interrupted; the state is saved, `kd distill --resume RUN_FOLDER` "
+                                    "continues")
             raise KeyboardInterrupt

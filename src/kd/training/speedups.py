@@ -4,9 +4,9 @@ never what it computes (the lazy embedding update, which does, is `train.lazy_em
   fused_adamw                AdamW's update of every dense tensor in one kernel (torch's
                              `fused=True`): several times faster than its per-tensor loop
   cls_only_last_layer        the last BERT layer computed for the [CLS] row only, all the head
-                             reads (kd.first_token); not with hidden-state or attention matching
+                             reads (kd.models.first_token); not with hidden-state or attention matching
   sparse_embedding_gradient  a row-sparse gradient for the word embedding table, so clipping
-                             and AdamW touch the rows a batch used (kd.optim); one process, no fp16
+                             and AdamW touch the rows a batch used (kd.training.optim); one process, no fp16
 
 `speedups: null` (the default) takes those that docs/benchmarks/training.md measures beyond
 noise on this kind of device: all three on a CPU, fused AdamW alone elsewhere. A speedup
