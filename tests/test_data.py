@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -53,6 +55,21 @@ def test_embedded_sample_loads_with_the_defaults():
     train, val = load_splits(DataConfig())
     assert (len(train), len(val), len(train.label_names)) == (4000, 1000, 28)
     assert train.labels.sum(axis=1).min() >= 1
+
+
+def test_max_samples_draw_rows_at_random_not_the_first_ones(tmp_path):
+    path = tmp_path / "sorted.csv"  # sorted by label: the first half is all "neg"
+    path.write_text("text,label\n" + "".join(f"text {i},{'neg' if i < 100 else 'pos'}\n" for i in range(200)))
+    cfg = DataConfig(format="csv", train=str(path), val=None, text_column="text", label_columns=["label"],
+                     labels_file=None, max_train_samples=40, max_val_samples=10)
+    train, val = load_splits(cfg)
+    assert len(train) == 40 and len(val) == 10
+    assert 10 <= train.labels[:, 1].sum() <= 30  # both classes, about half each
+    assert list(train.rows) == sorted(train.rows)  # file order kept
+    again, _ = load_splits(cfg)
+    assert list(again.texts) == list(train.texts)  # the split seed decides: the same rows every time
+    other, _ = load_splits(replace(cfg, split_seed=7))
+    assert list(other.texts) != list(train.texts)
 
 
 def test_split_is_deterministic_80_20_and_disjoint(tmp_path):

@@ -58,8 +58,13 @@ def load_splits(cfg: DataConfig, store: Path | None = None) -> Splits:
             raise KDError(f"data.val_fraction={cfg.val_fraction} of {len(train)} rows leaves no train rows")
         train, val = train.take(train_rows), train.take(val_rows)
         val.dropped = 0  # the file's count stays with train
-    if cfg.max_train_samples:
-        train = train.take(np.arange(min(cfg.max_train_samples, len(train))))
-    if cfg.max_val_samples:
-        val = val.take(np.arange(min(cfg.max_val_samples, len(val))))
-    return Splits(train, val)
+    return Splits(_sample(train, cfg.max_train_samples, cfg.split_seed),
+                  _sample(val, cfg.max_val_samples, cfg.split_seed + 1))
+
+
+def _sample(data: LabeledTexts, size: int | None, seed: int) -> LabeledTexts:
+    """`size` rows drawn at random with `seed` (kept in file order), or all of them: the first rows
+    of a file sorted by label would hold one label only."""
+    if not size or size >= len(data):
+        return data
+    return data.take(np.sort(np.random.default_rng(seed).choice(len(data), size, replace=False)))
