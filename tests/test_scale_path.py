@@ -44,6 +44,18 @@ def test_columns_slice_and_concatenate():
     assert joined.tolist() == [[4, 5, 6], [], [1, 2], [3]] and joined.offsets[0] == 0
 
 
+def test_tokenizer_workers_are_never_forked_from_the_training_process(models, monkeypatch):
+    import multiprocessing
+
+    methods, real_context = [], multiprocessing.get_context
+    monkeypatch.setattr(multiprocessing, "get_context", lambda method=None: methods.append(method) or real_context(method))
+    monkeypatch.setattr("kd.data.tokens.CHUNK", 7)
+    tokenizer = load_tokenizer(str(models["bert"]))
+    texts = [f"happy day number {i}" for i in range(30)]
+    assert encode(tokenizer, texts, 16, num_proc=2) == encode(tokenizer, texts, 16)
+    assert methods and "fork" not in methods  # forkserver on Linux, spawn on macOS and Windows
+
+
 def test_token_cache_saves_the_columns_and_maps_them_back(models, tmp_path, monkeypatch):
     tokenizer = load_tokenizer(str(models["bert"]))
     tokenizer.model_max_length = 16

@@ -66,7 +66,7 @@ def _start_worker(spec: str, worker: bool = True) -> None:
     global _worker_tokenizer
     from tokenizers import Tokenizer
 
-    if worker:  # one thread per process; and no warning that the parent's threads were forked
+    if worker:  # one tokenizer thread per worker process
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
     _worker_tokenizer = Tokenizer.from_str(spec)
@@ -80,9 +80,13 @@ def _encode_chunk(texts: list[str], dtype=np.int32) -> tuple[np.ndarray, np.ndar
 
 
 def _pool(processes: int, spec: str):
-    """Forked where the platform can (no re-import of the caller's script, which spawn needs guarded
-    by `if __name__ == "__main__"`); the workers use only the tokenizer, never torch."""
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    """Workers started by a fork server where the platform has one (Linux), else spawned (macOS,
+    Windows), never forked from this process: it has imported torch, whose threads a forked child
+    inherits half-alive (on macOS a fork after system frameworks have started is unsafe outright).
+    The workers import only this module and the tokenizer; as with any spawned worker, the
+    caller's script is imported again, so code at its top level belongs under
+    `if __name__ == "__main__":`."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     return multiprocessing.get_context(method).Pool(processes, _start_worker, (spec,))
 
 
