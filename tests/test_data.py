@@ -199,7 +199,9 @@ def test_tokenization_happens_once_per_distinct_tokenizer():
     bert.model_max_length = distil.model_max_length = 6
     cache = TokenCache()
     first = cache(bert, "train", ["happy day the a very so and it"])
-    assert cache(distil, "train", ["ignored: same tokenizer, same split"]) is first
+    assert cache(distil, "train", ["happy day the a very so and it"]) is first  # same tokenizer, same texts
+    other_texts = cache(bert, "train", ["very sad"])  # the same split name, other texts: their own ids
+    assert other_texts is not first and other_texts.tolist() == encode(bert, ["very sad"], 6).tolist()
     assert len(first[0]) == 6 and first[0][0] == 2 and first[0][-1] == 3  # [CLS] ... [SEP], truncated
     fresh = wordpiece_tokenizer(tiny.VOCAB, "bert")  # encoding set bert's truncation in place:
     assert tokenizer_fingerprint(fresh) == tokenizer_fingerprint(bert)  # the fingerprint ignores it

@@ -118,7 +118,7 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 
 class TokenCache:
-    """Token ids per (tokenizer, split): each split is tokenized once per distinct tokenizer, at the
+    """Token ids per (tokenizer, texts): the same texts are tokenized once per distinct tokenizer, at the
     tokenizer's own model_max_length (the run sets it from data.max_length), with a progress bar when
     a `reporter` is given. With a `folder`, the ids are saved there, keyed by tokenizer, length and
     the texts, and memory-mapped back by later runs; `main_process_first` (Accelerate's) lets the
@@ -131,13 +131,14 @@ class TokenCache:
         self._ids: dict[tuple[str, int, str], TokenColumns] = {}
 
     def __call__(self, tokenizer, split: str, texts: Sequence[str]) -> TokenColumns:
-        key = (tokenizer_fingerprint(tokenizer), tokenizer.model_max_length, split)
+        """The ids of `texts` (`split` names them in the progress bar)."""
+        key = (tokenizer_fingerprint(tokenizer), tokenizer.model_max_length, texts_digest(texts))
         if key not in self._ids:
             if self.folder is None:
                 self._ids[key] = self._encode(tokenizer, split, texts)
             else:
                 with self.main_process_first():
-                    self._ids[key] = self._stored(tokenizer, split, texts, key[0])
+                    self._ids[key] = self._stored(tokenizer, split, texts, key)
         return self._ids[key]
 
     def _encode(self, tokenizer, split: str, texts: Sequence[str]) -> TokenColumns:
@@ -146,8 +147,8 @@ class TokenCache:
         with bar as advance:
             return encode(tokenizer, texts, tokenizer.model_max_length, self.num_proc, advance)
 
-    def _stored(self, tokenizer, split: str, texts: Sequence[str], fingerprint: str) -> TokenColumns:
-        name = hashlib.sha256(json.dumps([fingerprint, tokenizer.model_max_length, texts_digest(texts)]).encode())
+    def _stored(self, tokenizer, split: str, texts: Sequence[str], key: tuple[str, int, str]) -> TokenColumns:
+        name = hashlib.sha256(json.dumps(list(key)).encode())
         folder = self.folder / name.hexdigest()[:24]
         try:
             columns = TokenColumns.load(folder, "ids")

@@ -128,7 +128,7 @@ def _prepare(ctx: RunContext, job: TrainingJob) -> _Training:
     speedups.apply(model, names)
     sparse = "sparse_embedding_gradient" in names
     train_loader = make_loader(job.train_set, job.tokenizer, model, cfg.batch_size, shuffle=True,
-                               group_by_length=cfg.group_by_length, seed=torch.initial_seed(),
+                               group_by_length=cfg.group_by_length, seed=ctx.cfg.seed,
                                pad_to_multiple_of=train_pad_multiple(cfg.pad_to_multiple_of, accelerator.mixed_precision))
     trained = model if objective.matching is None else torch.nn.ModuleList([model, objective.matching])
     optimizer = make_optimizer(trained, lr, cfg.weight_decay, fused="fused_adamw" in names,
@@ -178,7 +178,7 @@ def fit(ctx: RunContext, job: TrainingJob) -> FitResult:
                     loss = run.objective.loss(run.model, batch, done, single_label, accelerator)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and cfg.max_grad_norm:
-                        run.clip(run.model.parameters(), cfg.max_grad_norm)
+                        run.clip(run.trained.parameters(), cfg.max_grad_norm)  # the projections too
                     run.optimizer.step()
                     run.scheduler.step()
                     run.optimizer.zero_grad()
