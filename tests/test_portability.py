@@ -84,3 +84,66 @@ def test_the_training_state_carries_the_cuda_rng_where_cuda_runs(monkeypatch):
     assert [s.tolist() for s in restored] == [s.tolist() for s in cuda_states]
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert set(checkpoint.rng_state()) == {"rng"}  # CPU only: as before
+
+
+def _text_io_without_encoding(path) -> list[str]:
+    """Calls in `path` that open a file in text mode, or read or write one, without naming its encoding."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+        if name in ("write_text", "read_text") and isinstance(node.func, ast.Attribute):
+            found.append(f"{path.name}:{node.lineno} {name}")
+        elif name == "open":
+            mode = next((k.value for k in node.keywords if k.arg == "mode"),
+                        node.args[1] if len(node.args) > 1 else node.args[0] if isinstance(node.func, ast.Attribute)
+                        and node.args else None)
+            if not (isinstance(mode, ast.Constant) and "b" in str(mode.value)):
+                found.append(f"{path.name}:{node.lineno} open")
+    return found
+
+
+def test_every_text_file_kd_reads_or_writes_names_utf8():
+    """Windows' default encoding (cp1252) cannot write most label names: kd names UTF-8 everywhere."""
+    from pathlib import Path
+
+    import kd
+
+    package = Path(kd.__file__).parent
+    assert [hit for path in sorted(package.rglob("*.py")) for hit in _text_io_without_encoding(path)] == []
+
+
+def test_a_run_with_label_names_outside_ascii_finishes_where_the_locale_is_ascii(models, tmp_path):
+    """The cards, configs and exports of labels named in Cyrillic, in a process whose default
+    encoding is ASCII (as cp1252 on Windows cannot hold them): every file is written, as UTF-8."""
+    import csv
+    import subprocess
+    import sys
+
+    names = ["гнев", "радость", "страх"]
+    for split, rows, seed in (("train", 200, 0), ("val", 60, 1)):
+        texts, labels = tiny.make_texts(rows, seed)
+        with (tmp_path / f"{split}.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", *names])
+            writer.writerows([text, *row] for text, row in zip(texts, labels))
+    overrides = tiny.tiny_overrides(models, {"train": tmp_path / "train.csv", "val": tmp_path / "val.csv"}, tmp_path, **{
+        "teacher.train.epochs": 1, "student.train.epochs": 1})
+    overrides = [o for o in overrides if not o.startswith("data.label_columns=")]
+    (tmp_path / "labels.yaml").write_text(f"data:\n  label_columns: [{', '.join(names)}]\n", encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    check = subprocess.run([sys.executable, "-c", "import locale; print(locale.getpreferredencoding(False))"],
+                           env=env, capture_output=True, text=True)
+    assert check.stdout.strip().lower() in ("ansi_x3.4-1968", "ascii", "us-ascii")
+    run = subprocess.run([sys.executable, "-m", "kd.cli", "distill", "--config", str(tmp_path / "labels.yaml"),
+                          *overrides], env=env, capture_output=True)  # non-ASCII argv is not text in that locale
+    assert run.returncode == 0, run.stderr.decode("utf-8", "replace")[-2000:]
+    student = tmp_path / "runs/run/student"
+    assert all(name in (student / "README.md").read_text(encoding="utf-8") for name in names)
+    export = subprocess.run([sys.executable, "-m", "kd.cli", "export", "--model", str(student), "--out",
+                             str(tmp_path / "export")], env=env, capture_output=True)
+    assert export.returncode == 0, export.stderr.decode("utf-8", "replace")[-2000:]
+    assert names[0] in (tmp_path / "export/README.md").read_text(encoding="utf-8")

@@ -79,7 +79,7 @@ def _write(path: str, files: list[Path], read_one: Reader, folder: Path) -> None
         _check_unique_ids(path, np.concatenate(hashes), TextColumn.load(folder, "ids"))
     (folder / "ids.bin").unlink(missing_ok=True)
     np.save(folder / "rows.npy", np.concatenate(rows))
-    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def _append_texts(handle, texts) -> np.ndarray:
@@ -113,7 +113,7 @@ def _check_unique_ids(path: str, hashes: np.ndarray, ids: TextColumn) -> None:
 
 
 def _load(folder: Path):
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     return LabeledTexts(TextColumn.load(folder, "texts"), np.load(folder / "labels.npy", mmap_mode="c"),
                         meta["label_names"], meta["dropped"], meta["single_label"], meta["class_column"],
                         TextColumn.load(folder, "ids") if meta["has_ids"] else None,

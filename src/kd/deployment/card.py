@@ -73,7 +73,7 @@ def write_run_cards(ctx: RunContext, data: Splits, summaries: dict) -> None:
                       f"(alpha {cfg.distill.alpha}, temperature {cfg.distill.temperature}); its start: "
                       f"{summaries['student'].get('recipe', 'n/a')}.", ""]
         lines += _body(folder, role, summaries, labels, single_label, files, speeds)
-        (folder / CARD).write_text("\n".join(lines) + "\n")
+        (folder / CARD).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _body(folder: Path, role: str, summaries: dict, labels: list[str], single_label: bool, data: dict,
@@ -104,8 +104,8 @@ def _cell(value, fmt: str) -> str:
 
 def write_export_card(source: Path, out: Path, report: dict) -> None:
     """The source folder's card, when it has one, with a section on the export."""
-    card = (source / CARD).read_text() if (source / CARD).is_file() else (
+    card = (source / CARD).read_text(encoding="utf-8") if (source / CARD).is_file() else (
         "---\nlibrary_name: kd\npipeline_tag: text-classification\n---\n\n# kd export\n")
     section = ["", "## Export", "", f"`{command_line()}`", "", "```json", json.dumps(report, indent=2), "```",
                "", "Load it with `kd.Classifier.from_pretrained(FOLDER)` (ONNX Runtime when `model.onnx` is here)."]
-    (out / CARD).write_text(card.rstrip("\n") + "\n" + "\n".join(section) + "\n")
+    (out / CARD).write_text(card.rstrip("\n") + "\n" + "\n".join(section) + "\n", encoding="utf-8")

@@ -152,6 +152,6 @@ def export_model(model_dir: str | Path, out_dir: str | Path, onnx: bool = False,
                 Classifier.from_pretrained(model_dir, backend="torch"),
                 Classifier.from_pretrained(staging, backend="onnx"),
                 texts or parity_texts(), labelled, quantize is not None)
-        (staging / "export.json").write_text(json.dumps(report, indent=2))
+        (staging / "export.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         write_export_card(Path(model_dir), staging, report)
     return report

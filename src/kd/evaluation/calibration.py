@@ -101,7 +101,7 @@ def write_calibration(folder: Path, names: list[str], temperatures: np.ndarray, 
     """calibration.json: {"temperature": T} for a softmax, {"temperatures": {label: T}} per label."""
     content = ({"temperature": float(temperatures[0])} if single_label else
                {"temperatures": dict(zip(names, map(float, temperatures)))})
-    (folder / CALIBRATION_FILE).write_text(json.dumps(content, indent=2))
+    (folder / CALIBRATION_FILE).write_text(json.dumps(content, indent=2), encoding="utf-8")
 
 
 def read_calibration(folder: Path, names: list[str]) -> np.ndarray | None:

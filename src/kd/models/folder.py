@@ -46,4 +46,5 @@ def read_thresholds(folder: Path, labels: list[str]) -> np.ndarray:
 def write_thresholds(folder: Path, labels: list[str], thresholds: np.ndarray | None) -> None:
     """thresholds.json; none for a single-label model, which predicts its most probable class."""
     if thresholds is not None:
-        (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2))
+        (folder / THRESHOLDS_FILE).write_text(json.dumps(dict(zip(labels, map(float, thresholds))), indent=2),
+                                              encoding="utf-8")

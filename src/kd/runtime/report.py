@@ -73,7 +73,7 @@ class Reporter:
         """Append one epoch's record to the run's metrics.jsonl, and give its numbers to the tracker
         as `<stage>/train_loss`, `<stage>/val/macro_auc`, ... at step = epoch."""
         if self.is_main and self.metrics_file is not None:
-            with self.metrics_file.open("a") as handle:
+            with self.metrics_file.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
         if self.track is not None:
             self.track(scalars({k: v for k, v in record.items() if k not in ("stage", "epoch")},
@@ -116,4 +116,4 @@ def scalars(tree: dict, prefix: str = "") -> dict[str, float]:
 
 
 def write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=2))
+    path.write_text(json.dumps(content, indent=2), encoding="utf-8")

@@ -89,7 +89,7 @@ def student_start(ctx: RunContext, data: Splits) -> StudentStart:
     texts = sorted(set(data.train.texts) | set(read_texts(cfg.pretrain.files, "pretrain.files")))
     cached = ctx.cache_dir / "pretrained_students" / pretraining_key(cfg, texts, ctx.accelerator.mixed_precision)
     if (cached / SUMMARY_FILE).is_file():
-        summary = json.loads((cached / SUMMARY_FILE).read_text())
+        summary = json.loads((cached / SUMMARY_FILE).read_text(encoding="utf-8"))
         ctx.reporter.print(f"student: pre-trained encoder from the cache, {cached} ({summary['texts']:,} texts, "
                            f"{len(summary['train_loss'])} epochs)")
     else:

@@ -20,7 +20,7 @@ def run_rows(runs) -> pd.DataFrame:
     """One row per finished run: its grid labels, seed, the student's val metrics and costs."""
     rows = []
     for sweep_run in runs:
-        final = json.loads((sweep_run.folder / "final_metrics.json").read_text())
+        final = json.loads((sweep_run.folder / "final_metrics.json").read_text(encoding="utf-8"))
         student, distill = final["student"], sweep_run.config.distill
         rows.append({**sweep_run.setting, "seed": sweep_run.seed, "run": sweep_run.name,
                      **{m: student["val"][m] for m in METRICS},
@@ -129,7 +129,7 @@ def write_report(sweep, runs, out: Path) -> None:
     rows.to_csv(out / "runs.csv", index=False)
     table = summarize(rows, keys, sweep.metric)
     table.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(markdown(sweep, table, keys))
+    (out / "results.md").write_text(markdown(sweep, table, keys), encoding="utf-8")
     plot_bars(table, keys, sweep.metric, out / "bars.png")
     temperatures = sweep.grid.get("distill.temperature", {})
     if len(temperatures) > 1 and pd.to_numeric(pd.Series(list(temperatures)), errors="coerce").notna().all():

@@ -46,7 +46,7 @@ def _run_in_subprocess(sweep_run: SweepRun, sweep: Sweep, threads: int) -> int:
     log = sweep.folder / "logs" / f"{sweep_run.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    with log.open("a") as handle:
+    with log.open("a", encoding="utf-8") as handle:
         return subprocess.run([sys.executable, "-m", "kd.cli", "distill", *command], env=env,
                               stdout=handle, stderr=subprocess.STDOUT).returncode
 

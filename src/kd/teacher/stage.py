@@ -92,12 +92,12 @@ def cached_metrics(ctx: RunContext, folder: Path, val: LabeledTexts, compute) ->
     metrics = None
     if ctx.is_main:
         try:
-            metrics = json.loads(path.read_text())
+            metrics = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             pass
     metrics = broadcast_object_list([metrics])[0]
     if metrics is None:
         metrics = compute()
         if ctx.is_main:
-            write_atomically(path, lambda partial: Path(partial).write_text(json.dumps(metrics)))
+            write_atomically(path, lambda partial: Path(partial).write_text(json.dumps(metrics), encoding="utf-8"))
     return metrics
