@@ -1,6 +1,7 @@
 """`kd distill` with an audit hook that records every file this process opens for writing.
 
-Run under `accelerate launch`; each rank writes the list to AUDIT_DIR/rank-<RANK>.txt at exit.
+Run under `accelerate launch`; each rank writes the list to AUDIT_DIR/rank-<RANK>.txt at exit,
+after a first line `#checksums N`: how often this process read the cached logits whole to check them.
 SHARD_ROWS, when set, is the number of rows the teacher labels per shard (kd.teacher.logits_cache).
 """
 
@@ -15,6 +16,17 @@ if "SHARD_ROWS" in os.environ:
     kd.teacher.logits_cache.SHARD_ROWS = int(os.environ["SHARD_ROWS"])
 
 written: set[str] = set()
+checksums = 0
+real_digest_rows = kd.teacher.logits_cache._digest_rows
+
+
+def counted_digest_rows(arrays):
+    global checksums
+    checksums += 1
+    return real_digest_rows(arrays)
+
+
+kd.teacher.logits_cache._digest_rows = counted_digest_rows
 
 
 def record(event: str, args: tuple) -> None:
@@ -27,7 +39,7 @@ def record(event: str, args: tuple) -> None:
 def report() -> None:
     path = os.path.join(os.environ["AUDIT_DIR"], f"rank-{os.environ.get('RANK', '0')}.txt")
     with open(path, "w") as handle:
-        handle.write("\n".join(sorted(written)))
+        handle.write("\n".join([f"#checksums {checksums}", *sorted(written)]))
 
 
 sys.addaudithook(record)

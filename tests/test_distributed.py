@@ -64,9 +64,18 @@ def test_two_processes_match_one_and_only_the_main_process_writes(models, tmp_pa
                                 tmp_path / "given", **{"teacher.path": tmp_path / "p2/runs/run/teacher",
                                                        "student.train.epochs": 1, "mixed_precision": "no"})
     _launch(2, given, tmp_path / "given" / "audit")  # a fine-tuned teacher, evaluated on 2 processes
+    hit = tiny.tiny_overrides({"bert": models["bert_nodropout"], "student": models["student_nodropout"]}, data,
+                              tmp_path / "p2", **{"mixed_precision": "no", "run_name": "hit", "student.train.epochs": 1,
+                                                  "teacher.train.batch_size": 16, "student.train.batch_size": 16,
+                                                  "teacher.train.eval_batch_size": 16,
+                                                  "student.train.eval_batch_size": 16})
+    _launch(2, hit, tmp_path / "p2" / "audit-hit")  # the same teacher and data: its soft targets hit the cache
+    assert json.loads((tmp_path / "p2/runs/hit/final_metrics.json").read_text())["soft_targets_cache_hit"] is True
+    checks = [(tmp_path / f"p2/audit-hit/rank-{r}.txt").read_text().splitlines()[0] for r in (0, 1)]
+    assert checks == ["#checksums 1", "#checksums 0"]  # the main process checks the cached logits, once
     audit = tmp_path / "p2" / "audit"
-    rank0 = (audit / "rank-0.txt").read_text().splitlines()
-    rank1 = (audit / "rank-1.txt").read_text().splitlines()
+    rank0 = (audit / "rank-0.txt").read_text().splitlines()[1:]
+    rank1 = (audit / "rank-1.txt").read_text().splitlines()[1:]
     outputs = str(tmp_path / "p2")
     assert any(p.startswith(outputs) for p in rank0)
     shards = [p for p in rank1 if ".shards/" in p and p.endswith(".npy")]  # rank 1 saves the shards it labels

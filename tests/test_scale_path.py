@@ -1,6 +1,8 @@
 """The data path for large corpora: flat token columns saved and memory-mapped back, tokenization in
 several processes, and the teacher's soft targets labelled in shards, resumable after a kill."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -183,3 +185,59 @@ def test_stored_shards_keep_the_readers_checks(tmp_path):
                         label_columns=["label"], labels_file=None)
     train, val = load_splits(single, tmp_path / "store")  # shards of a class column share their classes
     assert train.label_names == ["anger", "fear", "joy"] and len(train) + len(val) == 4
+
+
+def _column(tmp_path, rows: int):
+    """A memory-mapped column of `rows` distinct texts of about 60 characters, as kd.data.stored writes them."""
+    from kd.data.columns import TextColumn, offsets_from
+
+    encoded = [f"text number {i} about nothing much, padded out to sixty chars".encode() for i in range(rows)]
+    TextColumn(np.frombuffer(b"".join(encoded), np.uint8), offsets_from([len(e) for e in encoded])).save(tmp_path, "texts")
+    return TextColumn.load(tmp_path, "texts"), sum(map(len, encoded))
+
+
+def _peak_bytes(action) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_cache_keys_on_millions_of_rows_never_hold_every_text(models, tmp_path, monkeypatch):
+    """The pre-trained student's key on a cache hit, a given teacher's val-metrics key and the
+    transfer set's key read the texts a chunk at a time: a third of the texts' own bytes at most
+    (a set or a list of them, or one string of them all, takes more than their bytes)."""
+    from kd.data.splits import Splits
+    from kd.data.texts import LabeledTexts
+    from kd.runtime.context import Loaded
+    from kd.student import start
+    from kd.teacher import logits_cache, stage
+
+    texts, size = _column(tmp_path, 200_000)  # 12 MB of text
+    data = LabeledTexts(texts, np.zeros((len(texts), 1), np.float32), ["x"])
+    ctx = tiny.context(tmp_path, student=replace(tiny.context(tmp_path).cfg.student, init="kd-pretrain"))
+
+    def pretrained(ctx, texts, folder):  # stands in for the pre-training, which reads every text
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}", encoding="utf-8")
+        return {"texts": len(texts), "train_loss": [1.0]}
+
+    monkeypatch.setattr(start, "pretrain_encoder", pretrained)
+    ctx.run_dir.mkdir(parents=True)
+    start.student_start(ctx, Splits(data, data))  # pre-trains (here: the stand-in) and caches
+    assert _peak_bytes(lambda: start.student_start(ctx, Splits(data, data))) < size / 3  # a cache hit
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text("{}", encoding="utf-8")
+    assert _peak_bytes(lambda: stage.cached_metrics(ctx, teacher, data, lambda: {"macro_auc": 1.0})) < size / 3
+
+    listed = list(texts)  # the transfer set is a list already: its key must not join it into one string too
+    monkeypatch.setattr(logits_cache, "_cached_logits", lambda *args: (None, True))
+    monkeypatch.setattr(ctx, "tokens", lambda *args: None)  # the key alone: tokenizing is measured elsewhere
+    held = Loaded(None, load_tokenizer(str(models["bert"])), teacher)  # a small vocab: its fingerprint is cheap
+    assert _peak_bytes(lambda: logits_cache.transfer_logits(ctx, held, listed)) < size / 3

@@ -21,12 +21,14 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from accelerate.utils import set_seed
 
 from kd.config.settings import Config, PretrainConfig
 from kd.data.batches import EncodedDataset
+from kd.data.texts import distinct_texts_digest
 from kd.data.tokens import encode
 from kd.errors import KDError
 from kd.models.build import build_model, check_positions, count_parameters, load_encoder
@@ -81,16 +83,16 @@ def _matched(matching: LayerMatching) -> str:
     return " and ".join(parts)
 
 
-def pretraining_key(cfg: Config, texts: list[str], mixed_precision: str) -> str:
-    """A digest of the texts and every setting the pre-trained encoder depends on."""
+def pretraining_key(cfg: Config, corpus: list[Sequence[str]], mixed_precision: str) -> str:
+    """A digest of every setting the pre-trained encoder depends on and of the distinct texts of
+    `corpus` (the run's train texts and pretrain.files'), computed without holding them at once."""
     settings = {"teacher": cfg.teacher.name, "student": cfg.student.name, "num_layers": cfg.student.num_layers,
                 "max_length": cfg.data.max_length, "layer_map": cfg.pretrain.layer_map,
                 "hidden_loss": cfg.pretrain.hidden_loss, "train": dataclasses.asdict(cfg.pretrain.train),
                 **_loss_settings(cfg.pretrain),
                 "mixed_precision": mixed_precision, "seed": PRETRAIN_SEED}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for text in texts:
-        digest.update(text.encode() + b"\0")
+    digest.update(distinct_texts_digest(corpus).encode())
     return digest.hexdigest()[:16]
 
 

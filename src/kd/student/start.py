@@ -42,7 +42,7 @@ SUMMARY_FILE = "pretrain.json"  # beside the cached encoder: what its pre-traini
 class StudentStart:
     cfg: Config  # the run's config, the student starting from the pre-trained encoder where there is one
     pretraining: dict | None  # what the pre-training did (kd-pretrain), else None
-    learned: list[str]  # the texts its word embeddings learned from before the task (kd-pretrain's)
+    learned: list[str]  # texts beside the train texts its word embeddings learned from (pretrain.files)
 
 
 def resolve_init(cfg: Config) -> tuple[Config, str]:
@@ -86,14 +86,16 @@ def student_start(ctx: RunContext, data: Splits) -> StudentStart:
     cfg = ctx.cfg
     if cfg.student.init != "kd-pretrain":
         return StudentStart(cfg, None, [])
-    texts = sorted(set(data.train.texts) | set(read_texts(cfg.pretrain.files, "pretrain.files")))
-    cached = ctx.cache_dir / "pretrained_students" / pretraining_key(cfg, texts, ctx.accelerator.mixed_precision)
+    files = read_texts(cfg.pretrain.files, "pretrain.files")
+    key = pretraining_key(cfg, [data.train.texts, files], ctx.accelerator.mixed_precision)
+    cached = ctx.cache_dir / "pretrained_students" / key
     if (cached / SUMMARY_FILE).is_file():
         summary = json.loads((cached / SUMMARY_FILE).read_text(encoding="utf-8"))
         ctx.reporter.print(f"student: pre-trained encoder from the cache, {cached} ({summary['texts']:,} texts, "
                            f"{len(summary['train_loss'])} epochs)")
     else:
         folder = ctx.run_dir / "pretrained_student"
+        texts = sorted(set(data.train.texts) | set(files))  # pre-training itself reads them all
         summary = pretrain_encoder(ctx.with_config(dataclasses.replace(cfg, seed=PRETRAIN_SEED)), texts, folder)
         if ctx.is_main:
             with staged_folder(cached) as staging:
@@ -104,4 +106,4 @@ def student_start(ctx: RunContext, data: Splits) -> StudentStart:
     if not (cached / "config.json").is_file():
         raise KDError(f"the pre-trained student {cached} holds no config.json: remove the folder to pre-train again")
     student = dataclasses.replace(cfg.student, name=str(cached), init="pretrained", num_layers=None, layers=None)
-    return StudentStart(dataclasses.replace(cfg, student=student), {"path": str(cached), **summary}, texts)
+    return StudentStart(dataclasses.replace(cfg, student=student), {"path": str(cached), **summary}, files)

@@ -15,9 +15,11 @@ import json
 import shutil
 import struct
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+from accelerate.utils import broadcast_object_list
 
 from kd.config.settings import DataConfig
 from kd.data.batches import EncodedDataset, make_loader
@@ -25,6 +27,7 @@ from kd.data.tables import expand
 from kd.data.texts import LabeledTexts
 from kd.data.tokens import TokenColumns, tokenizer_fingerprint
 from kd.evaluation.predict import MODEL_INPUTS
+from kd.errors import KDError
 from kd.files import file_digest, write_atomically
 from kd.runtime.context import Loaded, RunContext
 
@@ -106,6 +109,14 @@ def _write_logits(path: Path, shards: list[Path], shape: tuple[int, int]) -> Non
     write_atomically(path, write)
 
 
+def joined_digest(texts: Sequence[str]) -> str:
+    """sha256 of the texts joined by newlines, computed a text at a time (never the joined string)."""
+    digest = hashlib.sha256()
+    for i, text in enumerate(texts):
+        digest.update(("\n" + text if i else text).encode())
+    return digest.hexdigest()
+
+
 def train_logits(ctx: RunContext, teacher: Loaded, train: LabeledTexts) -> tuple[torch.Tensor, bool]:
     """(the teacher's logits for every train row, whether they came from the cache)."""
     key = soft_targets_key(teacher.folder, ctx.cfg.data, teacher.tokenizer)
@@ -116,7 +127,7 @@ def train_logits(ctx: RunContext, teacher: Loaded, train: LabeledTexts) -> tuple
 def transfer_logits(ctx: RunContext, teacher: Loaded, texts: list[str]) -> tuple[torch.Tensor, bool]:
     """The teacher's logits for transfer-set texts, cached by teacher, tokenization and texts."""
     parts = [checkpoint_digest(teacher.folder), tokenizer_fingerprint(teacher.tokenizer),
-             ctx.cfg.data.max_length, hashlib.sha256("\n".join(texts).encode()).hexdigest()]
+             ctx.cfg.data.max_length, joined_digest(texts)]
     key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
     return _cached_logits(ctx, ctx.cache_dir / "soft_targets" / f"transfer-{key}.safetensors", teacher,
                           ctx.tokens(teacher.tokenizer, "transfer", texts))
@@ -134,7 +145,7 @@ def _cached_logits(ctx: RunContext, path: Path, teacher: Loaded, input_ids: Toke
     num_labels, batch_size = model.config.num_labels, ctx.cfg.teacher.train.eval_batch_size
     shape = (len(input_ids), num_labels)
     if path.is_file():
-        logits = read_cached_logits(path, shape)
+        logits = _checked_on_main(ctx, path, shape)
         if logits is not None:
             reporter.print(f"soft targets: cache hit {path}")
             return logits, True
@@ -159,7 +170,21 @@ def _cached_logits(ctx: RunContext, path: Path, teacher: Loaded, input_ids: Toke
         reporter.print(f"soft targets: computed and cached {path}")
     accelerator.wait_for_everyone()
     ctx.release()
-    return read_cached_logits(path, shape), False
+    logits = _checked_on_main(ctx, path, shape)
+    if logits is None:
+        raise KDError(f"the soft targets just written to {path} do not read back (the disk?); run again")
+    return logits, False
+
+
+def _checked_on_main(ctx: RunContext, path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
+    """The cached logits, checked against their checksum by the main process alone (reading every
+    row once, not once per process); the others map the file on its word. None: recompute."""
+    good = None
+    if ctx.is_main:
+        good = read_cached_logits(path, shape) is not None
+    if not broadcast_object_list([good])[0]:
+        return None
+    return _mapped_logits(path)[0]
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:

@@ -84,11 +84,7 @@ def cached_metrics(ctx: RunContext, folder: Path, val: LabeledTexts, compute) ->
     """A given teacher's val metrics, computed once per (checkpoint, val rows, max_length): runs
     that share a fine-tuned teacher (sweeps, benchmarks) skip re-evaluating it. The main
     process decides hit or miss for all, and alone writes."""
-    # "oof": the tuned F1 is out of fold since then; metrics cached before are recomputed
-    key = [checkpoint_digest(folder), list(val.texts), ctx.cfg.data.max_length, "oof"]
-    digest = hashlib.sha256(json.dumps(key).encode())
-    digest.update(val.labels.tobytes())
-    path = ctx.cache_dir / "teacher_metrics" / f"{digest.hexdigest()[:24]}.json"
+    path = ctx.cache_dir / "teacher_metrics" / f"{metrics_key(folder, val, ctx.cfg.data.max_length)}.json"
     metrics = None
     if ctx.is_main:
         try:
@@ -101,3 +97,15 @@ def cached_metrics(ctx: RunContext, folder: Path, val: LabeledTexts, compute) ->
         if ctx.is_main:
             write_atomically(path, lambda partial: Path(partial).write_text(json.dumps(metrics), encoding="utf-8"))
     return metrics
+
+
+def metrics_key(folder: Path, val: LabeledTexts, max_length: int) -> str:
+    """The key of a teacher's val metrics: sha256 of the JSON list [checkpoint digest, val texts,
+    max_length, "oof"] (written a text at a time, never whole) and of the val labels. "oof": the
+    tuned F1 is out of fold since then; metrics cached before are recomputed."""
+    digest = hashlib.sha256(f"[{json.dumps(checkpoint_digest(folder))}, [".encode())
+    for i, text in enumerate(val.texts):
+        digest.update(((", " if i else "") + json.dumps(text)).encode())
+    digest.update(f"], {json.dumps(max_length)}, \"oof\"]".encode())
+    digest.update(val.labels.tobytes())
+    return digest.hexdigest()[:24]
