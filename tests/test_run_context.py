@@ -62,3 +62,35 @@ def test_a_teacher_that_runs_at_every_student_step_stays(models, csv_data, tmp_p
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path, **{
         "distill.hidden_weight": 1.0, "teacher.train.epochs": 1, "student.train.epochs": 1})]) == 0
     assert seen["at_student_fit"]["held"] == ["teacher"] and seen["at_student_fit"]["teacher_alive"]
+
+
+def test_runs_of_other_precisions_follow_each_other_in_one_process(models, csv_data, tmp_path, capsys):
+    """Accelerate holds one mixed precision per process: a second run in another one takes a
+    process of its own, with no reset of Accelerate's state in between (as a notebook would)."""
+    import json
+
+    def run(name: str, precision: str) -> dict:
+        assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path, **{
+            "run_name": name, "mixed_precision": precision, "teacher.train.epochs": 1,
+            "student.train.epochs": 1})]) == 0
+        return json.loads((tmp_path / "runs" / name / "final_metrics.json").read_text())
+
+    first, second, third = run("fp32", "no"), run("bf16", "bf16"), run("fp32-again", "no")
+    err = " ".join(capsys.readouterr().err.split())
+    assert "training in fp32" in err and "training in bf16 autocast" in err  # the child's own lines, passed on
+    assert third["student"]["val"]["bce"] == pytest.approx(first["student"]["val"]["bce"], abs=1e-6)  # here again
+    assert second["student"]["val"]["n"] == first["student"]["val"]["n"]
+
+
+def test_a_sweep_over_mixed_precision_runs_with_one_job(models, csv_data, tmp_path):
+    import pandas as pd
+    import yaml
+
+    fixed = dict(item.split("=", 1) for item in tiny.tiny_overrides(models, csv_data, tmp_path, **{
+        "teacher.train.epochs": 1, "student.train.epochs": 1}))
+    fixed = {k: yaml.safe_load(v) for k, v in fixed.items() if k not in ("output_dir", "run_name")}
+    sweep = tmp_path / "precision.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "precision", "set": fixed, "grid": {"mixed_precision": ["no", "bf16"]},
+                                     "seeds": [0], "output_dir": str(tmp_path / "sweeps")}), encoding="utf-8")
+    assert main(["sweep", str(sweep)]) == 0
+    assert len(pd.read_csv(tmp_path / "sweeps/precision/runs.csv")) == 2

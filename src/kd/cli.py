@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from kd.errors import KDError
+from kd.errors import KDError, one_line
 
 
 def _run_parser(sub, name: str, help: str, description: str):
@@ -268,15 +268,6 @@ def _predict(args) -> None:
         chunk = texts[start:start + 4096]
         for text, record in zip(chunk, clf.records(clf.predict_proba(chunk))):
             print(json.dumps({"text": text, **record}))
-
-
-def one_line(err: Exception) -> str:
-    """An error's message on one line; an OSError's with the file it concerns."""
-    if isinstance(err, OSError) and err.strerror:
-        text = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
-    else:
-        text = str(err)
-    return " ".join(text.splitlines())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ thresholds.json, calibration.json and a model card), `config.yaml` (the resolved
 from __future__ import annotations
 
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -23,13 +24,14 @@ from typing import Callable, Iterator, NamedTuple
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from kd.config.settings import Config
+from kd.config.settings import Config, load_config
 from kd.data.splits import Splits, load_splits
 from kd.data.tokens import TokenCache
 from kd.data.transfer import read_texts
 from kd.deployment.card import write_run_cards
-from kd.errors import KDError
+from kd.errors import KDError, one_line
 from kd.evaluation.stage import calibration_stage
+from kd.run.isolated import precision_taken, run_in_child
 from kd.run.preflight import check_models, check_output_folders, run_folder
 from kd.runtime.context import RunContext
 from kd.runtime.hardware import make_accelerator, precision_name
@@ -42,7 +44,11 @@ from kd.teacher.stage import teacher_folder, teacher_stage
 
 
 def distill(cfg: Config, resume: bool = False) -> Path:
-    """Run the whole job, or with `resume` continue it from its saved state; returns the run folder."""
+    """Run the whole job, or with `resume` continue it from its saved state; returns the run folder.
+    Where this process already trained in another mixed precision, the run takes a process of its
+    own (kd.run.isolated)."""
+    if precision_taken(cfg):
+        return run_in_child("distill", cfg, resume)
     with _distill_run(cfg, resume) as (ctx, data, recipe, transfer_texts):
         teacher = _teacher(ctx, data)
         targets = soft_targets_stage(ctx, data, teacher_folder(ctx), transfer_texts)
@@ -64,6 +70,8 @@ def distill(cfg: Config, resume: bool = False) -> Path:
 
 def prepare_teacher(cfg: Config, resume: bool = False) -> Path:
     """The teacher stage and its soft targets alone (kd sweep's shared teacher); the run folder."""
+    if precision_taken(cfg):
+        return run_in_child("teacher", cfg, resume)
     with _distill_run(cfg, resume) as (ctx, data, _, _):
         teacher = _teacher(ctx, data)
         hit = teacher_soft_targets(ctx, data, teacher_folder(ctx))
@@ -76,6 +84,8 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     `student/` folder is the pre-trained encoder). `resume` continues an interrupted run."""
     if not cfg.pretrain.files:
         raise KDError("kd pretrain needs unlabelled texts: pretrain.files=[FILE, ...] (one text per line)")
+    if precision_taken(cfg):
+        return run_in_child("pretrain", cfg, resume)
     texts = read_texts(cfg.pretrain.files, "pretrain.files")
     cfg, _ = resolve_init(cfg)
     accelerator = make_accelerator(cfg)
@@ -184,3 +194,16 @@ def _tracking(cfg: Config, accelerator: Accelerator, run_dir: Path):
     except ImportError as err:
         raise KDError(f"log_with={cfg.log_with} needs its package: {err}") from None
     return accelerator.log
+
+
+COMMANDS = {"distill": distill, "teacher": prepare_teacher, "pretrain": pretrain}
+
+if __name__ == "__main__":  # a run in a process of its own (kd.run.isolated): COMMAND CONFIG_FILE [--resume]
+    try:
+        COMMANDS[sys.argv[1]](load_config([sys.argv[2]]), resume="--resume" in sys.argv[3:])
+    except (KDError, OSError) as err:
+        print(f"kd: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("kd: interrupted", file=sys.stderr)
+        sys.exit(130)

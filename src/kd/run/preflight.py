@@ -24,12 +24,17 @@ from kd.models.build import check_positions
 from kd.models.hub import load_model_config, missing_weights
 
 
+def run_name(cfg: Config) -> str:
+    """run_name, or `<date>-<time>-<teacher>-<student>`, as a folder name."""
+    name = cfg.run_name or "{}-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), cfg.teacher.name, cfg.student.name)
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
 @contextmanager
 def run_folder(cfg: Config, accelerator: Accelerator, resume: bool) -> Iterator[Path]:
     """checkpoints/<run_name>, the same on every process, held by this run while it lasts (a
     second run of that name at the same time is refused); a finished run is never overwritten."""
-    name = cfg.run_name or "{}-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), cfg.teacher.name, cfg.student.name)
-    name = broadcast_object_list([re.sub(r"[^\w.-]+", "_", name)])[0]
+    name = broadcast_object_list([run_name(cfg)])[0]
     run_dir = Path(cfg.output_dir) / name
     if (run_dir / "final_metrics.json").exists():
         raise KDError(f"run folder {run_dir} already holds a finished run; choose another run_name")
