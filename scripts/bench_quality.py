@@ -59,7 +59,8 @@ from kd.evaluation.predict import evaluate_model
 from kd.models.saved import load_classifier
 from kd.runtime.hardware import precision_name, training_device
 from kd.sweep.grid import load_sweep, plan
-from kd.sweep.runner import run_sweep, shared_teacher
+from kd.run.teachers import shared_teacher
+from kd.sweep.runner import run_sweep
 from machine import cpu_name  # scripts/machine.py
 
 DATASETS = {

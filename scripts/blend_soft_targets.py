@@ -28,7 +28,7 @@ from kd.evaluation.metrics import tuned_metrics
 from kd.integrations.hf import cached_teacher_logits
 from kd.models.hub import load_tokenizer
 from kd.teacher.logits_cache import soft_targets_key
-from kd.sweep.runner import shared_teacher
+from kd.run.teachers import shared_teacher
 
 
 def out_of_fold_logits(train, folds: int = 5) -> np.ndarray:

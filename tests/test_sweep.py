@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -12,11 +14,13 @@ import yaml
 
 import tiny
 from kd.student import stage as student_stage
+from kd.run import teachers
 from kd.sweep import runner as sweep
 from kd.sweep.grid import load_sweep, plan
 from kd.teacher import stage as teacher_stage
 from kd.training import loop as train
 from kd.cli import main
+from kd.config.settings import Config
 from kd.errors import KDError
 
 
@@ -130,19 +134,19 @@ def test_named_values_and_errors(models, csv_data, tmp_path):
 
 
 def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults(monkeypatch):
-    monkeypatch.setattr(sweep, "training_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(teachers, "training_device", lambda: torch.device("cpu"))
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False})
-    base = sweep.Config()  # mixed_precision=auto trains this teacher in fp32 here
-    assert sweep.teacher_key(base) == sweep.hashlib.sha256(b"{}").hexdigest()[:16]
+    base = Config()  # mixed_precision=auto trains this teacher in fp32 here
+    assert teachers.teacher_key(base) == hashlib.sha256(b"{}").hexdigest()[:16]
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True})  # in bf16
-    assert sweep.teacher_key(base) == sweep.hashlib.sha256(b'{"mixed_precision": "bf16"}').hexdigest()[:16]
+    assert teachers.teacher_key(base) == hashlib.sha256(b'{"mixed_precision": "bf16"}').hexdigest()[:16]
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False})
-    changed = sweep.Config()
+    changed = Config()
     changed.teacher.train.lr = 1e-4
-    assert sweep.teacher_key(changed) != sweep.teacher_key(base)
+    assert teachers.teacher_key(changed) != teachers.teacher_key(base)
     changed.student.train.lr = 1e-2  # the student does not decide the teacher
     changed.teacher.train.group_by_length = True  # set, but to its default
-    assert sweep.teacher_key(changed) == sweep.hashlib.sha256(b'{"teacher.train.lr": 0.0001}').hexdigest()[:16]
+    assert teachers.teacher_key(changed) == hashlib.sha256(b'{"teacher.train.lr": 0.0001}').hexdigest()[:16]
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs/sweeps").glob("*.yaml")),
@@ -150,3 +154,29 @@ def test_teacher_key_hashes_only_settings_that_differ_from_the_defaults(monkeypa
 def test_every_committed_sweep_file_plans(path):
     """Each sweep in configs/sweeps resolves to valid run configs with today's config files."""
     assert plan(load_sweep(path))
+
+
+def test_parallel_jobs_each_get_a_gpu_of_their_own(models, csv_data, tmp_path, monkeypatch, capsys):
+    import threading
+    import time
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPUs, as the sweep sees them
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    calls, lock, real_run = [], threading.Lock(), sweep.subprocess.run
+
+    def recorded(command, env, **kwargs):
+        started = time.perf_counter()
+        code = real_run(command, env={k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}, **kwargs).returncode
+        with lock:
+            calls.append((env.get("CUDA_VISIBLE_DEVICES"), started, time.perf_counter()))
+        return type("Done", (), {"returncode": code})
+
+    monkeypatch.setattr(sweep.subprocess, "run", recorded)
+    file = _write_sweep(tmp_path, models, csv_data, {"student.train.lr": [3e-3, 2e-3, 1e-3]}, [0])
+    assert main(["sweep", file, "--jobs", "2"]) == 0
+    assert len(calls) == 3 and {gpu for gpu, _, _ in calls} == {"0", "1"}
+    for (gpu, start, end), (other, start2, end2) in itertools.combinations(calls, 2):
+        assert gpu != other or end <= start2 or end2 <= start  # never two runs on one GPU at once
+    assert main(["sweep", file, "--jobs", "3"]) == 2
+    assert "--jobs 3 with 2 visible GPU(s)" in capsys.readouterr().err
