@@ -1,5 +1,8 @@
 """kd's loss in transformers' Trainer and in PyTorch Lightning, on a tiny model."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -82,7 +85,11 @@ def test_teacher_logits_come_from_kds_cache(models, csv_data, tmp_path):
     from kd.cli import main
 
     assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path)]) == 0
-    (cache,) = (tmp_path / "cache/soft_targets").glob("*.safetensors")
+    assert main(["distill", *tiny.tiny_overrides(models, csv_data, tmp_path, **{  # a second run: a second file
+        "run_name": "again", "data.max_length": 24})]) == 0
+    assert len(list((tmp_path / "cache/soft_targets").glob("*.safetensors"))) == 2
+    final = json.loads((tmp_path / "runs/run/final_metrics.json").read_text())
+    cache = Path(final["soft_targets_file"])  # the run names the file it used
     logits = cached_teacher_logits(cache)
     assert logits.shape == (512, 3) and np.isfinite(logits).all()
     cache.write_bytes(cache.read_bytes()[:-8] + b"\0" * 8)
@@ -97,6 +104,9 @@ def test_lightning_module_trains_on_kds_loss(models, rows, tmp_path):
     tokenizer, train, _ = rows
     collate = DataCollatorWithPadding(tokenizer)
     loader = torch.utils.data.DataLoader(train, batch_size=16, collate_fn=collate)
+    texts, labels = tiny.make_texts(40, seed=9)  # a val set of its own, without teacher logits
+    val = [{"input_ids": ids, "labels": [float(v) for v in row]} for ids, row in zip(encode(tokenizer, texts, 32), labels)]
+    val_loader = torch.utils.data.DataLoader(val, batch_size=16, collate_fn=collate)
     module = DistillationModule(build_model(str(models["student"]), "random", tiny.LABELS), alpha=0.5,
                                 temperature=2.0, lr=3e-3, label_names=tiny.LABELS)
     batch = collate(train[:4])
@@ -106,8 +116,80 @@ def test_lightning_module_trains_on_kds_loss(models, rows, tmp_path):
     assert module.loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
     trainer = lightning.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(module, loader, loader)
+    trainer.fit(module, loader, val_loader)
     metrics = trainer.callback_metrics
     assert {"train_loss", "val_loss", "val_macro_auc"} <= set(metrics) and 0 <= metrics["val_macro_auc"] <= 1
     module.model.save_pretrained(tmp_path / "student")
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").num_labels == 3
+
+
+def _val_metrics(folder, models):
+    """kd's metrics of a saved model on the bridges' val set, in this one process."""
+    import bridges_on_processes as bridges
+
+    from kd.evaluation.metrics import compute_metrics
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = load_tokenizer(str(models["student"]))
+    val = bridges.rows(tokenizer, bridges.VAL_ROWS, 1)
+    collate, logits = DataCollatorWithPadding(tokenizer), []
+    with torch.no_grad():  # in the bridges' batches of 8: the same padding, the same float rounding
+        for start in range(0, len(val), 8):
+            batch = collate(val[start:start + 8])
+            logits.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy())
+    logits = np.concatenate(logits)
+    labels = np.array([row["labels"] for row in val], np.float32)
+    return logits, labels, compute_metrics(logits, labels, np.full(3, 0.5), tiny.LABELS)
+
+
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_both_bridges_evaluate_a_plain_val_set_over_every_process(models, tmp_path, processes):
+    """alpha 0.5, a val set without teacher logits (51 rows: uneven over 2 processes): the Trainer's
+    and Lightning's val metrics equal a one-process evaluation of the model they trained."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kd.evaluation.metrics import tuned_metrics
+
+    script = Path(__file__).resolve().parent / "bridges_on_processes.py"
+    launcher = ["--multi_gpu", "--num_processes", "2"] if processes == 2 else ["--num_processes", "1"]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(script), str(models["student"]), str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    hf = json.loads((tmp_path / "hf.json").read_text())
+    logits, labels, expected = _val_metrics(tmp_path / "hf", models)
+    tuned, _ = tuned_metrics(logits, labels, tiny.LABELS)
+    assert hf["eval_macro_auc"] == pytest.approx(expected["macro_auc"], abs=1e-6)
+    assert hf["eval_macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-6)
+    assert hf["eval_macro_f1_tuned"] == pytest.approx(tuned["macro_f1_tuned"], abs=1e-6)
+    assert hf["eval_loss"] == pytest.approx(expected["bce"], abs=5e-3)  # the label loss (a mean of batch means)
+
+    logged = json.loads((tmp_path / "lightning.json").read_text())
+    _, _, expected = _val_metrics(tmp_path / "lightning", models)
+    assert logged["val_macro_auc"] == pytest.approx(expected["macro_auc"], abs=1e-6)
+    assert logged["val_macro_f1"] == pytest.approx(expected["macro_f1"], abs=1e-6)
+
+
+def test_soft_targets_come_from_kds_own_stages_in_a_process_of_their_own(models, csv_data, tmp_path):
+    """kd.integrations.teacher.soft_targets fine-tunes the teacher and labels the train rows once, as
+    kd distill would, and leaves this process's Accelerate state alone for the user's Trainer."""
+    from accelerate.state import is_initialized
+
+    from kd.config.settings import load_config
+    from kd.integrations.teacher import soft_targets
+
+    cfg = load_config([], [o for o in tiny.tiny_overrides(models, csv_data, tmp_path) if not o.startswith("run_name")])
+    train, logits = soft_targets(cfg)
+    assert len(train) == 512 and logits.shape == (512, 3) and np.isfinite(logits).all()
+    assert not is_initialized()  # the stages ran in a child process
+    (teacher_run,) = (tmp_path / "cache/teachers").iterdir()
+    stamp = (teacher_run / "final_metrics.json").stat().st_mtime_ns
+    again_train, again = soft_targets(cfg)
+    assert np.array_equal(again, logits) and list(again_train.texts) == list(train.texts)
+    assert (teacher_run / "final_metrics.json").stat().st_mtime_ns == stamp  # read back, not trained again

@@ -1,27 +1,37 @@
 """Distillation in transformers' Trainer: `DistillationTrainer` is a Trainer whose loss is kd's
 (`kd.training.losses.distillation_loss`: per-label sigmoid BCE, or softmax CE + KL for a single-label
 model), with the teacher's logits read from each batch's `teacher_logits`. The teacher runs once,
-up front: its logits come from kd's soft-target cache (`cached_teacher_logits`) or are computed
-elsewhere and put in a dataset column (`with_teacher_logits`).
+up front: its logits come from kd's own stages (`kd.integrations.teacher.soft_targets`), from a
+soft-target file a run names (`cached_teacher_logits`), or from anywhere else, put in a dataset
+column (`with_teacher_logits`).
+
+Validation needs no teacher logits: on a batch without them the loss is the label loss alone, and
+`metrics(label_names)` gives the Trainer's `compute_metrics` kd's metrics (macro AUC, F1 at 0.5 and
+tuned, out of fold), computed over the whole val set whatever the number of processes (the Trainer
+gathers the predictions).
 
     trainer = DistillationTrainer(model=student, args=TrainingArguments(...), alpha=0.5, temperature=2.0,
-                                  train_dataset=with_teacher_logits(train, logits), data_collator=...)
-    trainer.train(); trainer.save_model("student")   # loads with from_pretrained
+                                  train_dataset=with_teacher_logits(train, logits), eval_dataset=val,
+                                  compute_metrics=metrics(label_names), data_collator=...)
+    trainer.train(); trainer.evaluate(); trainer.save_model("student")   # loads with from_pretrained
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from transformers import Trainer
+from transformers import EvalPrediction, Trainer
 
 from kd.errors import KDError
-from kd.training.losses import distillation_loss
+from kd.evaluation.metrics import tuned_metrics
 from kd.models.build import is_single_label
+from kd.training.losses import distillation_loss
 
 TEACHER_LOGITS = "teacher_logits"
+REPORTED = ("macro_auc", "macro_f1", "macro_f1_tuned", "micro_f1", "accuracy", "bce", "cross_entropy", "ece")
 
 
 class DistillationTrainer(Trainer):
@@ -40,35 +50,48 @@ class DistillationTrainer(Trainer):
             self._signature_columns.append(TEACHER_LOGITS)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """kd's loss; in evaluation, on rows without teacher logits (a plain val set), the label loss."""
         inputs = dict(inputs)
         labels, teacher_logits = inputs.pop("labels"), inputs.pop(TEACHER_LOGITS, None)
-        if self.alpha > 0 and teacher_logits is None:
-            raise KDError(f"alpha > 0 needs the teacher's logits in every batch (a '{TEACHER_LOGITS}' column)")
+        alpha = self.alpha if teacher_logits is not None else 0.0
+        if self.alpha > 0 and teacher_logits is None and model.training:
+            raise KDError(f"alpha > 0 needs the teacher's logits in every training batch (a '{TEACHER_LOGITS}' column)")
         outputs = model(**inputs)
         single = is_single_label(self.accelerator.unwrap_model(model))
         if single and labels.dim() == 1:  # class indices, as transformers gives them
             labels = torch.nn.functional.one_hot(labels.long(), outputs.logits.shape[-1])
         loss = distillation_loss(outputs.logits.float(), labels.float(),
                                  None if teacher_logits is None else teacher_logits.float(),
-                                 self.alpha, self.temperature, single_label=single)
+                                 alpha, self.temperature, single_label=single)
         return (loss, outputs) if return_outputs else loss
 
 
-def cached_teacher_logits(path: str | Path) -> np.ndarray:
-    """The teacher's logits from a kd soft-target cache file (cache_dir/soft_targets/*.safetensors),
-    one row per train row in file order, checked against the checksum stored with them."""
-    from safetensors import safe_open
+def metrics(label_names: list[str], single_label: bool = False) -> Callable[[EvalPrediction], dict]:
+    """A `compute_metrics` for the Trainer: kd's val metrics of the gathered predictions (multi-label:
+    macro AUC, macro F1 at 0.5 and tuned out of fold, micro F1, BCE, ECE; single-label: accuracy,
+    macro F1, macro AUC, cross-entropy, ECE)."""
+    def compute(prediction: EvalPrediction) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        labels = np.asarray(prediction.label_ids)
+        if single_label and labels.ndim == 1:  # class indices
+            labels = np.eye(len(label_names), dtype=np.float32)[labels.astype(int)]
+        scores, _ = tuned_metrics(np.asarray(logits), labels.astype(np.float32), label_names, single_label)
+        return {key: scores[key] for key in REPORTED if scores.get(key) is not None}
+    return compute
 
+
+def cached_teacher_logits(path: str | Path) -> np.ndarray:
+    """The teacher's logits from a kd soft-target file (the `soft_targets_file` that a run's
+    final_metrics.json names), one row per train row in file order, checked against the checksum
+    stored with them."""
     from kd.teacher.logits_cache import read_cached_logits
 
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            shape = tuple(handle.get_slice("logits").get_shape())
-    except Exception as err:  # safetensors raises its own types for missing or damaged files
-        raise KDError(f"cannot read soft targets from {path}: {str(err).splitlines()[0]}") from None
-    logits = read_cached_logits(Path(path), shape)
+    if not Path(path).is_file():
+        raise KDError(f"cannot read soft targets from {path}: no such file")
+    logits = read_cached_logits(Path(path), None)
     if logits is None:
-        raise KDError(f"{path} does not match the checksum stored with it; recompute it")
+        raise KDError(f"cannot read soft targets from {path}: damaged, or it does not match the checksum stored "
+                      "with it; recompute it")
     return logits.numpy()
 
 

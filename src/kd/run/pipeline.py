@@ -61,7 +61,8 @@ def distill(cfg: Config, resume: bool = False) -> Path:
         student.update({"pretraining": start.pretraining} if start.pretraining else {}, recipe=recipe)
         summaries = {"teacher": teacher, "student": student}
         _finish(ctx, {"teacher": teacher, "soft_targets_cache_hit": targets.cache_hit,
-                      "num_processes": ctx.accelerator.num_processes, "student": student})
+                      "soft_targets_file": targets.file, "num_processes": ctx.accelerator.num_processes,
+                      "student": student})
         if ctx.is_main:
             write_run_cards(ctx, data, summaries)
         ctx.reporter.final_table(summaries)
@@ -74,8 +75,9 @@ def prepare_teacher(cfg: Config, resume: bool = False) -> Path:
         return run_in_child("teacher", cfg, resume)
     with _distill_run(cfg, resume) as (ctx, data, _, _):
         teacher = _teacher(ctx, data)
-        hit = teacher_soft_targets(ctx, data, teacher_folder(ctx))
-        _finish(ctx, {"teacher": teacher, "soft_targets_cache_hit": hit, "num_processes": ctx.accelerator.num_processes})
+        targets = teacher_soft_targets(ctx, data, teacher_folder(ctx))
+        _finish(ctx, {"teacher": teacher, "soft_targets_cache_hit": targets.cache_hit,
+                      "soft_targets_file": targets.file, "num_processes": ctx.accelerator.num_processes})
     return ctx.run_dir
 
 

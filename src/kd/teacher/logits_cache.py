@@ -79,14 +79,14 @@ def _digest_rows(arrays) -> str:
     return digest.hexdigest()
 
 
-def read_cached_logits(path: Path, shape: tuple[int, int]) -> torch.Tensor | None:
-    """The cached logits (memory-mapped), or None when the file is unreadable, of another shape, or
-    its contents do not match the checksum written with them."""
+def read_cached_logits(path: Path, shape: tuple[int, int] | None) -> torch.Tensor | None:
+    """The cached logits (memory-mapped), or None when the file is unreadable, of another shape
+    than `shape` (None: any), or its contents do not match the checksum written with them."""
     try:
         logits, metadata = _mapped_logits(path)
     except Exception:  # damaged: a short file, a header that is not JSON, ...
         return None
-    if tuple(logits.shape) != shape or metadata.get("sha256") != _digest_rows([logits.numpy()]):
+    if (shape is not None and tuple(logits.shape) != shape) or metadata.get("sha256") != _digest_rows([logits.numpy()]):
         return None
     return logits
 
@@ -117,10 +117,14 @@ def joined_digest(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def train_logits_file(ctx: RunContext, teacher: Loaded) -> Path:
+    """Where the teacher's logits for the run's train rows are cached."""
+    return ctx.cache_dir / "soft_targets" / f"{soft_targets_key(teacher.folder, ctx.cfg.data, teacher.tokenizer)}.safetensors"
+
+
 def train_logits(ctx: RunContext, teacher: Loaded, train: LabeledTexts) -> tuple[torch.Tensor, bool]:
     """(the teacher's logits for every train row, whether they came from the cache)."""
-    key = soft_targets_key(teacher.folder, ctx.cfg.data, teacher.tokenizer)
-    return _cached_logits(ctx, ctx.cache_dir / "soft_targets" / f"{key}.safetensors", teacher,
+    return _cached_logits(ctx, train_logits_file(ctx, teacher), teacher,
                           ctx.tokens(teacher.tokenizer, "train", train.texts))
 
 

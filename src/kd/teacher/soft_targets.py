@@ -18,7 +18,7 @@ from kd.data.splits import Splits
 from kd.data.transfer import augmented_copies
 from kd.models.saved import load_classifier
 from kd.runtime.context import Loaded, RunContext
-from kd.teacher.logits_cache import train_logits, transfer_logits
+from kd.teacher.logits_cache import train_logits, train_logits_file, transfer_logits
 from kd.teacher.score_files import file_soft_targets
 from kd.teacher.stage import check_predicts
 
@@ -28,6 +28,7 @@ class SoftTargets:
     train: torch.Tensor | None  # the teachers' logits for every train row; None: the student learns from labels
     transfer: tuple[list[str], torch.Tensor] | None  # transfer-set texts and the teachers' logits for them
     cache_hit: bool | None  # whether the train logits came from the cache (None: from a file, or none)
+    file: str | None = None  # the cache file of the main teacher's train logits (kd.integrations reads it)
 
 
 def soft_targets_stage(ctx: RunContext, data: Splits, teacher_folder: Path, file_texts: list[str]) -> SoftTargets:
@@ -41,12 +42,15 @@ def soft_targets_stage(ctx: RunContext, data: Splits, teacher_folder: Path, file
         return SoftTargets(None, None, None)
     teachers = [ctx.model("teacher", teacher_folder), *_extra_teachers(ctx, data)]
     logits, hit = _weighted(cfg.distill.teacher_weights, [train_logits(ctx, t, data.train) for t in teachers])
-    return SoftTargets(logits, _transfer_set(ctx, data, file_texts, teachers), hit)
+    return SoftTargets(logits, _transfer_set(ctx, data, file_texts, teachers), hit,
+                       str(train_logits_file(ctx, teachers[0])))
 
 
-def teacher_soft_targets(ctx: RunContext, data: Splits, teacher_folder: Path) -> bool:
-    """The main teacher's train logits, computed into the cache unless there; whether they were."""
-    return train_logits(ctx, ctx.model("teacher", teacher_folder), data.train)[1]
+def teacher_soft_targets(ctx: RunContext, data: Splits, teacher_folder: Path) -> SoftTargets:
+    """The main teacher's train logits alone, computed into the cache unless there."""
+    teacher = ctx.model("teacher", teacher_folder)
+    logits, hit = train_logits(ctx, teacher, data.train)
+    return SoftTargets(logits, None, hit, str(train_logits_file(ctx, teacher)))
 
 
 def _extra_teachers(ctx: RunContext, data: Splits) -> list[Loaded]:
