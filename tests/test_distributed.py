@@ -101,3 +101,28 @@ def test_a_single_cpu_process_under_accelerate_launch_uses_every_core(monkeypatc
         assert ("using all" in capsys.readouterr().err) is (cores > 1)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ctrl-c", "diverge"])
+def test_a_stop_on_one_rank_ends_every_rank_at_the_same_step(models, csv_data, tmp_path, mode):
+    """Rank 1 alone is interrupted, or alone sees its loss diverge, at its 3rd step: both ranks
+    decide together at the next check (step 16) and leave the loop there; none waits for the other."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    overrides = tiny.tiny_overrides(models, csv_data, tmp_path, **{"mixed_precision": "no"})
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(HERE / "stop_on_one_rank.py"), *overrides]
+    env = {**os.environ, "AUDIT_DIR": str(audit), "OMP_NUM_THREADS": "1", "STOP_MODE": mode, "STOP_STEP": "3"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode != 0
+    steps = [int((audit / f"rank-{rank}.txt").read_text()) for rank in (0, 1)]
+    assert steps == [16, 16], result.stderr[-3000:]
+    if mode == "ctrl-c":
+        assert "teacher: interrupted; the state is saved" in result.stderr
+        progress = json.loads(__import__("safetensors").safe_open(
+            str(tmp_path / "runs/run/state/teacher.safetensors"), "pt").metadata()["progress"])
+        assert (progress["epoch"], progress["step"]) == (1, 16)
+    else:
+        assert result.stderr.count("the loss diverged at step 3") == 2  # each rank says so, at the same step

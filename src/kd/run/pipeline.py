@@ -93,6 +93,7 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     accelerator = make_accelerator(cfg)
     check_output_folders(cfg, accelerator)
     with _context(cfg, cfg, accelerator, resume) as ctx:
+        ctx.command = "pretrain"
         result = pretrain_encoder(ctx, texts, ctx.run_dir / "student")
         _finish(ctx, {"student": {"path": str(ctx.run_dir / "student"), **result}})
         ctx.reporter.print(f"pre-trained student: {ctx.run_dir / 'student'} "

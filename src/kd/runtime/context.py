@@ -47,6 +47,7 @@ class RunContext:
     tokens: TokenCache
     run_dir: Path
     resume: bool = False
+    command: str = "distill"  # the kd command that resumes the run (`kd <command> --resume <run_dir>`)
     loaded: dict[str, Loaded] = field(default_factory=dict)  # shared by with_config's copies
 
     @classmethod

@@ -187,7 +187,7 @@ def fit(ctx: RunContext, job: TrainingJob) -> FitResult:
                 advance()
                 checkpoint.after_step(loss, (epoch - 1) * steps_per_epoch + progress.step, progress, loss_sum,
                                       started, stop.requested)
-        checkpoint.divergence.check()
+        checkpoint.agree()
         progress.train_time_s += time.perf_counter() - started
         train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / steps_per_epoch
         _end_epoch(ctx, job, run, progress, {"stage": stage, "epoch": epoch, "train_loss": train_loss, "lr": run.lr},
@@ -242,21 +242,26 @@ class _Divergence:
         self.losses: list[torch.Tensor] = []
         self.last_step = 0
 
-    def add(self, loss: torch.Tensor, step: int) -> None:
+    def add(self, loss: torch.Tensor, step: int) -> bool:
+        """Keep the step's loss; whether a check is due."""
         self.losses.append(loss.detach().float())
         self.last_step = step
-        if len(self.losses) == self.CHECK_EVERY:
-            self.check()
+        return len(self.losses) == self.CHECK_EVERY
 
-    def check(self) -> None:
+    def first_bad(self) -> tuple[int, float] | None:
+        """(step, loss) of the first loss kept since the last check that is not finite; None: all are."""
         if not self.losses:
-            return
+            return None
         losses, self.losses = torch.stack(self.losses).cpu(), []
         bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            step = self.last_step - len(losses) + 1 + int(bad[0])
-            raise KDError(f"the loss diverged at step {step} (it became {losses[bad[0]].item()}); lower "
-                          f"{self.lr_key} (it is {self.lr:g}) or keep the gradient clipping on (max_grad_norm)")
+        if not len(bad):
+            return None
+        return self.last_step - len(losses) + 1 + int(bad[0]), losses[bad[0]].item()
+
+    def fail(self, step: int, value: float | None) -> None:
+        seen = f"it became {value}" if value is not None else "on another process"
+        raise KDError(f"the loss diverged at step {step} ({seen}); lower {self.lr_key} (it is {self.lr:g}) or "
+                      "keep the gradient clipping on (max_grad_norm)")
 
 
 class _deferred_ctrl_c:
@@ -282,7 +287,12 @@ class _deferred_ctrl_c:
 
 class _Checkpoints:
     """The state file, written every `every` steps, after each epoch and on Ctrl-C (`state_file`
-    None: never, as on processes other than the main one); losses checked for divergence first."""
+    None: never, as on processes other than the main one); losses checked for divergence first.
+
+    With several processes, whether to stop (a Ctrl-C on any of them, a loss that is not finite on
+    any of them) is decided together, at the steps where the losses are checked or the state is
+    due: one all-reduce there, so that every process leaves the loop at the same step instead of
+    one leaving while the others wait for it in the next gradient all-reduce."""
 
     def __init__(self, state_file: Path | None, run: _Training, every: int, stage: str, ctx: RunContext):
         self.state_file, self.run, self.every, self.stage, self.ctx = state_file, run, every, stage, ctx
@@ -292,20 +302,39 @@ class _Checkpoints:
         if self.state_file is not None:
             save_state(self.state_file, self.run.trained, self.run.optimizer, self.run.scheduler, progress)
 
+    def agree(self, stop: bool = False) -> bool:
+        """Check the losses kept since the last check, on every process at once; raise at the first
+        step any process saw diverge. Returns whether any process asked to stop."""
+        bad = self.divergence.first_bad()
+        accelerator = self.ctx.accelerator
+        if accelerator.num_processes > 1:  # [stop, -(first bad step)], the max over processes
+            local = torch.tensor([float(stop), -bad[0] if bad else -math.inf], device=accelerator.device)
+            agreed = accelerator.reduce(local, reduction="max").tolist()
+            stop, step = agreed[0] > 0, -agreed[1]
+            if math.isfinite(step):
+                self.divergence.fail(int(step), bad[1] if bad and bad[0] == step else None)
+        elif bad:
+            self.divergence.fail(*bad)
+        return stop
+
     def after_step(self, loss: torch.Tensor, step: int, progress: Progress, loss_sum: torch.Tensor,
                    started: float, stop: bool) -> None:
         """Check the loss; save mid-epoch (the loss and time so far with the state) when due or
         asked to stop, then stop."""
-        self.divergence.add(loss, step)
-        if not (stop or (self.every and progress.step % self.every == 0)):
+        check = self.divergence.add(loss, step)
+        due = bool(self.every) and progress.step % self.every == 0
+        alone = self.ctx.accelerator.num_processes == 1
+        if not (check or due or (stop and alone)):
             return
-        self.divergence.check()
+        stop = self.agree(stop)
+        if not (due or stop):
+            return
         elapsed = time.perf_counter() - started
         progress.loss_sum = loss_sum.item()
         progress.train_time_s += elapsed
         self.save(progress)
         progress.train_time_s -= elapsed
         if stop:
-            self.ctx.reporter.print(f"{self.stage}: interrupted; the state is saved, `kd distill --resume RUN_FOLDER` "
-                                    "continues")
+            self.ctx.reporter.print(f"{self.stage}: interrupted; the state is saved, "
+                                    f"`kd {self.ctx.command} --resume {self.ctx.run_dir}` continues")
             raise KeyboardInterrupt
