@@ -1,7 +1,8 @@
 """`kd distill` with an audit hook that records every file this process opens for writing.
 
 Run under `accelerate launch`; each rank writes the list to AUDIT_DIR/rank-<RANK>.txt at exit,
-after a first line `#checksums N`: how often this process read the cached logits whole to check them.
+after a first line `#checksums N`: how often this process read the cached logits whole to check them;
+AUDIT_DIR/rank-<RANK>.pid holds its process id from the start (a test may kill it).
 SHARD_ROWS, when set, is the number of rows the teacher labels per shard (kd.teacher.logits_cache).
 """
 
@@ -42,6 +43,8 @@ def report() -> None:
         handle.write("\n".join([f"#checksums {checksums}", *sorted(written)]))
 
 
+with open(os.path.join(os.environ["AUDIT_DIR"], f"rank-{os.environ.get('RANK', '0')}.pid"), "w") as handle:
+    handle.write(str(os.getpid()))
 sys.addaudithook(record)
 atexit.register(report)
 sys.exit(main(["distill", *sys.argv[1:]]))

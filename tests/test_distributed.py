@@ -126,3 +126,50 @@ def test_a_stop_on_one_rank_ends_every_rank_at_the_same_step(models, csv_data, t
         assert (progress["epoch"], progress["step"]) == (1, 16)
     else:
         assert result.stderr.count("the loss diverged at step 3") == 2  # each rank says so, at the same step
+
+
+@pytest.mark.slow
+def test_two_processes_killed_mid_epoch_resume_to_the_weights_of_an_uninterrupted_run(models, csv_data, tmp_path):
+    """With dropout on, each rank draws its own masks: a 2-process run killed (SIGKILL) in the
+    student's second epoch and resumed on 2 processes ends with an uninterrupted 2-process run's
+    weights; resuming it on 1 process is refused in one line."""
+    import signal
+    import time
+
+    from safetensors import safe_open
+
+    def overrides(name: str) -> list[str]:
+        return tiny.tiny_overrides(models, csv_data, tmp_path, **{
+            "run_name": name, "mixed_precision": "no", "teacher.train.epochs": 1, "student.train.epochs": 3,
+            "teacher.train.batch_size": 16, "student.train.batch_size": 16, "student.train.save_every_steps": 3})
+
+    _launch(2, overrides("reference"), tmp_path / "audit-reference")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(HERE / "audited_distill.py")]
+    (tmp_path / "audit-killed").mkdir()
+    env = {**os.environ, "AUDIT_DIR": str(tmp_path / "audit-killed"), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.Popen([*command, *overrides("run")], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state, deadline = tmp_path / "runs/run/state/student.safetensors", time.time() + 240
+    while time.time() < deadline and killed.poll() is None:
+        try:
+            with safe_open(str(state), "pt") as handle:
+                progress = json.loads(handle.metadata()["progress"])
+        except Exception:  # not written yet, or being renamed into place
+            progress = None
+        if progress and progress["epoch"] == 2 and progress["step"] > 0:
+            for rank in (0, 1):  # both ranks (the launcher's elastic agent starts them in sessions of their own)
+                os.kill(int((tmp_path / f"audit-killed/rank-{rank}.pid").read_text()), signal.SIGKILL)
+            os.killpg(killed.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert killed.wait() == -signal.SIGKILL, "the run ended before it could be killed mid-epoch"
+    run_dir = str(tmp_path / "runs/run")
+    one = subprocess.run([sys.executable, "-m", "kd.cli", "distill", "--resume", run_dir], capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 2 and "saved by 2 training process(es) and this run has 1" in one.stderr
+    assert one.stderr.count("\n") == 1  # one line
+    _launch(2, ["--resume", run_dir], tmp_path / "audit-resumed")
+    tiny.assert_same_weights(tmp_path / "runs/run/student/model.safetensors",
+                             tmp_path / "runs/reference/student/model.safetensors")

@@ -72,16 +72,16 @@ def test_the_training_state_carries_the_cuda_rng_where_cuda_runs(monkeypatch):
 
     from kd.training import checkpoint
 
-    cuda_states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    device_state = torch.arange(16, dtype=torch.uint8)  # this process's device: each process trains on its own
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: device_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
     state = checkpoint.rng_state()
-    assert torch.equal(state["cuda_rng"], torch.stack(cuda_states)) and torch.equal(state["rng"], torch.get_rng_state())
+    assert torch.equal(state["cuda_rng"], device_state) and torch.equal(state["rng"], torch.get_rng_state())
     checkpoint.restore_rng(state)
-    assert [s.tolist() for s in restored] == [s.tolist() for s in cuda_states]
+    assert [s.tolist() for s in restored] == [device_state.tolist()]
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert set(checkpoint.rng_state()) == {"rng"}  # CPU only: as before
 

@@ -32,7 +32,7 @@ from kd.deployment.card import write_run_cards
 from kd.errors import KDError, one_line
 from kd.evaluation.stage import calibration_stage
 from kd.run.isolated import precision_taken, run_in_child
-from kd.run.preflight import check_models, check_output_folders, run_folder
+from kd.run.preflight import check_models, check_output_folders, check_resumable, run_folder
 from kd.runtime.context import RunContext
 from kd.runtime.hardware import make_accelerator, precision_name
 from kd.runtime.report import Reporter, write_json
@@ -92,6 +92,8 @@ def pretrain(cfg: Config, resume: bool = False) -> Path:
     cfg, _ = resolve_init(cfg)
     accelerator = make_accelerator(cfg)
     check_output_folders(cfg, accelerator)
+    if resume:
+        check_resumable(cfg, accelerator)
     with _context(cfg, cfg, accelerator, resume) as ctx:
         ctx.command = "pretrain"
         result = pretrain_encoder(ctx, texts, ctx.run_dir / "student")
@@ -115,6 +117,8 @@ def _distill_run(cfg: Config, resume: bool) -> Iterator[_Started]:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     check_output_folders(cfg, accelerator)
+    if resume:
+        check_resumable(cfg, accelerator)
     with accelerator.main_process_first():  # bad data fails first; its columns are cached only once all reads
         data = load_splits(cfg.data, Path(cfg.cache_dir) / "data")
     resolved, recipe = resolve_init(cfg)  # config.yaml keeps init=auto: a resume resolves it again

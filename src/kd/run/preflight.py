@@ -18,10 +18,18 @@ from accelerate.utils import broadcast_object_list
 from kd.config.settings import Config, save_config
 from kd.errors import KDError
 from kd.files import check_writable, folder_lock
+from kd.training.checkpoint import check_processes
 from kd.training.layer_matching import check_shapes
 from kd.models.build import TEACHER_INITS
 from kd.models.build import check_positions
 from kd.models.hub import load_model_config, missing_weights
+
+
+def check_resumable(cfg: Config, accelerator: Accelerator) -> None:
+    """A resumed run's saved training states were written by as many processes as this run has:
+    refused in one line before anything is read or trained."""
+    for state in sorted((Path(cfg.output_dir) / run_name(cfg) / "state").glob("*.safetensors")):
+        check_processes(state, accelerator.num_processes)
 
 
 def run_name(cfg: Config) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from transformers import get_linear_schedule_with_warmup
 
 from kd.config.settings import TrainConfig
@@ -31,7 +32,7 @@ from kd.training.losses import distillation_loss, scheduled_temperature
 from kd.models.build import default_lr, is_single_label, label_names
 from kd.models.saved import save_classifier, save_encoder
 from kd.training import speedups
-from kd.training.checkpoint import Progress, load_state, restore_rng, save_state
+from kd.training.checkpoint import Progress, load_state, restore_rng, rng_state, save_state
 from kd.training.optim import clip_grad_norm, make_optimizer
 from kd.runtime.context import RunContext
 
@@ -160,7 +161,8 @@ def fit(ctx: RunContext, job: TrainingJob) -> FitResult:
     state_file = ctx.state_file(stage)
     progress, rng = Progress(), None
     if ctx.resume and state_file.is_file():
-        progress, rng = load_state(state_file, run.trained, run.optimizer, run.scheduler)
+        progress, rng = load_state(state_file, run.trained, run.optimizer, run.scheduler,
+                                   accelerator.process_index, accelerator.num_processes)
         ctx.reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
     checkpoint = _Checkpoints(state_file if ctx.is_main else None, run, cfg.save_every_steps, stage, ctx)
     for epoch in range(progress.epoch, cfg.epochs + 1):
@@ -299,8 +301,12 @@ class _Checkpoints:
         self.divergence = _Divergence(f"{stage}.train.lr", run.lr)
 
     def save(self, progress: Progress) -> None:
+        """On every process at once: each one's RNG states go to the main one, which writes the file."""
+        states = [rng_state()]
+        if self.ctx.accelerator.num_processes > 1:
+            states = gather_object(states)  # in rank order
         if self.state_file is not None:
-            save_state(self.state_file, self.run.trained, self.run.optimizer, self.run.scheduler, progress)
+            save_state(self.state_file, self.run.trained, self.run.optimizer, self.run.scheduler, progress, states)
 
     def agree(self, stop: bool = False) -> bool:
         """Check the losses kept since the last check, on every process at once; raise at the first
