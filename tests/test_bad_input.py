@@ -177,3 +177,41 @@ def test_transfer_files_drop_invisible_lines_and_byte_order_marks(tmp_path):
 def test_lines_of_spaces_hold_no_row(tmp_path):
     data = read_csv(tmp_path, "text,a,b\nhi,1,0\n   \n\t\nho,0,1\n  ")
     assert data.texts == ["hi", "ho"] and data.labels.tolist() == [[1, 0], [0, 1]]
+
+
+MULTILINE = ['first line, with a comma\nsecond "quoted" line\n\nafter a blank line',
+             'one\n2,1\nthree',  # a line inside that holds a delimiter
+             'a "quote", a comma\r\nand a Windows line end',
+             'short']
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_valid_csv_with_multiline_texts_in_any_column_reads_as_pandas_reads_it(tmp_path, position):
+    """RFC 4180 quoting: texts holding newlines, blank lines, commas and doubled quotes, in the
+    first, a middle or the last column, read exactly as the csv module and pandas read them."""
+    import pandas as pd
+
+    columns = {"first": ["text", "id", "label"], "middle": ["id", "text", "label"], "last": ["id", "label", "text"]}
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(4)], "text": MULTILINE, "label": ["pos", "neg", "neg", "pos"]})
+    path = tmp_path / "data.csv"
+    frame[columns[position]].to_csv(path, index=False)
+    data = read_labeled(path, "csv", "text", ["label"], id_column="id")
+    again = pd.read_csv(path, keep_default_na=False, dtype=str)
+    assert list(data.texts) == list(again["text"]) == MULTILINE
+    assert data.label_names == ["neg", "pos"] and data.labels.argmax(axis=1).tolist() == [1, 0, 0, 1]
+    assert list(data.ids) == ["r0", "r1", "r2", "r3"]
+
+
+@pytest.mark.parametrize("content, message", [
+    # the text in the last column: a stray quote swallows the next row (its closing quote ends that row)
+    ('id,label,text\n1,0,"a stray quote\n2,1,the next row"\n3,0,fine\n', "lines 2-3 were read as one row, but line 3"),
+    # ... or the next two
+    ('id,label,text\n1,0,"a stray quote\n2,1,the next row\n3,0,and the next"\n', "lines 2-4 were read as one row, but lines 3, 4"),
+    # the text in a middle column
+    ('id,text,label\n1,"a stray quote,0\n2,the next row,1\n3,and one more",0\n', "lines 2-4 were read as one row, but lines 2, 3"),
+])
+def test_a_stray_quote_that_merges_rows_is_refused_in_any_column(tmp_path, content, message):
+    path = tmp_path / "data.csv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(KDError, match=message):
+        read_labeled(path, "csv", "text", ["label"], id_column="id", problem_type="single_label")

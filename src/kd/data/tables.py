@@ -6,8 +6,9 @@ and a file name may be a glob of shards (`data/train-*.csv`), read in name order
 Delimited files follow CSV quoting (a field in double quotes may hold the delimiter, newlines
 and doubled quotes), parsed by the csv module in strict mode: a quote that does not open and
 close a field properly is an error naming its line, never text silently eaten. A quoted field
-may span lines (Jigsaw's comments hold newlines) unless a line it swallowed reads as a row of
-its own: then a stray quote has merged rows, and the error names the lines. With
+may span lines (Jigsaw's comments hold newlines, in any column) unless a line that holds only
+its text reads as a row of its own: then a stray quote has merged rows, and the error names the
+lines. With
 `quoting="none"` quotes are ordinary characters. Every row must have the header's number of
 fields. Files are UTF-8, with or without a byte-order mark.
 """
@@ -173,18 +174,25 @@ def _line_as_row(line: str, delimiter: str, fields: int, text_field: int) -> lis
 
 def _check_swallowed_rows(path: Path, text: str, rows: list[list[str]], lines: list[int],
                           multiline: list[int], delimiter: str, looks_like_row) -> None:
-    """A quoted field that spans lines is refused when its first line, or a line strictly
-    inside it, reads as a row of its own (its last line always holds the rest of its row)."""
+    """A quoted field that spans lines is refused when one of its lines reads as a row of its own
+    where the row as read leaves it no room to: then a stray quote has merged rows. Those are the
+    lines strictly inside the field, and the line at its open end: its first line when fields
+    follow it (the first line then holds only the start of the text, never the fields after it),
+    its last line when it is the row's last field (the last line then holds only the end of the
+    text). The other end holds the row's other fields beside the text, as a row would."""
     if not multiline:
         return
     physical = io.StringIO(text, newline="").readlines()  # split where the csv module splits
+    fields = len(rows[0])
     for i in multiline:
         last = lines[i + 1] - 1 if i + 1 < len(rows) else len(physical)
         while last > lines[i] and not physical[last - 1].strip():
             last -= 1
         text_field = next(j for j, field in enumerate(rows[i]) if "\n" in field or "\r" in field)
-        own = [n for n in range(lines[i], last) if looks_like_row(
-            _line_as_row(physical[n - 1], delimiter, len(rows[0]), text_field), rows)]
+        in_last_field = text_field == fields - 1
+        first, end = lines[i] + in_last_field, last + in_last_field
+        own = [n for n in range(first, end) if looks_like_row(
+            _line_as_row(physical[n - 1], delimiter, fields, text_field), rows)]
         if own:
             raise KDError(f"{path}: lines {lines[i]}-{last} were read as one row, but {lines_text(own)} "
                           f"{'reads as a row of its own' if len(own) == 1 else 'read as rows of their own'}: "
