@@ -51,7 +51,10 @@ def test_the_run_trains_softmax_models_and_reports_accuracy(run_dir):
         assert config["problem_type"] == "single_label_classification"
         assert list(config["id2label"].values()) == sorted(tiny.LABELS)  # the classes, in order
         assert not (run_dir / role / "thresholds.json").exists()
+        offsets = json.loads((run_dir / role / "class_offsets.json").read_text())  # tuned on val for macro F1
+        assert list(offsets) == sorted(tiny.LABELS)
         val = final[role]["val"]
+        assert {"macro_f1_tuned", "accuracy_tuned"} <= set(val)  # the offsets' F1, out of fold
         # both learn (chance: AUC 0.5); tiny models' accuracy comes late and varies from run to run
         assert val["n"] == 96 and val["macro_auc"] > 0.7 and 0 <= val["accuracy"] <= 1
         assert "cross_entropy" in val and "bce" not in val
@@ -65,7 +68,8 @@ def test_the_folder_predicts_one_class_everywhere(run_dir, tmp_path):
     probs = torch_clf.predict_proba(texts)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # softmax over the classes
     predicted = torch_clf.predict(texts)
-    assert predicted == [[torch_clf.labels[j]] for j in probs.argmax(axis=1)]  # one class each, the argmax
+    chosen = (torch_clf.logits(texts) + torch_clf.offsets).argmax(axis=1)  # one class each: logits + offsets
+    assert predicted == [[torch_clf.labels[j]] for j in chosen]
     export_model(run_dir / "student", tmp_path / "onnx", onnx=True)
     onnx_clf = Classifier.from_pretrained(tmp_path / "onnx")
     assert onnx_clf.backend == "onnx" and np.allclose(onnx_clf.predict_proba(texts), probs, atol=1e-4)
@@ -75,6 +79,7 @@ def test_the_folder_predicts_one_class_everywhere(run_dir, tmp_path):
         assert [p["labels"] for p in answer] == predicted
         meta = client.get("/metadata").json()
         assert meta["problem_type"] == "single_label" and meta["thresholds"] is None
+        assert meta["class_offsets"] == pytest.approx(dict(zip(torch_clf.labels, torch_clf.offsets.tolist())))
     classify = pipeline("text-classification", model=str(run_dir / "student"), top_k=None)
     scores = {r["label"]: r["score"] for r in classify([texts[0]])[0]}
     uncalibrated = softmax(torch_clf.logits(texts[:1]))[0]  # transformers knows no calibration.json

@@ -216,7 +216,7 @@ def _evaluate(args) -> None:
         clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)
         data = _read_for_model(args, clf.labels, clf.single_label)
         temperatures = read_calibration(Path(args.model), clf.labels)
-        metrics = score(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels, temperatures)
+        metrics = score(clf.logits(data.texts), data.labels, clf.decision, clf.labels, clf.single_label, temperatures)
     else:
         from accelerate import Accelerator
 
@@ -224,11 +224,11 @@ def _evaluate(args) -> None:
         from kd.models.build import is_single_label, label_names
         from kd.models.saved import load_classifier
 
-        model, tokenizer, thresholds = load_classifier(args.model)
+        model, tokenizer, decision = load_classifier(args.model)
         tokenizer.model_max_length = inference_max_length(
             args.max_length, getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length)
         data = _read_for_model(args, label_names(model), is_single_label(model))
-        metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, thresholds,
+        metrics, _ = evaluate_model(model, tokenizer, data, Accelerator(), args.batch_size, decision,
                                     temperatures=read_calibration(Path(args.model), data.label_names))
     print(json.dumps(metrics, indent=2))
 

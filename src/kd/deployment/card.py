@@ -38,7 +38,8 @@ def ms_per_text(folder: Path, texts: list[str]) -> float:
 
 def _metric_rows(summary: dict) -> list[tuple[str, str]]:
     single = "accuracy" in summary["val"]
-    keys = ["macro_auc", "macro_f1", "accuracy"] if single else ["macro_auc", "macro_f1_tuned", "macro_f1", "micro_f1"]
+    keys = (["macro_auc", "macro_f1_tuned", "macro_f1", "accuracy_tuned", "accuracy"] if single
+            else ["macro_auc", "macro_f1_tuned", "macro_f1", "micro_f1"])
     return [(key, summary["val"].get(key)) for key in keys]
 
 
@@ -78,7 +79,9 @@ def write_run_cards(ctx: RunContext, data: Splits, summaries: dict) -> None:
 
 def _body(folder: Path, role: str, summaries: dict, labels: list[str], single_label: bool, data: dict,
           speeds: dict) -> list[str]:
-    note = ("Single-label: the most probable class is predicted (softmax)." if single_label else
+    note = ("Single-label: the class predicted is the one whose logit plus its offset in "
+            "`class_offsets.json` (tuned on val for macro F1; 0 for every class is the most probable "
+            "class) is highest." if single_label else
             "Multi-label: a label is predicted when its sigmoid probability reaches its threshold in "
             "`thresholds.json` (tuned on val).")
     lines = ["## Labels", "", ", ".join(f"`{name}`" for name in labels), "", note, "",

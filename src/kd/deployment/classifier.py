@@ -17,7 +17,7 @@ import numpy as np
 from kd.evaluation.calibration import read_calibration, sigmoid, softmax
 from kd.runtime.cores import usable_cores
 from kd.errors import KDError
-from kd.models.folder import read_json, read_labels, read_thresholds, single_label_folder
+from kd.models.folder import read_decision, read_json, read_labels, single_label_folder
 
 ONNX_FILE = "model.onnx"
 SMALL_BATCH_TOKENS = 512  # below this many tokens one thread beats a thread pool
@@ -115,26 +115,35 @@ class Classifier:
     >>> clf.predict_proba(["thanks!"])     # (1, num_labels) float32
     >>> clf.predict(["thanks!"])           # [["gratitude"]]
 
-    A single-label model (problem_type single_label_classification) gives softmax probabilities
-    and predicts its most probable class; a multi-label one per-label sigmoids over thresholds.
+    A multi-label model gives per-label sigmoids and predicts the labels over their thresholds; a
+    single-label one (problem_type single_label_classification) gives softmax probabilities and
+    predicts the class whose logit plus its tuned offset is highest (the most probable class where
+    the offsets are 0). `decision` is the folder's rule: thresholds, or class offsets.
     """
 
     def __init__(self, tokenizer, run: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 labels: list[str], thresholds: np.ndarray | None, backend: str, pad_id: int,
-                 batch_size: int = 64, temperatures: np.ndarray | None = None):
+                 labels: list[str], decision: np.ndarray, backend: str, pad_id: int,
+                 batch_size: int = 64, temperatures: np.ndarray | None = None, single_label: bool = False):
         self.tokenizer, self._run = tokenizer, run
-        self.labels, self.thresholds, self.backend = labels, thresholds, backend
+        self.labels, self.backend, self.single_label = labels, backend, single_label
         self.pad_id, self.batch_size = pad_id, batch_size
         self.temperatures = np.ones(1, np.float32) if temperatures is None else temperatures
-        # thresholds.json holds thresholds on the model's own sigmoids (transformers' pipeline gives
-        # those); on calibrated probabilities the same decisions need sigmoid(logit(t) / T)
-        if thresholds is not None:
-            t = np.clip(thresholds.astype(np.float64), 1e-7, 1 - 1e-7)
+        if single_label:
+            # offsets are on the model's logits; the calibrated log-probabilities are logits / T
+            # less a constant, so the same decisions need offsets / T
+            self.offsets = decision.astype(np.float32)
+            self.decision_offsets = (decision / self.temperatures[0]).astype(np.float32)
+        else:
+            # thresholds.json holds thresholds on the model's own sigmoids (transformers' pipeline gives
+            # those); on calibrated probabilities the same decisions need sigmoid(logit(t) / T)
+            self.thresholds = decision
+            t = np.clip(decision.astype(np.float64), 1e-7, 1 - 1e-7)
             self.decision_thresholds = sigmoid(np.log(t / (1 - t)) / self.temperatures).astype(np.float32)
 
     @property
-    def single_label(self) -> bool:
-        return self.thresholds is None
+    def decision(self) -> np.ndarray:
+        """The folder's decision rule: thresholds, or a single-label model's class offsets."""
+        return self.offsets if self.single_label else self.thresholds
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, backend: str = "auto", max_length: int | None = None,
@@ -157,7 +166,7 @@ class Classifier:
             raise KDError(f"unknown backend {backend!r}: use auto, onnx or torch")
         if backend == "onnx" and not (folder / ONNX_FILE).is_file():
             raise KDError(f"no {ONNX_FILE} in {folder}: export one with `kd export --onnx`")
-        thresholds = None if single_label_folder(folder) else read_thresholds(folder, labels)
+        single_label = single_label_folder(folder)
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
         trained = (read_json(folder / "tokenizer_config.json").get("model_max_length")
@@ -166,8 +175,8 @@ class Classifier:
         threads = num_threads or usable_cores()
         run = (_onnx_runner(folder / ONNX_FILE, threads) if backend == "onnx"
                else _torch_runner(folder, num_threads))
-        return cls(tokenizer, run, labels, thresholds, backend, config.get("pad_token_id") or 0,
-                   batch_size, read_calibration(folder, labels))
+        return cls(tokenizer, run, labels, read_decision(folder, labels, single_label), backend,
+                   config.get("pad_token_id") or 0, batch_size, read_calibration(folder, labels), single_label)
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
@@ -197,7 +206,9 @@ class Classifier:
 
     def labels_of(self, probs: np.ndarray) -> list[list[str]]:
         if self.single_label:
-            return [[self.labels[j]] for j in probs.argmax(axis=1)]
+            with np.errstate(divide="ignore"):  # a probability of 0 is a log of -inf: never chosen
+                chosen = (np.log(probs) + self.decision_offsets).argmax(axis=1)
+            return [[self.labels[j]] for j in chosen]
         hits = probs >= self.decision_thresholds
         return [[name for name, hit in zip(self.labels, row) if hit] for row in hits]
 

@@ -2,7 +2,8 @@
 
 With `onnx=True` the folder holds `model.onnx` (inputs `input_ids` and `attention_mask`,
 dynamic batch and sequence axes, output `logits`), optionally int8 (dynamic quantization of
-the weights), beside `tokenizer.json`, `config.json` (labels) and `thresholds.json`; without,
+the weights), beside `tokenizer.json`, `config.json` (labels) and its decision rule (`thresholds.json`, or
+`class_offsets.json` for a single-label model); without,
 a plain `save_pretrained` folder. For BERT-architecture classifiers the graph computes the
 last layer for the [CLS] position only, the one the head reads (kd.models.first_token, as in training). Before the folder lands,
 the exported model runs on real texts beside the PyTorch one: the largest |Δ probability| must stay within 1e-4 for fp32,
@@ -27,13 +28,13 @@ import torch
 from kd.evaluation.calibration import CALIBRATION_FILE
 from kd.deployment.card import write_export_card
 from kd.deployment.classifier import ONNX_FILE, Classifier
-from kd.models.folder import write_thresholds
+from kd.models.folder import write_decision
 from kd.data.texts import LabeledTexts
 from kd.errors import KDError
 from kd.evaluation.metrics import score
 from kd.files import staged_folder
 from kd.models.first_token import use_first_token_last_layer
-from kd.models.build import label_names
+from kd.models.build import is_single_label, label_names
 from kd.models.saved import load_classifier, save_classifier
 
 FP32_MAX_PROB_DIFF = 1e-4
@@ -90,7 +91,7 @@ def parity_texts() -> list[str]:
 
 
 def _macro_auc(clf: Classifier, data: LabeledTexts) -> float | None:
-    return score(clf.logits(data.texts), data.labels, clf.thresholds, clf.labels)["macro_auc"]
+    return score(clf.logits(data.texts), data.labels, clf.decision, clf.labels, clf.single_label)["macro_auc"]
 
 
 def check_parity(reference: Classifier, exported: Classifier, texts: list[str],
@@ -114,10 +115,10 @@ def check_parity(reference: Classifier, exported: Classifier, texts: list[str],
     return report
 
 
-def _write_onnx_folder(model, tokenizer, thresholds, folder: Path, quantize: str | None) -> None:
+def _write_onnx_folder(model, tokenizer, decision, folder: Path, quantize: str | None) -> None:
     model.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    write_thresholds(folder, label_names(model), thresholds)
+    write_decision(folder, label_names(model), decision, is_single_label(model))
     if quantize is None:
         export_onnx(model, folder / ONNX_FILE)
         return
@@ -137,12 +138,12 @@ def export_model(model_dir: str | Path, out_dir: str | Path, onnx: bool = False,
     if out_dir.exists() and any(out_dir.iterdir()):
         raise KDError(f"{out_dir} exists and is not empty: pick another --out or remove it")
     onnx = onnx or quantize is not None
-    model, tokenizer, thresholds = load_classifier(model_dir, attn_implementation="eager")
+    model, tokenizer, decision = load_classifier(model_dir, attn_implementation="eager")
     with staged_folder(out_dir) as staging:
         if onnx:
-            _write_onnx_folder(model, tokenizer, thresholds, staging, quantize)
+            _write_onnx_folder(model, tokenizer, decision, staging, quantize)
         else:
-            save_classifier(model, tokenizer, thresholds, staging)
+            save_classifier(model, tokenizer, decision, staging)
         if (Path(model_dir) / CALIBRATION_FILE).is_file():
             shutil.copy(Path(model_dir) / CALIBRATION_FILE, staging / CALIBRATION_FILE)
         report = {"source": str(model_dir), "format": "onnx" if onnx else "pytorch",

@@ -239,6 +239,8 @@ def create_app(classifier: Classifier, limits: Limits | None = None, model_name:
                 "problem_type": "single_label" if classifier.single_label else "multi_label",
                 "thresholds": None if classifier.single_label else dict(zip(classifier.labels,
                                                                             classifier.decision_thresholds.tolist())),
+                "class_offsets": dict(zip(classifier.labels, classifier.offsets.tolist()))
+                if classifier.single_label else None,
                 "calibrated": bool((classifier.temperatures != 1).any()),
                 "limits": asdict(limits)}
 

@@ -1,8 +1,10 @@
-"""Metrics for multi-label and single-label classifiers, and per-label threshold tuning.
+"""Metrics for multi-label and single-label classifiers.
 
 Everything here works on numpy arrays of logits and 0/1 labels that are already gathered from
-every process (kd.evaluation.predict). The tuned F1 a run reports is out of fold: thresholds
-tuned on one half of val, measured on the other.
+every process (kd.evaluation.predict). The tuned F1 a run reports (`*_tuned`) is out of fold:
+the decision rule (kd.evaluation.decisions) tuned on one half of val, measured on the other. A
+saved model scored on a labelled file (kd evaluate) reports F1 at its own decision rule instead
+(`*_at_thresholds`, `*_at_offsets`).
 """
 
 from __future__ import annotations
@@ -10,53 +12,18 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-
 from kd.errors import KDError
 from kd.evaluation.calibration import calibrated_probabilities, expected_calibration_error, sigmoid
-
-THRESHOLD_FLOOR = 0.05  # a tuned threshold is never lower: near 0 a rare label fires on most texts
-
-
-def tune_thresholds(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per label, the threshold that maximises F1 on these rows (0.5 for labels with no positive),
-    at least THRESHOLD_FLOOR.
-
-    Predicting the k most probable rows positive gives F1 = 2·TP_k / (k + P); the threshold
-    is the midpoint between the k-th and (k+1)-th probability of the best k.
-    """
-    thresholds = np.full(labels.shape[1], 0.5, dtype=np.float32)
-    for j in range(labels.shape[1]):
-        positives = labels[:, j].sum()
-        if positives == 0:
-            continue
-        order = np.argsort(-probs[:, j], kind="stable")
-        ranked = probs[order, j]
-        true_pos = np.cumsum(labels[order, j])
-        f1 = 2 * true_pos / (np.arange(1, len(ranked) + 1) + positives)
-        f1[:-1][ranked[:-1] == ranked[1:]] = -1.0  # cut only between distinct probabilities
-        best = int(np.argmax(f1))
-        below = ranked[best + 1] if best + 1 < len(ranked) else 0.0
-        thresholds[j] = max((ranked[best] + below) / 2, THRESHOLD_FLOOR)
-    return thresholds
-
-
-def out_of_fold_thresholds(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0) -> np.ndarray:
-    """(rows, labels) thresholds: each row's tuned on the other folds of these rows alone, so the
-    F1 they give is measured on rows their tuning never saw (cross-fitting)."""
-    fold = np.random.default_rng(seed).permutation(len(probs)) % folds
-    out = np.empty(probs.shape, dtype=np.float32)
-    for k in range(folds):
-        out[fold == k] = tune_thresholds(probs[fold != k], labels[fold != k])
-    return out
-
+from kd.evaluation.decisions import out_of_fold_classes, out_of_fold_thresholds, tune_offsets, tune_thresholds
 
 def tuned_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
-                  single_label: bool = False) -> tuple[dict, np.ndarray | None]:
-    """(metrics, thresholds) where the thresholds are tuned on all these rows (the ones to deploy)
-    and the tuned F1 is reported with out-of-fold thresholds: tuning on the rows it reports on
-    would overstate it. A single-label model has no thresholds (None): it predicts its argmax."""
+                  single_label: bool = False) -> tuple[dict, np.ndarray]:
+    """(metrics, decision rule) where the rule is tuned on all these rows (the one to deploy:
+    thresholds, or a single-label model's class offsets) and the tuned F1 is reported with the
+    rule tuned out of fold: tuning on the rows it reports on would overstate it."""
     if single_label:
-        return single_label_metrics(logits, labels, label_names), None
+        offsets = tune_offsets(logits, labels)
+        return single_label_metrics(logits, labels, label_names, tuned=out_of_fold_classes(logits, labels)), offsets
     probs = sigmoid(logits.astype(np.float64))
     thresholds = tune_thresholds(probs, labels)
     return compute_metrics(logits, labels, thresholds, label_names, out_of_fold_thresholds(probs, labels)), thresholds
@@ -74,8 +41,11 @@ def _check_finite(logits: np.ndarray) -> None:
                       "not finite (NaN or infinity): the model's weights have diverged; train it with a lower lr")
 
 
-def single_label_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> dict:
-    """Cross-entropy, accuracy, one-vs-rest ROC AUC per class and macro, F1 of the argmax class."""
+def single_label_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
+                         tuned: np.ndarray | None = None, offsets: np.ndarray | None = None) -> dict:
+    """Cross-entropy, accuracy, one-vs-rest ROC AUC per class and macro, F1 of the argmax class;
+    with `tuned` (each row's class under offsets tuned out of fold) `accuracy_tuned` and
+    `macro_f1_tuned`, with a saved model's `offsets` `accuracy_at_offsets` and `macro_f1_at_offsets`."""
     _check_finite(logits)
     logits = logits.astype(np.float64)
     log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
@@ -84,7 +54,7 @@ def single_label_metrics(logits: np.ndarray, labels: np.ndarray, label_names: li
     aucs = [_auc((truth == j).astype(int), probs[:, j]) for j in classes]
     defined = [a for a in aucs if a is not None]
     f1 = f1_score(truth, predicted, labels=classes, average=None, zero_division=0)
-    return {
+    metrics = {
         "n": int(len(labels)),
         "cross_entropy": float(-np.mean(log_probs[np.arange(len(truth)), truth])),
         "accuracy": float(np.mean(predicted == truth)),
@@ -95,18 +65,26 @@ def single_label_metrics(logits: np.ndarray, labels: np.ndarray, label_names: li
         "per_label": {name: {"auc": aucs[j], "support": int((truth == j).sum()), "f1": float(f1[j])}
                       for j, name in enumerate(label_names)},
     }
+    decided = {"tuned": tuned, "at_offsets": None if offsets is None else (logits + offsets).argmax(axis=1)}
+    for suffix, chosen in decided.items():
+        if chosen is not None:
+            chosen_f1 = f1_score(truth, chosen, labels=classes, average=None, zero_division=0)
+            metrics.update({f"accuracy_{suffix}": float(np.mean(chosen == truth)),
+                            f"macro_f1_{suffix}": float(np.mean(chosen_f1))})
+            for j, name in enumerate(label_names):
+                metrics["per_label"][name][f"f1_{suffix}"] = float(chosen_f1[j])
+    return metrics
 
 
-def score(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None, label_names: list[str],
-          temperatures: np.ndarray | None = None) -> dict:
-    """A saved model's metrics: at its thresholds, or single-label (thresholds None) at its argmax;
-    with its calibration's temperatures, the calibrated probabilities' ECE too."""
-    single = thresholds is None
-    metrics = (single_label_metrics(logits, labels, label_names) if single
-               else compute_metrics(logits, labels, thresholds, label_names))
+def score(logits: np.ndarray, labels: np.ndarray, decision: np.ndarray, label_names: list[str],
+          single_label: bool, temperatures: np.ndarray | None = None) -> dict:
+    """A saved model's metrics at its own decision rule (thresholds, or a single-label model's
+    class offsets); with its calibration's temperatures, the calibrated probabilities' ECE too."""
+    metrics = (single_label_metrics(logits, labels, label_names, offsets=decision) if single_label
+               else compute_metrics(logits, labels, decision, label_names))
     if temperatures is not None:
         metrics["ece_calibrated"] = expected_calibration_error(
-            calibrated_probabilities(logits, temperatures, single), labels, single)
+            calibrated_probabilities(logits, temperatures, single_label), labels, single_label)
     return metrics
 
 
@@ -117,21 +95,22 @@ def val_loss(metrics: dict) -> float:
 
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
                     label_names: list[str], tuned: np.ndarray | None = None) -> dict:
-    """BCE, ROC AUC per label and macro, F1 at 0.5 and at the tuned thresholds, exact match.
-    `thresholds` (one per label) are reported; `tuned` (one per row and label, e.g. out of fold)
-    decide the tuned metrics when given, else `thresholds` do."""
+    """BCE, ROC AUC per label and macro, F1 at 0.5, exact match; with `tuned` (one threshold per row
+    and label, out of fold) F1 and exact match at those (`*_tuned`), else at `thresholds`, the
+    model's own (`*_at_thresholds`). `thresholds` are reported per label either way."""
     _check_finite(logits)
     logits = logits.astype(np.float64)
     probs = sigmoid(logits)
     at_half = (probs >= 0.5).astype(int)
-    tuned = (probs >= (thresholds if tuned is None else tuned)).astype(int)
+    suffix = "tuned" if tuned is not None else "at_thresholds"
+    decided = (probs >= (thresholds if tuned is None else tuned)).astype(int)
     truth = labels.astype(int)
     aucs = [_auc(truth[:, j], probs[:, j]) for j in range(truth.shape[1])]
     defined = [a for a in aucs if a is not None]
     per_label = {
         name: {"auc": aucs[j], "threshold": float(thresholds[j]), "support": int(truth[:, j].sum()),
                "f1": float(f1_score(truth[:, j], at_half[:, j], zero_division=0)),
-               "f1_tuned": float(f1_score(truth[:, j], tuned[:, j], zero_division=0))}
+               f"f1_{suffix}": float(f1_score(truth[:, j], decided[:, j], zero_division=0))}
         for j, name in enumerate(label_names)
     }
     return {
@@ -140,10 +119,10 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarr
         "macro_auc": float(np.mean(defined)) if defined else None,
         "micro_f1": float(f1_score(truth, at_half, average="micro", zero_division=0)),
         "macro_f1": float(f1_score(truth, at_half, average="macro", zero_division=0)),
-        "micro_f1_tuned": float(f1_score(truth, tuned, average="micro", zero_division=0)),
-        "macro_f1_tuned": float(f1_score(truth, tuned, average="macro", zero_division=0)),
+        f"micro_f1_{suffix}": float(f1_score(truth, decided, average="micro", zero_division=0)),
+        f"macro_f1_{suffix}": float(f1_score(truth, decided, average="macro", zero_division=0)),
         "exact_match": float(np.mean((at_half == truth).all(axis=1))),
-        "exact_match_tuned": float(np.mean((tuned == truth).all(axis=1))),
+        f"exact_match_{suffix}": float(np.mean((decided == truth).all(axis=1))),
         "ece": expected_calibration_error(probs, truth, False),
         "per_label": per_label,
     }
@@ -151,11 +130,12 @@ def compute_metrics(logits: np.ndarray, labels: np.ndarray, thresholds: np.ndarr
 
 def summary_line(metrics: dict) -> str:
     auc = metrics["macro_auc"]
+    auc_text = "n/a" if auc is None else f"{auc:.4f}"
     if "accuracy" in metrics:
-        return (f"cross-entropy {metrics['cross_entropy']:.4f} | macro AUC "
-                f"{'n/a' if auc is None else f'{auc:.4f}'} | accuracy {metrics['accuracy']:.4f} | "
-                f"macro F1 {metrics['macro_f1']:.4f}")
-    return (f"bce {metrics['bce']:.4f} | macro AUC {auc:.4f} | " if auc is not None else
-            f"bce {metrics['bce']:.4f} | macro AUC n/a | ") + (
-        f"macro F1 {metrics['macro_f1']:.4f} (tuned, out of fold {metrics['macro_f1_tuned']:.4f}) | "
-        f"micro F1 {metrics['micro_f1']:.4f} | exact {metrics['exact_match']:.4f}")
+        tuned = metrics.get("macro_f1_tuned")
+        return (f"cross-entropy {metrics['cross_entropy']:.4f} | macro AUC {auc_text} | accuracy "
+                f"{metrics['accuracy']:.4f} | macro F1 {metrics['macro_f1']:.4f}"
+                + ("" if tuned is None else f" (tuned, out of fold {tuned:.4f})"))
+    return (f"bce {metrics['bce']:.4f} | macro AUC {auc_text} | macro F1 {metrics['macro_f1']:.4f} "
+            f"(tuned, out of fold {metrics['macro_f1_tuned']:.4f}) | micro F1 {metrics['micro_f1']:.4f} | "
+            f"exact {metrics['exact_match']:.4f}")

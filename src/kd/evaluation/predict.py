@@ -45,17 +45,17 @@ def predict_logits(model, loader, accelerator, on_batch=None) -> tuple[np.ndarra
 
 
 def evaluate_model(model, tokenizer, data: LabeledTexts, accelerator, batch_size: int,
-                   thresholds: np.ndarray | None = None, input_ids: TokenColumns | None = None,
+                   decision: np.ndarray | None = None, input_ids: TokenColumns | None = None,
                    temperatures: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
-    """(metrics, thresholds) of a model on labelled data, its texts truncated at the tokenizer's
-    model_max_length unless `input_ids` are given; thresholds tuned on it when not given (see
-    tuned_metrics)."""
+    """(metrics, decision rule) of a model on labelled data, its texts truncated at the tokenizer's
+    model_max_length unless `input_ids` are given: at the model's own `decision` (thresholds or
+    class offsets, kd.models.folder), or with one tuned on these rows when None (tuned_metrics)."""
     ids = input_ids if input_ids is not None else encode(tokenizer, data.texts, tokenizer.model_max_length)
     dataset = EncodedDataset(ids, data.labels)
     single = model.config.problem_type == SINGLE_LABEL  # before prepare: with several processes it wraps the model
     model, loader = prepare_for_inference(accelerator, model,
                                           make_loader(dataset, tokenizer, model, batch_size, False))
     logits, labels = predict_logits(model, loader, accelerator)
-    if thresholds is None or single:
+    if decision is None:
         return tuned_metrics(logits, labels, data.label_names, single)
-    return score(logits, labels, thresholds, data.label_names, temperatures), thresholds
+    return score(logits, labels, decision, data.label_names, single, temperatures), decision

@@ -92,8 +92,9 @@ class Reporter:
         table.add_column("student / teacher", justify="right")
         single = "accuracy" in summary[next(iter(summary))]["val"]
         rows = [("macro AUC", "macro_auc", "{:.4f}"), ("macro F1 (tuned, out of fold)", "macro_f1_tuned", "{:.4f}"),
-                ("macro F1" if single else "macro F1 @0.5", "macro_f1", "{:.4f}"),
-                ("accuracy", "accuracy", "{:.4f}"), ("micro F1 @0.5", "micro_f1", "{:.4f}"),
+                ("macro F1 (argmax)" if single else "macro F1 @0.5", "macro_f1", "{:.4f}"),
+                ("accuracy (tuned, out of fold)", "accuracy_tuned", "{:.4f}"), ("accuracy", "accuracy", "{:.4f}"),
+                ("micro F1 @0.5", "micro_f1", "{:.4f}"),
                 ("cross-entropy", "cross_entropy", "{:.4f}"), ("BCE", "bce", "{:.4f}"),
                 ("exact match @0.5", "exact_match", "{:.4f}"),
                 ("parameters", "parameters", "{:,}"), ("size on disk (MB)", "size_mb", "{:.1f}"),
