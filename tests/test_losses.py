@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -46,3 +47,24 @@ def test_student_equal_to_teacher_gets_zero_kd_gradient():
     z.grad = None
     distillation_loss(z, labels, student + 1.0, alpha=1.0, temperature=2.0).backward()
     assert z.grad.abs().min() > 0
+
+
+def test_balanced_class_weights_weigh_each_class_alike():
+    import numpy as np
+    import torch.nn.functional as F
+
+    from kd.training.losses import balanced_weights
+
+    labels = np.eye(3, dtype=np.float32)[[0] * 8 + [1] * 4 + [2] * 2]  # 8 / 4 / 2 rows
+    weights = balanced_weights(labels, single_label=True)
+    assert weights.tolist() == pytest.approx([14 / 24, 14 / 12, 14 / 6])  # each class 14 / 3 in total
+    assert (weights[labels.argmax(axis=1)].mean()).item() == pytest.approx(1.0)  # a row weighs 1 on average
+    logits, target = torch.randn(14, 3), torch.from_numpy(labels)
+    weighted = distillation_loss(logits, target, alpha=0.0, single_label=True, class_weights=weights)
+    rows = F.cross_entropy(logits, target.argmax(dim=1), reduction="none") * weights[target.argmax(dim=1)]
+    assert weighted.item() == pytest.approx(rows.mean().item(), rel=1e-6)
+    multi = np.array([[1, 0], [0, 0], [0, 0], [0, 1]], np.float32)
+    assert balanced_weights(multi, single_label=False).tolist() == [3.0, 3.0]  # negatives / positives
+    positive = distillation_loss(torch.zeros(4, 2), torch.from_numpy(multi), alpha=0.0,
+                                 class_weights=balanced_weights(multi, single_label=False))
+    assert positive.item() == pytest.approx(np.log(2) * (3 * 2 + 6) / 8, rel=1e-6)  # positives count 3 times

@@ -125,3 +125,28 @@ def torch_tensor(rows):
     import torch
 
     return torch.tensor(rows)
+
+
+def test_class_weights_balanced_reach_the_teachers_and_the_students_loss(models, tmp_path, monkeypatch):
+    from kd.student import stage as student_stage
+    from kd.teacher import stage as teacher_stage
+
+    seen = {}
+    for module in (teacher_stage, student_stage):
+        real = module.fit
+        monkeypatch.setattr(module, "fit", lambda ctx, job, real=real: seen.setdefault(
+            job.stage, job.objective.class_weights) is None or real(ctx, job))
+    rng = np.random.default_rng(0)
+    path = tmp_path / "skewed.csv"  # joy is 5% of the rows
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for label in ["anger"] * 57 + ["fear"] * 57 + ["joy"] * 6:
+            writer.writerow([f"{rng.choice(tiny.LABEL_WORDS[label])} {' '.join(rng.choice(tiny.FILLER, 4))}", label])
+    assert main(["distill", "--train", str(path), "--label-columns", "label", f"teacher.name={models['bert']}",
+                 f"student.name={models['student']}", "data.max_length=32", f"output_dir={tmp_path / 'runs'}",
+                 f"cache_dir={tmp_path / 'cache'}", "run_name=run", "teacher.train.epochs=1", "student.train.epochs=1",
+                 "teacher.train.class_weights=balanced", "student.train.class_weights=balanced"]) == 0
+    for stage in ("teacher", "student"):
+        weights = seen[stage].tolist()  # anger, fear, joy over the 96 train rows
+        assert weights[2] > 5 * weights[0] and weights[0] == pytest.approx(weights[1], rel=0.2)

@@ -118,6 +118,7 @@ class TrainConfig:
     pad_to_multiple_of: int | None = None  # batch widths; None: 8 in mixed precision, else 1 (kd/training/loop.py)
     lazy_embedding_update: bool = False  # AdamW updates only the word-embedding rows a batch uses
     speedups: list[SpeedupName] | None = None  # None: this device's defaults (kd/training/speedups.py)
+    class_weights: Literal["none", "balanced"] = "none"  # balanced: rare classes weigh more in the label loss
     RANGES: ClassVar[dict[str, Range]] = {
         "epochs": AT_LEAST_1, "batch_size": AT_LEAST_1, "eval_batch_size": AT_LEAST_1, "lr": POSITIVE,
         "weight_decay": AT_LEAST_0, "warmup_ratio": Range(0, 1, open_high=True),

@@ -20,7 +20,7 @@ from kd.student.start import StudentStart
 from kd.teacher.soft_targets import SoftTargets
 from kd.teacher.stage import teacher_folder
 from kd.training.layer_matching import LayerMatching
-from kd.training.loop import Objective, TrainingJob, fit
+from kd.training.loop import Objective, TrainingJob, class_weights, fit
 
 
 def student_stage(ctx: RunContext, data: Splits, targets: SoftTargets, start: StudentStart) -> dict:
@@ -46,7 +46,8 @@ def student_stage(ctx: RunContext, data: Splits, targets: SoftTargets, start: St
                        f"{count_parameters(model):,} parameters, alpha {distill.alpha}, T {distill.temperature}")
     folder = ctx.run_dir / "student"
     val_set = EncodedDataset(ctx.tokens(tokenizer, "val", data.val.texts), data.val.labels)
-    objective = Objective(distill.alpha, distill.temperature, distill.final_temperature, matching)
+    objective = Objective(distill.alpha, distill.temperature, distill.final_temperature, matching,
+                          class_weights(cfg.student.train, train))
     result = fit(ctx, TrainingJob("student", model, tokenizer, train_set, val_set, cfg.student.train, folder,
                                   objective))
     best = ctx.model("student", folder)

@@ -21,7 +21,7 @@ from kd.models.build import (build_model, count_parameters, init_prior_bias, is_
 from kd.runtime.context import RunContext
 from kd.files import write_atomically
 from kd.teacher.logits_cache import checkpoint_digest
-from kd.training.loop import TrainingJob, fit
+from kd.training.loop import Objective, TrainingJob, class_weights, fit
 
 
 def teacher_stage(ctx: RunContext, data: Splits) -> dict:
@@ -74,7 +74,7 @@ def _fine_tuned_teacher(ctx: RunContext, data: Splits) -> dict:
     result = fit(ctx, TrainingJob("teacher", model, tokenizer,
                                   EncodedDataset(ctx.tokens(tokenizer, "train", train.texts), train.labels),
                                   EncodedDataset(ctx.tokens(tokenizer, "val", val.texts), val.labels),
-                                  cfg.train, folder))
+                                  cfg.train, folder, Objective(class_weights=class_weights(cfg.train, train))))
     best = ctx.model("teacher", folder)
     return stage_summary(folder, result.metrics, best.model, result.train_time_s, best_epoch=result.best_epoch,
                          lr=result.lr)

@@ -28,7 +28,7 @@ from kd.evaluation.predict import MODEL_INPUTS, predict_logits
 from kd.evaluation.metrics import summary_line, tuned_metrics, val_loss
 from kd.errors import KDError
 from kd.training.layer_matching import LayerMatching
-from kd.training.losses import distillation_loss, scheduled_temperature
+from kd.training.losses import balanced_weights, distillation_loss, scheduled_temperature
 from kd.models.build import default_lr, is_single_label, label_names
 from kd.models.saved import save_classifier, save_encoder
 from kd.training import speedups
@@ -49,12 +49,14 @@ class FitResult:
 @dataclass
 class Objective:
     """What a training step minimises: distillation_loss (alpha 0: the labels alone) at a
-    temperature annealed from `temperature` to `final_temperature` (None: constant), plus
-    `matching`'s loss when given (its projections train with the model)."""
+    temperature annealed from `temperature` to `final_temperature` (None: constant), its hard term
+    weighed by `class_weights` when given, plus `matching`'s loss when given (its projections
+    train with the model)."""
     alpha: float = 0.0
     temperature: float = 1.0
     final_temperature: float | None = None
     matching: LayerMatching | None = None
+    class_weights: torch.Tensor | None = None  # the hard term's (losses.balanced_weights); None: unweighted
 
     def loss(self, model, batch: dict, done: float, single_label: bool, accelerator) -> torch.Tensor:
         """The loss of `batch`, `done` (0..1) of the way through training."""
@@ -63,8 +65,9 @@ class Objective:
             outputs = model(**inputs, **(self.matching.output_flags if self.matching else {}))
             extra = self.matching(outputs, inputs) if self.matching is not None else 0.0
         temperature = scheduled_temperature(self.temperature, self.final_temperature, done)
+        weights = None if self.class_weights is None else self.class_weights.to(outputs.logits.device)
         return distillation_loss(outputs.logits.float(), batch["labels"], batch.get("teacher_logits"), self.alpha,
-                                 temperature, batch.get("labelled"), single_label) + extra
+                                 temperature, batch.get("labelled"), single_label, weights) + extra
 
 
 @dataclass
@@ -80,6 +83,12 @@ class TrainingJob:
     settings: TrainConfig
     folder: Path
     objective: Objective = dataclasses.field(default_factory=Objective)
+
+
+def class_weights(settings: TrainConfig, train) -> torch.Tensor | None:
+    """The label loss's class weights for `train` (LabeledTexts) as `settings.class_weights` asks
+    (balanced: losses.balanced_weights), or None."""
+    return balanced_weights(train.labels, train.single_label) if settings.class_weights == "balanced" else None
 
 
 MIXED_PRECISION_PAD_MULTIPLE = 8
