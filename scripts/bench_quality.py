@@ -12,7 +12,7 @@ For GoEmotions (28 labels) and HatEval 2019 (HS, TR, AG), on their dev splits:
                teacher's embedding tables reduced by PCA, pre-trained by distillation from the pretrained
                MiniLM's hidden states on the unlabelled train texts of every dataset here (never a dev
                text), once per dataset (cached, shared by every seed), then given a lexical part (hashed
-               wordpieces and pairs, 32,768 rows; word embeddings cut to the train texts': kd/lexical.py);
+               wordpieces and pairs, 32,768 rows; word embeddings cut to the train texts': kd/models/lexical.py);
                labels only and distilled
   tiny_pretrained_*  with --students ... tiny_pretrained: the same without the lexical part
   tiny_*       with --students ... tiny: the same shape from random init, labels only and distilled
@@ -48,7 +48,6 @@ from sklearn.pipeline import make_union
 from transformers.utils import logging as hf_logging
 
 from kd.deployment.classifier import Classifier
-from kd.models.folder import read_thresholds
 from kd.config.settings import load_config
 from kd.config.sources import flatten, parse_override
 from kd.data.texts import LabeledTexts
@@ -205,16 +204,15 @@ def score_folder(folder: Path, final: dict, dev: LabeledTexts, test: LabeledText
                  max_length: int) -> dict:
     """A trained model's dev metrics (from its run: the saved epoch, dev-tuned thresholds), size,
     train time, CPU inference time and, with a test file, its test metrics."""
-    model, tokenizer, _ = load_classifier(folder)
+    model, tokenizer, decision = load_classifier(folder)
     result = {"dev": final["val"], "parameters": sum(p.numel() for p in model.parameters()),
               "train_time_s": final["train_time_s"],
               "ms_per_text": ms_per_text(Classifier.from_pretrained(folder, backend="torch",
                                                                     max_length=max_length).predict_proba,
                                          dev.texts[:1000])}
     if test is not None:
-        thresholds = read_thresholds(folder, dev.label_names)
         tokenizer.model_max_length = max_length
-        result["test"] = evaluate_model(model, tokenizer, test, Accelerator(cpu=True), 128, thresholds)[0]
+        result["test"] = evaluate_model(model, tokenizer, test, Accelerator(cpu=True), 128, decision)[0]
     return result
 
 
