@@ -398,7 +398,7 @@ def markdown(results: dict) -> str:
         for model, row in data.items():
             cells = [model, f"{row['parameters']:,}", *(fmt(row, "dev", m) for m in METRICS)]
             if test:
-                cells += [fmt(row, "test", "macro_auc"), fmt(row, "test", "macro_f1_tuned")]
+                cells += [fmt(row, "test", "macro_auc"), fmt(row, "test", "macro_f1_at_thresholds")]
             cells += [f"{row['train_time_s']:.0f}", f"{row['ms_per_text']:.3f}"]
             out.append("| " + " | ".join(cells) + " |")
         out += ["", *findings(data), ""]
