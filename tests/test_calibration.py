@@ -38,6 +38,24 @@ def test_temperatures_are_recovered_and_lower_the_calibration_error(single_label
     assert errors["ece_before"] == pytest.approx(before)
 
 
+@pytest.mark.parametrize("single_label", [False, True])
+def test_temperatures_that_would_not_lower_the_error_are_not_kept(single_label):
+    """Logits calibrated already: a fitted temperature only adds noise. It stays 1, and the error
+    after is the error before: calibration never makes the probabilities worse."""
+    logits, labels = overconfident(3000, single_label)
+    logits = logits / 3  # the true temperature: 1
+    temperatures, errors = calibrate(logits, labels, single_label)
+    kept = temperatures != 1.0
+    assert errors["kept"] == int(kept.sum()) and errors["ece_after"] <= errors["ece_before"]
+    if not kept.any():
+        assert errors["ece_after"] == errors["ece_before"]
+    mixed = logits.copy() if not single_label else None
+    if not single_label:  # one label overconfident, two calibrated: only the first is scaled
+        mixed[:, 0] *= 4
+        temperatures, errors = calibrate(mixed, labels, False)
+        assert temperatures[0] > 2 and errors["ece_after"] < errors["ece_before"]
+
+
 def test_a_label_with_one_class_keeps_temperature_1():
     logits, labels = overconfident(200, False)
     labels[:, 1] = 0
@@ -69,7 +87,8 @@ def test_a_run_calibrates_both_models_and_evaluate_reports_both_errors(models, c
     final = json.loads((run_dir / "final_metrics.json").read_text())
     for role in ("teacher", "student"):
         calibration = final[role]["calibration"]
-        assert set(calibration) == {"ece_before", "ece_after", "temperatures"} and len(calibration["temperatures"]) == 3
+        assert set(calibration) == {"ece_before", "ece_after", "kept", "temperatures"}
+        assert len(calibration["temperatures"]) == 3 and calibration["ece_after"] <= calibration["ece_before"]
         saved = read_calibration(run_dir / role, tiny.LABELS)
         assert saved.tolist() == pytest.approx(calibration["temperatures"], abs=1e-4)
     assert main(["evaluate", "--model", str(run_dir / "student"), "--data", str(csv_data["val"]),

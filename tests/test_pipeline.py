@@ -170,6 +170,9 @@ def test_every_model_folder_gets_a_model_card(run_dir, tmp_path):
         assert all(f"`{label}`" in body for label in tiny.LABELS)
         assert "train.csv" in body and "CPU ms per text" in body and f"{final['student']['parameters']:,}" in body
         assert "```bash\n" in body and "distill" in body  # the command that made it
+        calibration = final[role]["calibration"]  # the error before and after, as the card states it
+        assert (f"{calibration['ece_before']:.4f} as trained, {calibration['ece_after']:.4f} with temperature "
+                "scaling") in " ".join(body.split())
     export_model(run_dir / "student", tmp_path / "onnx", onnx=True)
     exported = (tmp_path / "onnx" / "README.md").read_text()
     assert exported.startswith((run_dir / "student" / "README.md").read_text().rstrip("\n"))

@@ -90,6 +90,7 @@ def _body(folder: Path, role: str, summaries: dict, labels: list[str], single_la
     for key, _ in _metric_rows(summaries[role]):
         cells = [summaries[r]["val"].get(key) for r in summaries]
         lines.append(f"| {key} | " + " | ".join(_cell(c, "{:.4f}") for c in cells) + " |")
+    lines += _calibration(summaries[role].get("calibration"), len(labels), single_label)
     return lines + [
         "", "## Size and speed", "", "| | " + " | ".join(summaries) + " |", "|---|" + "---:|" * len(summaries),
         "| parameters | " + " | ".join(_cell(s["parameters"], "{:,}") for s in summaries.values()) + " |",
@@ -99,6 +100,19 @@ def _body(folder: Path, role: str, summaries: dict, labels: list[str], single_la
         "The resolved settings are in the run's `config.yaml`.", "", "## Use", "", "```python",
         "from transformers import pipeline",
         f'classify = pipeline("text-classification", model="{folder}", top_k=None)', "```"]
+
+
+def _calibration(calibration: dict | None, labels: int, single_label: bool) -> list[str]:
+    """The card's calibration section: the expected calibration error before and after, out of fold."""
+    if not calibration:
+        return []
+    temperatures = 1 if single_label else labels
+    return ["", "## Calibration", "",
+            f"Expected calibration error on val: {calibration['ece_before']:.4f} as trained, "
+            f"{calibration['ece_after']:.4f} with temperature scaling (out of fold: fitted on one half of val, "
+            f"measured on the other). {calibration.get('kept', temperatures)} of {temperatures} temperature(s) kept "
+            "in `calibration.json`; one that did not lower the error is 1. kd.Classifier, `kd predict` and "
+            "`kd serve` apply them; transformers' pipeline does not."]
 
 
 def _cell(value, fmt: str) -> str:

@@ -6,7 +6,8 @@ calibration.json and applied by kd.Classifier, `kd predict` and `kd serve`. Divi
 a positive T keeps its order, so AUC does not move, and thresholds are carried over, so the
 predicted labels do not move either; only the probabilities do. Expected calibration error (ECE)
 is reported before and after, the after out of fold (temperatures fitted on one half of val, the
-error measured on the other), as the tuned F1 is.
+error measured on the other), as the tuned F1 is. A temperature that does not lower that error is
+not kept (it stays 1): calibration never makes the probabilities worse.
 """
 
 from __future__ import annotations
@@ -85,16 +86,32 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, single_lab
 
 
 def calibrate(logits: np.ndarray, labels: np.ndarray, single_label: bool, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """(temperatures fitted on all rows, {"ece_before", "ece_after"}); ece_after out of fold."""
+    """(temperatures fitted on all rows, {"ece_before", "ece_after", "kept"}). A temperature is kept
+    only where it lowers the expected calibration error out of fold (fitted on one half of the rows,
+    measured on the other): per label, then for all labels together; elsewhere it is 1, so that
+    calibration never makes the probabilities worse. ece_after is out of fold, with what was kept;
+    "kept": how many temperatures were."""
     fold = np.random.default_rng(seed).permutation(len(logits)) % 2
     out_of_fold = np.empty(logits.shape)
     for k in (0, 1):
         fitted = fit_temperatures(logits[fold != k], labels[fold != k], single_label)
         out_of_fold[fold == k] = calibrated_probabilities(logits[fold == k], fitted, single_label)
     before = calibrated_probabilities(logits, np.ones(1), single_label)
-    return fit_temperatures(logits, labels, single_label), {
-        "ece_before": expected_calibration_error(before, labels, single_label),
-        "ece_after": expected_calibration_error(out_of_fold, labels, single_label)}
+    temperatures = fit_temperatures(logits, labels, single_label)
+    if single_label:
+        keep = np.array([expected_calibration_error(out_of_fold, labels, True)
+                         < expected_calibration_error(before, labels, True)])
+    else:
+        keep = np.array([expected_calibration_error(out_of_fold[:, j], labels[:, j], False)
+                         < expected_calibration_error(before[:, j], labels[:, j], False)
+                         for j in range(labels.shape[1])])
+        out_of_fold = np.where(keep, out_of_fold, before)
+    ece_before = expected_calibration_error(before, labels, single_label)
+    ece_after = expected_calibration_error(out_of_fold, labels, single_label) if keep.any() else ece_before
+    if ece_after >= ece_before:  # together no better: none kept
+        keep, ece_after = np.zeros_like(keep), ece_before
+    return np.where(keep, temperatures, 1.0).astype(np.float32), {
+        "ece_before": ece_before, "ece_after": ece_after, "kept": int(keep.sum())}
 
 
 def write_calibration(folder: Path, names: list[str], temperatures: np.ndarray, single_label: bool) -> None:

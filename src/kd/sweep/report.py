@@ -23,7 +23,7 @@ def run_rows(runs) -> pd.DataFrame:
         final = json.loads((sweep_run.folder / "final_metrics.json").read_text(encoding="utf-8"))
         student, distill = final["student"], sweep_run.config.distill
         rows.append({**sweep_run.setting, "seed": sweep_run.seed, "run": sweep_run.name,
-                     **{m: student["val"][m] for m in METRICS},
+                     **{m: student["val"].get(m) for m in METRICS},  # single-label has no exact match
                      "uses_teacher": distill.alpha > 0 or distill.matches_layers,
                      "parameters": student["parameters"], "train_time_s": student["train_time_s"],
                      "best_epoch": student["best_epoch"], "teacher_macro_auc": final["teacher"]["val"]["macro_auc"],
