@@ -28,8 +28,8 @@ def _run_parser(sub, name: str, help: str, description: str):
 
 
 def _own_data_arguments(p) -> None:
-    """kd distill on the user's own CSV/TSV without a config file."""
-    g = p.add_argument_group("your own data (a CSV or TSV with a header)")
+    """kd distill on the user's own data file without a config file."""
+    g = p.add_argument_group("your own data (CSV or TSV with a header, JSON lines or Parquet)")
     g.add_argument("--train", metavar="FILE", help="train file (= data.format=csv data.train=FILE)")
     g.add_argument("--val", metavar="FILE", help="val file (default: data.val_fraction of train)")
     g.add_argument("--text-column", metavar="C", help="the text column (default: text)")
@@ -70,19 +70,27 @@ def _data_arguments(p) -> None:
                    help="tokens per text (default: the length the model was trained at)")
 
 
-def _labelled_file_arguments(p, required: bool) -> None:
-    p.add_argument("--data", required=required, help="labelled CSV/TSV file")
-    p.add_argument("--format", default="jigsaw", choices=["jigsaw", "csv", "goemotions"])
-    p.add_argument("--text-column", default="comment_text")
-    p.add_argument("--label-columns", help="comma-separated (default: the model's labels)")
-    p.add_argument("--labels-file", help="goemotions format: label names (default: the model's labels)")
-    p.add_argument("--delimiter", help="default: tab for .tsv, comma otherwise")
+def _data_setting_arguments(p, data_help: str, required: bool) -> None:
+    """How kd evaluate, export and predict read a data file: as kd distill does (kd.data.inputs)."""
+    p.add_argument("--data", required=required, help=data_help)
+    g = p.add_argument_group("reading the file (default: as its run read its data: the run folder's config.yaml, "
+                             "else a CSV-like file with a `text` column, as kd distill --train FILE)")
+    g.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config whose data.* settings apply")
+    g.add_argument("--format", choices=["jigsaw", "csv", "goemotions"], help="= data.format")
+    g.add_argument("--text-column", metavar="C", help="= data.text_column")
+    g.add_argument("--label-columns", metavar="A,B", help="= data.label_columns (default: the model's labels)")
+    g.add_argument("--labels-file", metavar="FILE", help="= data.labels_file (goemotions format)")
+    g.add_argument("--delimiter", help="= data.delimiter (default: tab for .tsv, comma otherwise)")
+    p.add_argument("overrides", nargs="*", metavar="data.key=value", help="data settings, e.g. data.quoting=none")
+
+
+DATA_FILE = "labelled data file: CSV, TSV, JSON lines or Parquet"
 
 
 def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model or export folder (ONNX, int8) on a labelled file (prints JSON)")
     _data_arguments(p)
-    _labelled_file_arguments(p, required=True)
+    _data_setting_arguments(p, DATA_FILE, required=True)
 
 
 def _export_parser(sub) -> None:
@@ -92,8 +100,7 @@ def _export_parser(sub) -> None:
     p.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
     p.add_argument("--onnx", action="store_true", help="write model.onnx for ONNX Runtime")
     p.add_argument("--quantize", choices=["int8"], help="int8 weights (implies --onnx)")
-    _labelled_file_arguments(p, required=False)
-    p.epilog = "--data: a labelled file on which the macro AUC of both models is compared."
+    _data_setting_arguments(p, DATA_FILE + ": the macro AUC of both models is compared on it", required=False)
 
 
 def _serve_parser(sub) -> None:
@@ -114,7 +121,10 @@ def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="per-label probabilities and predicted labels (JSON lines)",
                        description="Runs a model or export folder (ONNX Runtime when it has model.onnx).")
     _data_arguments(p)
-    p.add_argument("--input", help="a text file with one text per line")
+    p.add_argument("--input", metavar="FILE", help="texts to classify: a data file's text column (CSV, TSV, JSON lines, "
+                                                   "Parquet, read as its run read its data), or one text per line")
+    p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config whose data.* settings apply")
+    p.add_argument("--text-column", metavar="C", help="= data.text_column")
     p.add_argument("texts", nargs="*", help="texts to classify")
 
 
@@ -187,22 +197,22 @@ def _sweep(args) -> None:
     run_sweep(load_sweep(args.file, args.overrides), args.jobs, Path(args.out) if args.out else None)
 
 
-def _read_for_model(args, names: list[str], single_label: bool):
-    """The labelled file of --data, its labels in the model's order. A single-label model's data
-    has one class column (or one 0/1 column per class); without --label-columns it is inferred."""
-    from kd.data.formats import read_labeled
+def _data_overrides(args) -> list[str]:
+    """The data flags of kd evaluate, export and predict as data.* overrides (given ones only)."""
+    flags = {"format": "format", "text_column": "text_column", "labels_file": "labels_file", "delimiter": "delimiter"}
+    overrides = [f"data.{key}={json.dumps(getattr(args, flag))}" for flag, key in flags.items()
+                 if getattr(args, flag, None) is not None]
+    if getattr(args, "label_columns", None):
+        columns = [c.strip() for c in args.label_columns.split(",") if c.strip()]
+        overrides.append(f"data.label_columns={json.dumps(columns)}")
+    return overrides + [o for o in getattr(args, "overrides", []) or []]
 
-    columns = args.label_columns.split(",") if args.label_columns else ([] if single_label else names)
-    if not single_label and sorted(columns) != sorted(names):
-        raise KDError(f"the model predicts {names}; --label-columns gives {columns}")
-    data = read_labeled(args.data, args.format, args.text_column, columns, args.labels_file, args.delimiter,
-                        problem_type="single_label" if single_label else "multi_label",
-                        classes=names if single_label else None)
-    if sorted(data.label_names) != sorted(names):
-        raise KDError(f"the model predicts {names}; the data has {data.label_names}")
-    data.labels = data.labels[:, [data.label_names.index(n) for n in names]]
-    data.label_names = names
-    return data
+
+def _read_for_model(args, names: list[str], single_label: bool):
+    """--data read as the model's run read its data (kd.data.inputs), its labels in the model's order."""
+    from kd.data.inputs import data_settings, read_for_model
+
+    return read_for_model(args.data, data_settings(args.model, args.config, _data_overrides(args)), names, single_label)
 
 
 def _evaluate(args) -> None:
@@ -256,11 +266,11 @@ def _serve(args) -> None:
 def _predict(args) -> None:
     from kd.deployment.classifier import Classifier
 
-    from kd.files import read_text
+    from kd.data.inputs import data_settings, input_texts
 
     texts = list(args.texts)
     if args.input:
-        texts += [line for line in read_text(args.input, "input file").splitlines() if line.strip()]
+        texts += input_texts(args.input, data_settings(args.model, args.config, _data_overrides(args)))
     if not texts:
         raise KDError("no texts given: pass TEXT arguments or --input FILE")
     clf = Classifier.from_pretrained(args.model, max_length=args.max_length, batch_size=args.batch_size)

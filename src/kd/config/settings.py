@@ -85,6 +85,7 @@ class DataConfig:
     empty_texts: Literal["error", "drop"] = "error"
     quoting: Literal["csv", "none"] = "csv"  # none: double quotes are ordinary characters
     problem_type: Literal["auto", "multi_label", "single_label"] = "auto"  # kd/data/labels.py
+    class_names: list[str] | None = None  # names of a class column's classes (ids 0, 1, 2, ... in order)
     val_fraction: float = 0.2
     split_seed: int = 42
     max_length: int = 200

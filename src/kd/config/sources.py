@@ -58,7 +58,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 def merge(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
     """Apply a nested dict of updates to a dataclass in place, rejecting unknown keys."""
-    hints = typing.get_type_hints(type(obj))
+    fields = {item.name for item in dataclasses.fields(obj)}  # settings; ClassVars such as RANGES are none
+    hints = {k: v for k, v in typing.get_type_hints(type(obj)).items() if k in fields}
     for key, value in updates.items():
         path = f"{prefix}{key}"
         if key not in hints:

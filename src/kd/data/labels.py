@@ -13,6 +13,7 @@ column is left, it is the class column.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,3 +99,21 @@ def _class_column(path, values: np.ndarray, column: str, lines: list[int], class
     matrix = np.zeros((len(values), len(classes)), dtype=np.float32)
     matrix[np.arange(len(values)), [index[v] for v in values]] = 1.0
     return Labels(matrix, list(classes), True, column)
+
+
+def class_ids(names: list[str]) -> list[str]:
+    """The class ids data.class_names names: 0, 1, 2, ... one per name."""
+    return [str(k) for k in range(len(names))]
+
+
+def name_classes(data, names: list[str] | None):
+    """LabeledTexts read with class_ids(names) as its classes, its classes called `names`
+    (data.class_names: id k is the k-th name); `names` None: as they are."""
+    if names is None:
+        return data
+    if len(set(names)) != len(names):
+        raise KDError(f"data.class_names names a class twice: {names}")
+    if not data.class_column:
+        raise KDError("data.class_names names the class ids of one class column (single-label data); "
+                      f"these labels come from {len(data.label_names)} 0/1 column(s): name those columns instead")
+    return dataclasses.replace(data, label_names=list(names))

@@ -10,6 +10,7 @@ import numpy as np
 
 from kd.config.settings import DataConfig
 from kd.data.formats import read_labeled, _read_one
+from kd.data.labels import class_ids, name_classes
 from kd.data.stored import read_stored
 from kd.data.texts import LabeledTexts
 from kd.errors import KDError
@@ -41,7 +42,9 @@ def load_splits(cfg: DataConfig, store: Path | None = None) -> Splits:
         return read_stored(path, store, lambda one, known: _read_one(one, *settings, known or classes),
                            {"settings": settings, "labels_file": labels_file, "classes": classes})
 
-    train = read(cfg.train, cfg.label_columns, cfg.problem_type)
+    named = class_ids(cfg.class_names) if cfg.class_names else None  # ids 0, 1, 2, ... to be named
+    train = read(cfg.train, cfg.label_columns, "single_label" if named else cfg.problem_type, named)
+    _check_rows(train, cfg.train, "train")
     if cfg.val:  # with the train file's label columns and classes
         if train.class_column:
             val = read(cfg.val, [train.class_column], "single_label", train.label_names)
@@ -50,6 +53,7 @@ def load_splits(cfg: DataConfig, store: Path | None = None) -> Splits:
                        "single_label" if train.single_label else "multi_label")
         if val.label_names != train.label_names:
             raise KDError(f"train and val have different labels: {train.label_names} vs {val.label_names}")
+        _check_rows(val, cfg.val, "val")
     else:
         if len(train) < 2:
             raise KDError(f"{cfg.train}: need at least 2 rows to split off a validation set")
@@ -58,8 +62,16 @@ def load_splits(cfg: DataConfig, store: Path | None = None) -> Splits:
             raise KDError(f"data.val_fraction={cfg.val_fraction} of {len(train)} rows leaves no train rows")
         train, val = train.take(train_rows), train.take(val_rows)
         val.dropped = 0  # the file's count stays with train
+    train, val = (name_classes(data, cfg.class_names) for data in (train, val))
     return Splits(_sample(train, cfg.max_train_samples, cfg.split_seed),
                   _sample(val, cfg.max_val_samples, cfg.split_seed + 1))
+
+
+def _check_rows(data: LabeledTexts, path: str, split: str) -> None:
+    """A split with no row left (every text empty and dropped) is refused before anything trains."""
+    if not len(data):
+        raise KDError(f"{path}: no {split} row is left: all {data.dropped:,} text(s) are empty and "
+                      "data.empty_texts=drop left them out")
 
 
 def _sample(data: LabeledTexts, size: int | None, seed: int) -> LabeledTexts:

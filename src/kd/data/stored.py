@@ -31,7 +31,9 @@ def read_stored(path: str, store: Path, read_one: Reader, settings: dict):
     """LabeledTexts of every file `path` stands for, with texts, labels and ids memory-mapped from
     `store`/<key>/ (written there on first use); `settings`: what else decides the rows read."""
     files = expand(path)
-    key = hashlib.sha256(json.dumps({"files": [file_digest([f]) for f in files], "settings": settings},
+    # a file's name ending decides its delimiter (.tsv, .csv, .jsonl): the same bytes under another one read otherwise
+    contents = [[file_digest([f]), f.suffix.lower()] for f in files]
+    key = hashlib.sha256(json.dumps({"files": contents, "settings": settings},
                                     sort_keys=True, default=str).encode()).hexdigest()[:24]
     folder = store / key
     try:

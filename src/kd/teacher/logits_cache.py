@@ -42,7 +42,7 @@ def soft_targets_key(teacher_folder: Path, data_cfg: DataConfig, tokenizer) -> s
     split = {k: v for k, v in vars(data_cfg).items()
              if k not in ("train", "val", "labels_file", "max_val_samples", "max_length", "num_proc")}
     # settings added after caches were written: left out at their defaults, so those caches stay valid
-    for key, default in (("quoting", "csv"), ("problem_type", "auto")):
+    for key, default in (("quoting", "csv"), ("problem_type", "auto"), ("class_names", None)):
         if split[key] == default:
             del split[key]
     parts = {
