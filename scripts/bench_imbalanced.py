@@ -130,6 +130,25 @@ def cell(pair) -> str:
     return f"{pair[0]:.4f} ± {pair[1]:.4f}"
 
 
+def findings(results: list[dict]) -> list[str]:
+    """The deltas the issue asks about, from the table: what the offsets and the class weights change."""
+    by = {(r["teacher_class_weights"], r["student_class_weights"]): r for r in results}
+    plain, weighted = by[("none", "none")], by[("none", "balanced")]
+    s, w, t = plain["student"], weighted["student"], plain["teacher"]
+
+    def delta(a, b, key_a, key_b) -> str:
+        return f"{b[key_b][0] - a[key_a][0]:+.4f}" if isinstance(a[key_a], list) else f"{b[key_b] - a[key_a]:+.4f}"
+    return [
+        "What changes, against kd's defaults before (no class weights, argmax):",
+        f"- the class offsets (what kd saves now), student: macro F1 {delta(s, s, 'macro_f1', 'macro_f1_tuned')}, "
+        f"accuracy {delta(s, s, 'accuracy', 'accuracy_tuned')} (seed std of accuracy {s['accuracy'][1]:.4f}); "
+        f"teacher: macro F1 {t['macro_f1_tuned'] - t['macro_f1']:+.4f}, accuracy {t['accuracy_tuned'] - t['accuracy']:+.4f}",
+        f"- balanced class weights for the student alone, argmax: macro F1 {delta(s, w, 'macro_f1', 'macro_f1')}, "
+        f"accuracy {delta(s, w, 'accuracy', 'accuracy')} (seed std of macro F1 {s['macro_f1'][1]:.4f} and "
+        f"{w['macro_f1'][1]:.4f})",
+        f"- both: macro F1 {delta(s, w, 'macro_f1', 'macro_f1_tuned')}, accuracy {delta(s, w, 'accuracy', 'accuracy_tuned')}"]
+
+
 def markdown(results: list[dict], baselines: dict, command: str) -> str:
     lines = ["# Imbalanced single-label classes: class offsets and class weights", "",
              f"`{command}` (HatEval 2019's HS, TR and AG as one of 5 classes per text; the rarest, "
@@ -146,7 +165,7 @@ def markdown(results: list[dict], baselines: dict, command: str) -> str:
         lines.append(f"| {r['teacher_class_weights']} | {r['student_class_weights']} | student | "
                      + " | ".join(cell(s[k]) for k in ("accuracy", "accuracy_tuned", "macro_f1", "macro_f1_tuned",
                                                         "rare_f1", "rare_f1_tuned")) + " |")
-    lines += ["", "TF-IDF + logistic regression (multinomial), the same split, argmax:", "",
+    lines += ["", *findings(results), "", "TF-IDF + logistic regression (multinomial), the same split, argmax:", "",
               "| class_weight | accuracy | macro F1 | rare-class F1 |", "|---|---:|---:|---:|"]
     for name, b in baselines.items():
         lines.append(f"| {name} | {b['accuracy']:.4f} | {b['macro_f1']:.4f} | {b['rare_f1']:.4f} |")

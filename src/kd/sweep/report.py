@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 METRICS = {"macro_auc": "macro AUC", "macro_f1_tuned": "macro F1 (tuned)", "bce": "BCE",
-           "macro_f1": "macro F1 @0.5", "micro_f1": "micro F1", "exact_match": "exact match"}
+           "macro_f1": "macro F1 @0.5", "micro_f1": "micro F1", "exact_match": "exact match",
+           "cross_entropy": "cross-entropy", "accuracy": "accuracy"}
 SHOWN = ("macro_auc", "macro_f1_tuned", "bce")
 
 
@@ -41,7 +42,7 @@ def summarize(rows: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     for column in ("uses_teacher", "parameters", "teacher_macro_auc", "teacher_macro_f1_tuned"):
         table[column] = grouped[column].first()
     table = table.reset_index()
-    return table.sort_values(f"{metric}_mean", ascending=metric == "bce", kind="stable")
+    return table.sort_values(f"{metric}_mean", ascending=metric in ("bce", "cross_entropy"), kind="stable")
 
 
 def _cell(mean: float, std: float) -> str:
@@ -54,10 +55,11 @@ def markdown(sweep, table: pd.DataFrame, keys: list[str]) -> str:
              f"`kd sweep {sweep.file}`: {int(table['seeds'].sum())} runs, the student's val metrics per "
              f"setting (mean ± sample std over seeds), best {METRICS[sweep.metric]} first.", ""]
     lines += [f"Teacher (val): macro AUC {auc:.4f}, macro F1 (tuned) {f1:.4f}." for auc, f1 in teachers.values]
-    header = [*keys, *(METRICS[m] for m in SHOWN), "learns from teacher", "parameters", "train s", "seeds"]
+    shown = SHOWN if table["bce_mean"].notna().any() else ("macro_auc", "macro_f1_tuned", "cross_entropy")  # single-label
+    header = [*keys, *(METRICS[m] for m in shown), "learns from teacher", "parameters", "train s", "seeds"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in table.iterrows():
-        cells = [str(row[k]) for k in keys] + [_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in SHOWN]
+        cells = [str(row[k]) for k in keys] + [_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in shown]
         cells += ["yes" if row["uses_teacher"] else "no", f"{int(row['parameters']):,}",
                   f"{row['train_time_s']:.0f}", str(int(row["seeds"]))]
         lines.append("| " + " | ".join(cells) + " |")
