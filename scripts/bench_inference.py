@@ -28,18 +28,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+from loadgen import free_port, run_load  # scripts/loadgen.py
+from machine import cpu_name  # scripts/machine.py
 from transformers.utils import logging as hf_logging
 
-from kd.deployment.classifier import Classifier
 from kd.data.formats import read_labeled
-from kd.errors import KDError
+from kd.deployment.classifier import Classifier
 from kd.deployment.export import export_model
-from loadgen import free_port, run_load  # scripts/loadgen.py
+from kd.errors import KDError
 from kd.models.build import build_model, count_parameters
-from kd.models.saved import load_classifier, save_classifier
 from kd.models.hub import load_tokenizer
+from kd.models.saved import load_classifier, save_classifier
 from kd.runtime.cores import usable_cores
-from machine import cpu_name  # scripts/machine.py
 
 MODES = {"a": "PyTorch, pad to 200, reference", "b": "PyTorch, dynamic length",
          "c": "ONNX Runtime fp32", "d": "ONNX Runtime int8"}

@@ -21,13 +21,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from bench_quality import (  # scripts/bench_quality.py
+    DATASETS,
+    dataset_config,
+    fit_tfidf_lr,
+)
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from transformers.utils import logging as hf_logging
 
-from kd.deployment.classifier import Classifier
 from kd.data.splits import load_splits
-from bench_quality import DATASETS, dataset_config, fit_tfidf_lr  # scripts/bench_quality.py
+from kd.deployment.classifier import Classifier
 
 STUDENT = "tiny_pretrained_kd"
 

@@ -42,25 +42,25 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from machine import cpu_name  # scripts/machine.py
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
 from transformers.utils import logging as hf_logging
 
-from kd.deployment.classifier import Classifier
 from kd.config.settings import load_config
 from kd.config.sources import flatten, parse_override
-from kd.data.texts import LabeledTexts
-from kd.data.splits import load_splits
 from kd.data.formats import read_labeled
+from kd.data.splits import load_splits
+from kd.data.texts import LabeledTexts
+from kd.deployment.classifier import Classifier
 from kd.evaluation.metrics import compute_metrics, tuned_metrics
 from kd.evaluation.predict import evaluate_model
 from kd.models.saved import load_classifier
+from kd.run.teachers import shared_teacher
 from kd.runtime.hardware import precision_name, training_device
 from kd.sweep.grid import load_sweep, plan
-from kd.run.teachers import shared_teacher
 from kd.sweep.runner import run_sweep
-from machine import cpu_name  # scripts/machine.py
 
 DATASETS = {
     "goemotions": ("configs/goemotions.yaml", {

@@ -51,27 +51,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from bench_train_report import markdown
+from machine import cpu_name, mkl_recipe_library  # scripts/machine.py
 from transformers.utils import logging as hf_logging
 
-from kd.training import speedups
-from kd.data.batches import EncodedDataset, make_loader
 from kd.config.settings import load_config
+from kd.data.batches import EncodedDataset, make_loader
 from kd.data.formats import read_labeled
+from kd.data.tokens import TokenCache, encode
 from kd.evaluation.predict import MODEL_INPUTS
-from kd.training.layer_matching import LayerMatching
-from kd.training.losses import distillation_loss
 from kd.models.build import build_model, label_names
-from kd.models.saved import load_classifier
 from kd.models.hub import load_tokenizer
-from kd.data.tokens import TokenCache
+from kd.models.saved import load_classifier
 from kd.runtime.context import RunContext
-from kd.runtime.report import Reporter
 from kd.runtime.hardware import precision_name, resolve_mixed_precision
-from kd.data.tokens import encode
+from kd.runtime.report import Reporter
+from kd.training import speedups
+from kd.training.layer_matching import LayerMatching
 from kd.training.loop import Objective, TrainingJob, fit
-from machine import cpu_name, mkl_recipe_library  # scripts/machine.py
-
-from bench_train_report import markdown
+from kd.training.losses import distillation_loss
 
 JIGSAW_PRIORS = [0.096, 0.010, 0.053, 0.003, 0.049, 0.009]  # toxic .. identity_hate in train.csv
 REFERENCE = {"speedups": [], "group_by_length": False, "pad_to_multiple_of": 200, "batch_size": 16}  # max_length 200

@@ -19,16 +19,20 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from bench_quality import (  # scripts/bench_quality.py
+    DATASETS,
+    dataset_config,
+    fit_tfidf_lr,
+)
 from sklearn.model_selection import KFold
 
-from bench_quality import DATASETS, dataset_config, fit_tfidf_lr  # scripts/bench_quality.py
-from kd.deployment.classifier import Classifier
 from kd.data.splits import load_splits
+from kd.deployment.classifier import Classifier
 from kd.evaluation.metrics import tuned_metrics
 from kd.integrations.hf import cached_teacher_logits
 from kd.models.hub import load_tokenizer
-from kd.teacher.logits_cache import soft_targets_key
 from kd.run.teachers import shared_teacher
+from kd.teacher.logits_cache import soft_targets_key
 
 
 def out_of_fold_logits(train, folds: int = 5) -> np.ndarray:

@@ -16,6 +16,7 @@ from transformers import DataCollatorWithPadding, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny  # noqa: E402
+
 from kd.data.tokens import encode  # noqa: E402
 from kd.integrations.hf import DistillationTrainer, metrics, with_teacher_logits  # noqa: E402
 from kd.models.build import build_model  # noqa: E402

@@ -12,7 +12,6 @@ if (SHARED / "hf-cache").is_dir():
     os.environ["HF_HUB_CACHE"] = str(SHARED / "hf-cache")
 
 import pytest  # noqa: E402
-
 import tiny  # noqa: E402
 
 

@@ -10,11 +10,11 @@ import sys
 import torch
 
 from kd.cli import main
-from kd.training import loop
+from kd.training import guard
 
 rank, mode, at = int(os.environ["RANK"]), os.environ["STOP_MODE"], int(os.environ["STOP_STEP"])
 steps = 0
-real_add = loop._Divergence.add
+real_add = guard.Divergence.add
 
 
 def add(self, loss, step):
@@ -33,6 +33,6 @@ def report() -> None:
         handle.write(str(steps))
 
 
-loop._Divergence.add = add
+guard.Divergence.add = add
 atexit.register(report)
 sys.exit(main(["distill", *sys.argv[1:]]))

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import tiny
 import yaml
 
-import tiny
-from kd.teacher import logits_cache as soft_targets
 from kd.cli import main
 from kd.files import folder_lock, write_atomically
+from kd.teacher import logits_cache as soft_targets
 
 
 @pytest.mark.parametrize("key", ["output_dir", "cache_dir"])

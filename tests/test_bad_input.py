@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from kd.config.settings import DataConfig, load_config
-from kd.data.splits import load_splits
 from kd.data.formats import read_labeled
-from kd.errors import KDError
+from kd.data.splits import load_splits
 from kd.data.transfer import read_texts
+from kd.errors import KDError
 
 
 def read_goemotions(tmp_path, content: str | bytes, labels: str = "a\nb\nc\n", **kw):

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 import tiny
+
 from kd.cli import main
 from kd.config.settings import load_config
 from kd.errors import KDError

@@ -5,16 +5,23 @@ from __future__ import annotations
 import json
 
 import pytest
+import tiny
 import torch
 
-import tiny
-from kd.student import stage as student_stage
 from kd.cli import main
 from kd.errors import KDError
-from kd.training.layer_matching import (LayerMatching, attention_kl, attention_projections, evenly_mapped_layers, hidden_distance, relation_probs)
-from kd.training.losses import scheduled_temperature
 from kd.models.build import build_model
 from kd.models.saved import load_classifier
+from kd.student import stage as student_stage
+from kd.training.layer_matching import (
+    LayerMatching,
+    attention_kl,
+    attention_projections,
+    evenly_mapped_layers,
+    hidden_distance,
+    relation_probs,
+)
+from kd.training.losses import scheduled_temperature
 
 
 def test_scheduled_temperature():

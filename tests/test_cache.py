@@ -4,14 +4,14 @@ import shutil
 from dataclasses import replace
 
 import pytest
+import tiny
 import torch
 
-import tiny
 from kd.config.settings import DataConfig
 from kd.data.splits import load_splits
 from kd.models.build import build_model
-from kd.models.saved import load_classifier, save_classifier
 from kd.models.hub import load_tokenizer
+from kd.models.saved import load_classifier, save_classifier
 from kd.teacher.logits_cache import train_logits
 
 

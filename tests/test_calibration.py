@@ -5,13 +5,20 @@ import json
 
 import numpy as np
 import pytest
-
 import tiny
-from kd.evaluation.calibration import (calibrate, calibrated_probabilities, expected_calibration_error, fit_temperatures, read_calibration, write_calibration)
-from kd.deployment.classifier import Classifier
-from kd.evaluation.calibration import sigmoid
+
 from kd.cli import main
+from kd.deployment.classifier import Classifier
 from kd.errors import KDError
+from kd.evaluation.calibration import (
+    calibrate,
+    calibrated_probabilities,
+    expected_calibration_error,
+    fit_temperatures,
+    read_calibration,
+    sigmoid,
+    write_calibration,
+)
 
 
 def overconfident(rows: int, single_label: bool, seed: int = 0):

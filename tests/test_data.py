@@ -2,10 +2,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
-
 import tiny
+import torch
 from conftest import SHARED
+
 from kd.config.settings import DataConfig
 from kd.data.batches import EncodedDataset, PadCollator
 from kd.data.formats import JIGSAW_LABELS, read_labeled

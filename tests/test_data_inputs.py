@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-
 import tiny
+
 from kd.cli import main
+from kd.config.settings import DataConfig
 from kd.data.formats import read_labeled
 from kd.errors import KDError
-from kd.config.settings import DataConfig
 from kd.models.hub import load_tokenizer
 from kd.teacher.logits_cache import soft_targets_key
 

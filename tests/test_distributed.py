@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import tiny
 from safetensors.torch import load_file
 
-import tiny
 from kd.runtime.cores import usable_cores
 
 HERE = Path(__file__).resolve().parent

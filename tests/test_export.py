@@ -7,12 +7,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-
 import tiny
-from kd.deployment import export
-from kd.deployment.classifier import Classifier
+
 from kd.cli import main
 from kd.data.texts import LabeledTexts
+from kd.deployment import export
+from kd.deployment.classifier import Classifier
 from kd.errors import KDError
 
 

@@ -14,25 +14,25 @@ import sys
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from accelerate import Accelerator
 
-import tiny
-from kd.data.batches import EncodedDataset, LengthGroupedSampler, make_loader
 from kd.config.settings import load_config
+from kd.data.batches import EncodedDataset, LengthGroupedSampler, make_loader
 from kd.data.formats import read_labeled
 from kd.data.tokens import encode
-from kd.evaluation.predict import MODEL_INPUTS, evaluate_model, predict_logits
-from kd.training.losses import distillation_loss
-from kd.models.build import build_model
-from kd.models.saved import load_classifier
-from kd.models.hub import load_tokenizer
 from kd.errors import KDError
+from kd.evaluation.predict import MODEL_INPUTS, evaluate_model, predict_logits
+from kd.models.build import build_model
 from kd.models.first_token import FirstTokenBertLayer, use_first_token_last_layer
-from kd.training.optim import clip_grad_norm, make_optimizer
+from kd.models.hub import load_tokenizer
+from kd.models.saved import load_classifier
 from kd.runtime.hardware import precision_name, resolve_mixed_precision
 from kd.training import speedups
 from kd.training.loop import train_pad_multiple
+from kd.training.losses import distillation_loss
+from kd.training.optim import clip_grad_norm, make_optimizer
 
 
 def test_length_grouped_sampler_is_a_reseeded_permutation_of_similar_length_batches():

@@ -2,11 +2,11 @@
 run that fails before training leaves no folder behind."""
 
 import pytest
-
 import tiny
-from kd.run import pipeline
+
 from kd.cli import main
 from kd.errors import KDError
+from kd.run import pipeline
 
 
 def test_every_missing_model_is_listed_before_anything_trains(models, csv_data, tmp_path, capsys):

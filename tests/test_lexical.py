@@ -10,19 +10,19 @@ import sys
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from transformers import pipeline
 
-import tiny
+from kd.cli import main
 from kd.deployment import export
 from kd.deployment.classifier import Classifier
-from kd.cli import main
 from kd.errors import KDError
+from kd.models.build import build_model, count_parameters
+from kd.models.hub import load_tokenizer
 from kd.models.lexical import add_lexical_part
 from kd.models.lexical_bert import LexicalBertForSequenceClassification, hashed_ngrams
-from kd.models.build import build_model, count_parameters
 from kd.models.saved import load_classifier
-from kd.models.hub import load_tokenizer
 
 BUCKETS = 64
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import tiny
 import torch
 from accelerate import Accelerator
 
-import tiny
 from kd.cli import main
 from kd.config.settings import TrainConfig
 from kd.data.batches import EncodedDataset

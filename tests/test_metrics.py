@@ -5,7 +5,12 @@ import pytest
 from sklearn.metrics import f1_score
 
 from kd.evaluation.calibration import sigmoid
-from kd.evaluation.decisions import THRESHOLD_FLOOR, macro_f1_of, tune_offsets, tune_thresholds
+from kd.evaluation.decisions import (
+    THRESHOLD_FLOOR,
+    macro_f1_of,
+    tune_offsets,
+    tune_thresholds,
+)
 from kd.evaluation.metrics import compute_metrics, single_label_metrics, tuned_metrics
 
 

@@ -1,11 +1,17 @@
 import numpy as np
 import pytest
+import tiny
 import torch
 
-import tiny
-from kd.models import hub
 from kd.errors import KDError
-from kd.models.build import build_model, count_parameters, default_lr, evenly_spaced_layers, init_prior_bias
+from kd.models import hub
+from kd.models.build import (
+    build_model,
+    count_parameters,
+    default_lr,
+    evenly_spaced_layers,
+    init_prior_bias,
+)
 from kd.models.hub import resolve_name
 
 

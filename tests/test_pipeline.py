@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+import tiny
 import yaml
 from transformers import pipeline
 
-import tiny
 from kd.cli import main
 from kd.models.saved import load_classifier
 

@@ -4,10 +4,10 @@ import os
 
 import numpy as np
 import pytest
-
 import tiny
-from kd.deployment.classifier import Classifier
+
 from kd.cli import main
+from kd.deployment.classifier import Classifier
 from kd.runtime.cores import usable_cores
 
 
@@ -42,8 +42,8 @@ def test_a_model_trained_at_32_tokens_predicts_identically_everywhere(trained_at
 
     from kd.data.tokens import encode
     from kd.deployment.export import export_model
-    from kd.models.saved import load_classifier
     from kd.deployment.serve import create_app
+    from kd.models.saved import load_classifier
 
     long_texts = [" ".join(["happy", "the", "day", "was", "so", "very"] * 9) + " furious rage",  # > 32 tokens
                   "scared " * 40, "just a short one"]

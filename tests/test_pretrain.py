@@ -5,17 +5,17 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 from transformers import AutoConfig, AutoModel
 
-import tiny
 from kd.cli import main
 from kd.config.settings import load_config
-from kd.run.pipeline import distill as run
 from kd.errors import KDError
-from kd.models.lexical_bert import LexicalBertForSequenceClassification
 from kd.models.build import build_model
+from kd.models.lexical_bert import LexicalBertForSequenceClassification
 from kd.models.saved import load_classifier
+from kd.run.pipeline import distill as run
 from kd.run.pipeline import pretrain
 from kd.student.pretrain import pretraining_key
 

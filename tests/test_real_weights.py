@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import SHARED
+
 from kd.cli import main
 
 GOEMOTIONS = SHARED / "data" / "goemotions"

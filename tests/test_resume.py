@@ -11,11 +11,11 @@ import sys
 import time
 
 import pytest
+import tiny
 from safetensors import safe_open
 
-import tiny
-from kd.training.checkpoint import state_path
 from kd.cli import main
+from kd.training.checkpoint import state_path
 
 
 def _overrides(models, csv_data, tmp_path, name):

@@ -8,8 +8,8 @@ import gc
 import weakref
 
 import pytest
-
 import tiny
+
 from kd.cli import main
 from kd.run import pipeline
 from kd.student import stage as student_stage

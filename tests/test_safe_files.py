@@ -5,11 +5,11 @@ from __future__ import annotations
 import pickle
 
 import pytest
-
 import tiny
-from kd.training.checkpoint import load_state
+
 from kd.errors import KDError
 from kd.models.saved import load_classifier
+from kd.training.checkpoint import load_state
 
 
 class Payload:

@@ -5,19 +5,19 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from safetensors import safe_open
 
-import tiny
-from kd.teacher import logits_cache as soft_targets_module
 from kd.config.settings import DataConfig
 from kd.data.splits import load_splits
+from kd.data.tokens import TokenCache, TokenColumns, encode
 from kd.errors import KDError
 from kd.models.build import build_model
-from kd.models.saved import load_classifier, save_classifier
 from kd.models.hub import load_tokenizer
+from kd.models.saved import load_classifier, save_classifier
+from kd.teacher import logits_cache as soft_targets_module
 from kd.teacher.logits_cache import train_logits
-from kd.data.tokens import TokenCache, TokenColumns, encode
 
 TEXTS = ["happy day", "so very sad and angry at it", "", "the a", "ünïcödé text 😀 ok", "word " * 80]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 from fastapi.testclient import TestClient
 
-import tiny
 from kd.deployment.classifier import Classifier
 from kd.deployment.serve import Limits, create_app
 

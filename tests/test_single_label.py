@@ -6,16 +6,16 @@ import json
 
 import numpy as np
 import pytest
+import tiny
 from fastapi.testclient import TestClient
 from transformers import pipeline
 
-import tiny
-from kd.deployment.classifier import Classifier
-from kd.evaluation.calibration import softmax
 from kd.cli import main
+from kd.deployment.classifier import Classifier
 from kd.deployment.export import export_model
-from kd.training.losses import distillation_loss
 from kd.deployment.serve import create_app
+from kd.evaluation.calibration import softmax
+from kd.training.losses import distillation_loss
 
 
 def write_classes(path, n: int, seed: int):

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 import tiny
+
 from kd.cli import main
 from kd.config.settings import load_config
 from kd.data.formats import read_labeled

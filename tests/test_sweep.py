@@ -9,19 +9,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import tiny
 import torch
 import yaml
 
-import tiny
-from kd.student import stage as student_stage
+from kd.cli import main
+from kd.config.settings import Config
+from kd.errors import KDError
 from kd.run import teachers
+from kd.student import stage as student_stage
 from kd.sweep import runner as sweep
 from kd.sweep.grid import load_sweep, plan
 from kd.teacher import stage as teacher_stage
 from kd.training import loop as train
-from kd.cli import main
-from kd.config.settings import Config
-from kd.errors import KDError
 
 
 def _write_sweep(tmp_path, models, csv_data, grid, seeds, **extra) -> str:
@@ -163,20 +163,21 @@ def test_parallel_jobs_each_get_a_gpu_of_their_own(models, csv_data, tmp_path, m
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # two GPUs, as the sweep sees them
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    calls, lock, real_run = [], threading.Lock(), sweep.subprocess.run
+    calls, lock = [], threading.Lock()
 
-    def recorded(command, env, **kwargs):
+    def run(sweep_run, sweep_, env):  # stands in for a kd distill process
         started = time.perf_counter()
-        code = real_run(command, env={k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}, **kwargs).returncode
+        time.sleep(0.2)
         with lock:
             calls.append((env.get("CUDA_VISIBLE_DEVICES"), started, time.perf_counter()))
-        return type("Done", (), {"returncode": code})
+        return 0
 
-    monkeypatch.setattr(sweep.subprocess, "run", recorded)
-    file = _write_sweep(tmp_path, models, csv_data, {"student.train.lr": [3e-3, 2e-3, 1e-3]}, [0])
-    assert main(["sweep", file, "--jobs", "2"]) == 0
-    assert len(calls) == 3 and {gpu for gpu, _, _ in calls} == {"0", "1"}
+    monkeypatch.setattr(sweep, "_run_in_subprocess", run)
+    assert sweep._run_in_parallel([f"run{i}" for i in range(5)], None, 2) == [0] * 5
+    assert len(calls) == 5 and {gpu for gpu, _, _ in calls} == {"0", "1"}
     for (gpu, start, end), (other, start2, end2) in itertools.combinations(calls, 2):
         assert gpu != other or end <= start2 or end2 <= start  # never two runs on one GPU at once
-    assert main(["sweep", file, "--jobs", "3"]) == 2
+    file = _write_sweep(tmp_path, models, csv_data, {"student.train.lr": [3e-3, 2e-3, 1e-3]}, [0])
+    assert main(["sweep", file, "--jobs", "3"]) == 2  # refused before any teacher trains
     assert "--jobs 3 with 2 visible GPU(s)" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "teachers").exists()

@@ -1,8 +1,8 @@
 """Experiment tracking through Accelerate's trackers: TensorBoard gets every number kd prints."""
 
 import pytest
-
 import tiny
+
 from kd.cli import main
 
 

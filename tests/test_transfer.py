@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
+import tiny
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-import tiny
 from kd.cli import main
+from kd.data.transfer import augmented_copies, read_texts
 from kd.errors import KDError
 from kd.training.losses import distillation_loss
-from kd.data.transfer import augmented_copies, read_texts
 
 
 def test_augmented_copies_mask_and_cut_reproducibly():

@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 import pytest
-
 import tiny
+
 from kd.cli import main
 
 

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
-from kd.training import loop as train
 from kd.models.build import build_model
 from kd.models.hub import load_tokenizer, wordpiece_tokenizer
 from kd.models.saved import save_classifier
+from kd.training import loop as train
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 LABEL_WORDS = {"anger": ["furious", "rage", "hate"], "joy": ["happy", "great", "love"],

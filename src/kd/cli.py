@@ -218,8 +218,8 @@ def _read_for_model(args, names: list[str], single_label: bool):
 def _evaluate(args) -> None:
     """Score any folder kd writes: a save_pretrained folder (as training evaluates), or a `kd export`
     folder with model.onnx (ONNX Runtime through kd.Classifier, int8 included)."""
-    from kd.evaluation.calibration import read_calibration
     from kd.deployment.classifier import ONNX_FILE, Classifier, inference_max_length
+    from kd.evaluation.calibration import read_calibration
     from kd.evaluation.metrics import score
 
     if (Path(args.model) / ONNX_FILE).is_file():
@@ -244,8 +244,8 @@ def _evaluate(args) -> None:
 
 
 def _export(args) -> None:
-    from kd.models.folder import read_labels, single_label_folder
     from kd.deployment.export import export_model
+    from kd.models.folder import read_labels, single_label_folder
 
     labelled = None
     if args.data:
@@ -264,9 +264,8 @@ def _serve(args) -> None:
 
 
 def _predict(args) -> None:
-    from kd.deployment.classifier import Classifier
-
     from kd.data.inputs import data_settings, input_texts
+    from kd.deployment.classifier import Classifier
 
     texts = list(args.texts)
     if args.input:

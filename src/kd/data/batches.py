@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from kd.data.tokens import TokenColumns
 from kd.errors import KDError
 from kd.models.build import accepts_token_type_ids
-from kd.data.tokens import TokenColumns
 
 
 class EncodedDataset(torch.utils.data.Dataset):

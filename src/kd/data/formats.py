@@ -14,11 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
-from kd.data.labels import Labels, check_one_class_per_row, class_order, infer_label_columns, read_labels
-from kd.data.tables import (RECORD_SUFFIXES, Table, delimiter_hint, expand, lines_text, read_records, read_table)
-from kd.files import read_text
+from kd.data.labels import (
+    Labels,
+    check_one_class_per_row,
+    class_order,
+    infer_label_columns,
+    read_labels,
+)
+from kd.data.tables import (
+    RECORD_SUFFIXES,
+    Table,
+    delimiter_hint,
+    expand,
+    lines_text,
+    read_records,
+    read_table,
+)
 from kd.data.texts import LabeledTexts, blank
 from kd.errors import KDError
+from kd.files import read_text
 
 JIGSAW_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 

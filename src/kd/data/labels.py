@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kd.errors import KDError
 from kd.data.tables import lines_text
+from kd.errors import KDError
 
 PROBLEM_TYPES = ("auto", "multi_label", "single_label")
 BINARY = ("0", "1")

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from kd.config.settings import DataConfig
-from kd.data.formats import read_labeled, _read_one
+from kd.data.formats import _read_one, read_labeled
 from kd.data.labels import class_ids, name_classes
 from kd.data.stored import read_stored
 from kd.data.texts import LabeledTexts

@@ -18,11 +18,11 @@ from typing import Callable
 import numpy as np
 
 from kd.data.columns import TextColumn, offsets_from
-from kd.errors import KDError
-from kd.files import file_digest, staged_folder
 from kd.data.labels import class_order
 from kd.data.tables import expand
 from kd.data.texts import LabeledTexts
+from kd.errors import KDError
+from kd.files import file_digest, staged_folder
 
 Reader = Callable[[Path, "list[str] | None"], LabeledTexts]  # (file, known classes) -> LabeledTexts
 

@@ -9,7 +9,6 @@ and, with probability `augment_ngram_prob`, keeps only a random n-gram (n from 1
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from kd.data.texts import blank

@@ -14,10 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kd.evaluation.calibration import read_calibration, sigmoid, softmax
-from kd.runtime.cores import usable_cores
 from kd.errors import KDError
+from kd.evaluation.calibration import read_calibration, sigmoid, softmax
 from kd.models.folder import read_decision, read_json, read_labels, single_label_folder
+from kd.runtime.cores import usable_cores
 
 ONNX_FILE = "model.onnx"
 SMALL_BATCH_TOKENS = 512  # below this many tokens one thread beats a thread pool

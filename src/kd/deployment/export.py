@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.evaluation.calibration import CALIBRATION_FILE
+from kd.data.texts import LabeledTexts
 from kd.deployment.card import write_export_card
 from kd.deployment.classifier import ONNX_FILE, Classifier
-from kd.models.folder import write_decision
-from kd.data.texts import LabeledTexts
 from kd.errors import KDError
+from kd.evaluation.calibration import CALIBRATION_FILE
 from kd.evaluation.metrics import score
 from kd.files import staged_folder
-from kd.models.first_token import use_first_token_last_layer
 from kd.models.build import is_single_label, label_names
+from kd.models.first_token import use_first_token_last_layer
+from kd.models.folder import write_decision
 from kd.models.saved import load_classifier, save_classifier
 
 FP32_MAX_PROB_DIFF = 1e-4

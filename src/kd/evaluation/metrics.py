@@ -13,8 +13,18 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
 from kd.errors import KDError
-from kd.evaluation.calibration import calibrated_probabilities, expected_calibration_error, sigmoid
-from kd.evaluation.decisions import out_of_fold_classes, out_of_fold_thresholds, tune_offsets, tune_thresholds
+from kd.evaluation.calibration import (
+    calibrated_probabilities,
+    expected_calibration_error,
+    sigmoid,
+)
+from kd.evaluation.decisions import (
+    out_of_fold_classes,
+    out_of_fold_thresholds,
+    tune_offsets,
+    tune_thresholds,
+)
+
 
 def tuned_metrics(logits: np.ndarray, labels: np.ndarray, label_names: list[str],
                   single_label: bool = False) -> tuple[dict, np.ndarray]:

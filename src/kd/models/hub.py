@@ -7,7 +7,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer, BertTokenizer, DistilBertTokenizer, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    BertTokenizer,
+    DistilBertTokenizer,
+    PretrainedConfig,
+)
 
 from kd.errors import KDError
 

@@ -21,7 +21,10 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from kd.errors import KDError
-from kd.models.lexical_bert import LexicalBertConfig, LexicalBertForSequenceClassification
+from kd.models.lexical_bert import (
+    LexicalBertConfig,
+    LexicalBertForSequenceClassification,
+)
 
 WORD_TABLE = "bert.embeddings.word_embeddings.weight"
 

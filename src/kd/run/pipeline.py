@@ -32,13 +32,18 @@ from kd.deployment.card import write_run_cards
 from kd.errors import KDError, one_line
 from kd.evaluation.stage import calibration_stage
 from kd.run.isolated import precision_taken, run_in_child
-from kd.run.preflight import check_models, check_output_folders, check_resumable, run_folder
+from kd.run.preflight import (
+    check_models,
+    check_output_folders,
+    check_resumable,
+    run_folder,
+)
 from kd.runtime.context import RunContext
 from kd.runtime.hardware import make_accelerator, precision_name
 from kd.runtime.report import Reporter, write_json
 from kd.student.pretrain import pretrain_encoder
-from kd.student.start import resolve_init, student_start
 from kd.student.stage import student_stage
+from kd.student.start import resolve_init, student_start
 from kd.teacher.soft_targets import soft_targets_stage, teacher_soft_targets
 from kd.teacher.stage import teacher_folder, teacher_stage
 

@@ -18,11 +18,10 @@ from accelerate.utils import broadcast_object_list
 from kd.config.settings import Config, save_config
 from kd.errors import KDError
 from kd.files import check_writable, folder_lock
+from kd.models.build import TEACHER_INITS, check_positions
+from kd.models.hub import load_model_config, missing_weights
 from kd.training.checkpoint import check_processes
 from kd.training.layer_matching import check_shapes
-from kd.models.build import TEACHER_INITS
-from kd.models.build import check_positions
-from kd.models.hub import load_model_config, missing_weights
 
 
 def check_resumable(cfg: Config, accelerator: Accelerator) -> None:

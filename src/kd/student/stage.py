@@ -13,7 +13,13 @@ from kd.data.splits import Splits
 from kd.data.tokens import TokenColumns
 from kd.errors import KDError
 from kd.evaluation.stage import stage_summary
-from kd.models.build import TEACHER_INITS, build_model, count_parameters, init_prior_bias, set_single_label
+from kd.models.build import (
+    TEACHER_INITS,
+    build_model,
+    count_parameters,
+    init_prior_bias,
+    set_single_label,
+)
 from kd.models.lexical import add_lexical_part, lexical_summary
 from kd.runtime.context import RunContext
 from kd.student.start import StudentStart

@@ -26,8 +26,8 @@ from kd.data.batches import EncodedDataset, make_loader
 from kd.data.tables import expand
 from kd.data.texts import LabeledTexts
 from kd.data.tokens import TokenColumns, tokenizer_fingerprint
-from kd.evaluation.predict import MODEL_INPUTS
 from kd.errors import KDError
+from kd.evaluation.predict import MODEL_INPUTS
 from kd.files import file_digest, write_atomically
 from kd.runtime.context import Loaded, RunContext
 

@@ -16,10 +16,16 @@ from kd.data.texts import LabeledTexts
 from kd.errors import KDError
 from kd.evaluation.predict import evaluate_model
 from kd.evaluation.stage import stage_summary
-from kd.models.build import (build_model, count_parameters, init_prior_bias, is_single_label, label_names,
-                             set_single_label)
-from kd.runtime.context import RunContext
 from kd.files import write_atomically
+from kd.models.build import (
+    build_model,
+    count_parameters,
+    init_prior_bias,
+    is_single_label,
+    label_names,
+    set_single_label,
+)
+from kd.runtime.context import RunContext
 from kd.teacher.logits_cache import checkpoint_digest
 from kd.training.loop import Objective, TrainingJob, class_weights, fit
 

@@ -2,39 +2,42 @@
 
 Under Accelerate: one `prepare`, `accumulate`, `gather_for_metrics`; AdamW with linear
 warm-up and decay; evaluation on val after every epoch; the best epoch (by val BCE
-or macro AUC) saved as a save_pretrained folder with its tuned thresholds. Without a val
+or macro AUC) saved as a save_pretrained folder with its tuned decision rule. Without a val
 set (`kd pretrain`: no labels, only the layer-matching loss) each epoch's encoder is saved.
-With a state file, where training stands is saved every `save_every_steps` batches, after
-every epoch and on Ctrl-C; `resume` continues from it exactly: same weights, optimizer,
-scheduler, data order (the epoch's shuffle, its done batches skipped) and dropout RNG.
+Where training stands is saved every `save_every_steps` batches, after every epoch and on
+Ctrl-C (kd.training.guard); a resumed run continues from it exactly: same weights, optimizer,
+scheduler, data order (the epoch's shuffle, its done batches skipped) and every process's
+dropout RNG.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object
 from transformers import get_linear_schedule_with_warmup
 
 from kd.config.settings import TrainConfig
 from kd.data.batches import EncodedDataset, make_loader
-from kd.evaluation.predict import MODEL_INPUTS, predict_logits
 from kd.evaluation.metrics import summary_line, tuned_metrics, val_loss
-from kd.errors import KDError
-from kd.training.layer_matching import LayerMatching
-from kd.training.losses import balanced_weights, distillation_loss, scheduled_temperature
+from kd.evaluation.predict import MODEL_INPUTS, predict_logits
 from kd.models.build import default_lr, is_single_label, label_names
 from kd.models.saved import save_classifier, save_encoder
-from kd.training import speedups
-from kd.training.checkpoint import Progress, load_state, restore_rng, rng_state, save_state
-from kd.training.optim import clip_grad_norm, make_optimizer
 from kd.runtime.context import RunContext
+from kd.training import speedups
+from kd.training.checkpoint import Progress, load_state, restore_rng
+from kd.training.guard import Checkpoints, DeferredCtrlC
+from kd.training.layer_matching import LayerMatching
+from kd.training.losses import (
+    balanced_weights,
+    distillation_loss,
+    scheduled_temperature,
+)
+from kd.training.optim import clip_grad_norm, make_optimizer
 
 
 @dataclass
@@ -173,7 +176,7 @@ def fit(ctx: RunContext, job: TrainingJob) -> FitResult:
         progress, rng = load_state(state_file, run.trained, run.optimizer, run.scheduler,
                                    accelerator.process_index, accelerator.num_processes)
         ctx.reporter.print(f"{stage}: resuming at epoch {progress.epoch}, batch {progress.step}")
-    checkpoint = _Checkpoints(state_file if ctx.is_main else None, run, cfg.save_every_steps, stage, ctx)
+    checkpoint = Checkpoints(state_file if ctx.is_main else None, run, cfg.save_every_steps, stage, ctx)
     for epoch in range(progress.epoch, cfg.epochs + 1):
         rng = restore_rng(rng) if progress.step == 0 else rng  # before the epoch's iterator draws its seed
         run.train_loader.set_epoch(epoch - 1)  # the epoch's shuffle, then its batches not yet trained
@@ -181,7 +184,7 @@ def fit(ctx: RunContext, job: TrainingJob) -> FitResult:
         started, loss_sum = time.perf_counter(), torch.tensor(progress.loss_sum, device=accelerator.device)
         run.model.train()
         with ctx.reporter.task(f"{stage} epoch {epoch}/{cfg.epochs}", steps_per_epoch - progress.step) as advance, \
-                _deferred_ctrl_c() as stop:
+                DeferredCtrlC() as stop:
             for batch in batches:
                 rng = restore_rng(rng)  # mid-epoch: where the interrupted run stood after its last batch
                 with accelerator.accumulate(run.model):
@@ -240,116 +243,3 @@ def _evaluate(ctx: RunContext, job: TrainingJob, run: _Training) -> tuple[dict |
     with ctx.reporter.task(f"{job.stage} eval", len(run.val_loader)) as advance:
         logits, labels = predict_logits(run.model, run.val_loader, ctx.accelerator, advance)
     return tuned_metrics(logits, labels, label_names(job.model), is_single_label(job.model))
-
-
-class _Divergence:
-    """A loss that is not finite ends training with the step where it first went so. Losses are
-    checked CHECK_EVERY steps at a time (and before every save), not at every step: reading a
-    value back makes a GPU wait."""
-    CHECK_EVERY = 16
-
-    def __init__(self, lr_key: str, lr: float):
-        self.lr_key, self.lr = lr_key, lr
-        self.losses: list[torch.Tensor] = []
-        self.last_step = 0
-
-    def add(self, loss: torch.Tensor, step: int) -> bool:
-        """Keep the step's loss; whether a check is due."""
-        self.losses.append(loss.detach().float())
-        self.last_step = step
-        return len(self.losses) == self.CHECK_EVERY
-
-    def first_bad(self) -> tuple[int, float] | None:
-        """(step, loss) of the first loss kept since the last check that is not finite; None: all are."""
-        if not self.losses:
-            return None
-        losses, self.losses = torch.stack(self.losses).cpu(), []
-        bad = (~torch.isfinite(losses)).nonzero()
-        if not len(bad):
-            return None
-        return self.last_step - len(losses) + 1 + int(bad[0]), losses[bad[0]].item()
-
-    def fail(self, step: int, value: float | None) -> None:
-        seen = f"it became {value}" if value is not None else "on another process"
-        raise KDError(f"the loss diverged at step {step} ({seen}); lower {self.lr_key} (it is {self.lr:g}) or "
-                      "keep the gradient clipping on (max_grad_norm)")
-
-
-class _deferred_ctrl_c:
-    """Ctrl-C during training ends the current batch first (so the saved state is whole); a
-    second Ctrl-C interrupts at once. Outside the main thread signals cannot be caught: no-op."""
-
-    def __enter__(self):
-        self.requested = False
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._request)
-        except ValueError:
-            self.previous = None
-        return self
-
-    def _request(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-class _Checkpoints:
-    """The state file, written every `every` steps, after each epoch and on Ctrl-C (`state_file`
-    None: never, as on processes other than the main one); losses checked for divergence first.
-
-    With several processes, whether to stop (a Ctrl-C on any of them, a loss that is not finite on
-    any of them) is decided together, at the steps where the losses are checked or the state is
-    due: one all-reduce there, so that every process leaves the loop at the same step instead of
-    one leaving while the others wait for it in the next gradient all-reduce."""
-
-    def __init__(self, state_file: Path | None, run: _Training, every: int, stage: str, ctx: RunContext):
-        self.state_file, self.run, self.every, self.stage, self.ctx = state_file, run, every, stage, ctx
-        self.divergence = _Divergence(f"{stage}.train.lr", run.lr)
-
-    def save(self, progress: Progress) -> None:
-        """On every process at once: each one's RNG states go to the main one, which writes the file."""
-        states = [rng_state()]
-        if self.ctx.accelerator.num_processes > 1:
-            states = gather_object(states)  # in rank order
-        if self.state_file is not None:
-            save_state(self.state_file, self.run.trained, self.run.optimizer, self.run.scheduler, progress, states)
-
-    def agree(self, stop: bool = False) -> bool:
-        """Check the losses kept since the last check, on every process at once; raise at the first
-        step any process saw diverge. Returns whether any process asked to stop."""
-        bad = self.divergence.first_bad()
-        accelerator = self.ctx.accelerator
-        if accelerator.num_processes > 1:  # [stop, -(first bad step)], the max over processes
-            local = torch.tensor([float(stop), -bad[0] if bad else -math.inf], device=accelerator.device)
-            agreed = accelerator.reduce(local, reduction="max").tolist()
-            stop, step = agreed[0] > 0, -agreed[1]
-            if math.isfinite(step):
-                self.divergence.fail(int(step), bad[1] if bad and bad[0] == step else None)
-        elif bad:
-            self.divergence.fail(*bad)
-        return stop
-
-    def after_step(self, loss: torch.Tensor, step: int, progress: Progress, loss_sum: torch.Tensor,
-                   started: float, stop: bool) -> None:
-        """Check the loss; save mid-epoch (the loss and time so far with the state) when due or
-        asked to stop, then stop."""
-        check = self.divergence.add(loss, step)
-        due = bool(self.every) and progress.step % self.every == 0
-        alone = self.ctx.accelerator.num_processes == 1
-        if not (check or due or (stop and alone)):
-            return
-        stop = self.agree(stop)
-        if not (due or stop):
-            return
-        elapsed = time.perf_counter() - started
-        progress.loss_sum = loss_sum.item()
-        progress.train_time_s += elapsed
-        self.save(progress)
-        progress.train_time_s -= elapsed
-        if stop:
-            self.ctx.reporter.print(f"{self.stage}: interrupted; the state is saved, "
-                                    f"`kd {self.ctx.command} --resume {self.ctx.run_dir}` continues")
-            raise KeyboardInterrupt
