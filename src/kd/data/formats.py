@@ -24,6 +24,7 @@ from kd.data.labels import (
 from kd.data.tables import (
     RECORD_SUFFIXES,
     Table,
+    default_delimiter,
     delimiter_hint,
     expand,
     lines_text,
@@ -73,7 +74,7 @@ def _read_columns(path: Path, text_column: str, label_columns: list[str], delimi
                   id_column: str | None, empty_texts: str, quoting: str, problem_type: str,
                   classes: list[str] | None) -> LabeledTexts:
     """A delimited file with a header; label columns named, or inferred (kd.data.labels)."""
-    sep = delimiter if delimiter is not None else ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
+    sep = delimiter if delimiter is not None else default_delimiter(path)
     keys = [text_column, *([id_column] if id_column else [])]
     wanted = keys + list(label_columns)
     seen: dict[str, set[str]] = {}

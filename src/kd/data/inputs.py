@@ -15,13 +15,13 @@ from kd.config.settings import Config, DataConfig
 from kd.config.sources import merge, parse_override, read_yaml_mapping
 from kd.data.formats import read_labeled
 from kd.data.labels import class_ids, name_classes
-from kd.data.tables import RECORD_SUFFIXES, read_records, read_table
+from kd.data.tables import RECORD_SUFFIXES, TAB_SUFFIXES, read_any_table
 from kd.data.texts import LabeledTexts
 from kd.errors import KDError
 from kd.files import read_text
 
 OWN_DATA = {"format": "csv", "text_column": "text", "labels_file": None, "label_columns": []}
-TABLE_SUFFIXES = (".csv", ".tsv", ".tab", *RECORD_SUFFIXES)
+TABLE_SUFFIXES = (".csv", *TAB_SUFFIXES, *RECORD_SUFFIXES)
 
 
 def data_settings(model: str | Path, config_files: list[str], overrides: list[str]) -> DataConfig:
@@ -61,14 +61,9 @@ def input_texts(path: str | Path, data: DataConfig) -> list[str]:
     column, read as `kd distill` reads it; any other file, one text per line (lines end at a line
     feed, a carriage return before it dropped; blank lines hold no text)."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
+    if path.suffix.lower() not in TABLE_SUFFIXES:
         return [line.removesuffix("\r") for line in read_text(path, "input file").split("\n") if line.strip()]
-    if suffix in RECORD_SUFFIXES:
-        table = read_records(path)
-    else:
-        delimiter = data.delimiter or ("\t" if suffix in (".tsv", ".tab") else ",")
-        table = read_table(path, delimiter, data.quoting)
+    table = read_any_table(path, data.delimiter, data.quoting)
     header = table.rows[0]
     if data.text_column not in header:
         raise KDError(f"{path}: no column '{data.text_column}' (data.text_column); columns are {header}")

@@ -44,6 +44,12 @@ class Table:
 
 
 RECORD_SUFFIXES = (".jsonl", ".parquet")
+TAB_SUFFIXES = (".tsv", ".tab")
+
+
+def default_delimiter(path: str | Path) -> str:
+    """The delimiter a file's name ending implies (data.delimiter unset): a tab for .tsv / .tab, else a comma."""
+    return "\t" if Path(path).suffix.lower() in TAB_SUFFIXES else ","
 
 
 def expand(pattern: str | Path) -> list[Path]:
@@ -68,6 +74,14 @@ def _cell(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def read_any_table(path: str | Path, delimiter: str | None = None, quoting: str = "csv") -> Table:
+    """A CSV, TSV, JSON-lines or Parquet file as a Table, by its name ending; `delimiter` None: the
+    one that ending implies."""
+    if Path(path).suffix.lower() in RECORD_SUFFIXES:
+        return read_records(path)
+    return read_table(path, delimiter if delimiter is not None else default_delimiter(path), quoting)
 
 
 def read_records(path: str | Path) -> Table:

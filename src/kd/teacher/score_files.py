@@ -9,18 +9,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.data.tables import RECORD_SUFFIXES, read_records, read_table
+from kd.data.tables import read_any_table
 from kd.data.texts import LabeledTexts
 from kd.errors import KDError
 
 
 def _score_columns(path: Path) -> dict[str, list]:
     """{column: values} of a CSV, TSV, JSON-lines or Parquet file."""
-    suffix = path.suffix.lower()
-    if suffix in RECORD_SUFFIXES:
-        table = read_records(path)
-    else:
-        table = read_table(path, "\t" if suffix in (".tsv", ".tab") else ",")
+    table = read_any_table(path)
     header, rows = table.rows[0], table.rows[1:]
     return {name: [row[j] for row in rows] for j, name in enumerate(header)}
 
