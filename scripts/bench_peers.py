@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from machine import cpu_name  # scripts/machine.py
+from machine import cpu_name, ms_per_text  # scripts/machine.py
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -104,13 +104,6 @@ def kd_config(name: str, args, extra: list[str], more: list[str] = ()):
 def score(logits: np.ndarray, dev) -> dict:
     metrics, _ = tuned_metrics(logits, dev.labels, dev.label_names)
     return {"macro_auc": metrics["macro_auc"], "macro_f1_tuned": metrics["macro_f1_tuned"]}
-
-
-def ms_per_text(predict, texts: list[str]) -> float:
-    predict(texts[:64])  # warm-up
-    started = time.perf_counter()
-    predict(texts)
-    return 1000 * (time.perf_counter() - started) / len(texts)
 
 
 def folder_row(tool: str, role: str, folder: Path, minutes: float, dev, seed: int | None) -> dict:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from machine import cpu_name  # scripts/machine.py
+from machine import cpu_name, ms_per_text  # scripts/machine.py
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_union
@@ -191,13 +191,6 @@ def distilled_runs(name: str, student: str, overrides: list[str], args) -> tuple
                     list(range(args.seeds)), args, configs)
     named = {f"alpha={p['alpha']:g} T={p['temperature']:g}": auc[label] for label, p in points.items()}
     return runs, named, (points[picked]["alpha"], points[picked]["temperature"])
-
-
-def ms_per_text(predict, texts: list[str]) -> float:
-    predict(texts[:64])
-    started = time.perf_counter()
-    predict(texts)
-    return 1e3 * (time.perf_counter() - started) / len(texts)
 
 
 def score_folder(folder: Path, final: dict, dev: LabeledTexts, test: LabeledTexts | None,

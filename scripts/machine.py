@@ -1,5 +1,6 @@
-"""The machine a benchmark ran on, for its report, and the opt-in MKL recipe for AMD CPUs
-(recipes/mkl_amd/) built for the benchmarks that time it. Imported by scripts/bench_*.py; not part of kd."""
+"""The machine a benchmark ran on, for its report, how fast a model predicts on it, and the opt-in
+MKL recipe for AMD CPUs (recipes/mkl_amd/) built for the benchmarks that time it. Imported by
+scripts/bench_*.py; not part of kd."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -14,6 +16,14 @@ import torch
 from kd.runtime.hardware import native_bf16
 
 MKL_RECIPE = Path(__file__).resolve().parents[1] / "recipes/mkl_amd/mkl_intel_cpu.c"
+
+
+def ms_per_text(predict, texts: list[str]) -> float:
+    """CPU milliseconds per text of `predict` over `texts`, after a warm-up batch of 64."""
+    predict(texts[:64])
+    started = time.perf_counter()
+    predict(texts)
+    return 1e3 * (time.perf_counter() - started) / len(texts)
 
 
 def first_cpu_fields(cpuinfo: str) -> dict[str, str]:
